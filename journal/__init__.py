@@ -1,0 +1,28 @@
+"""The durable journal: a DuckDB file of sessions, steps, calls and content-addressed blobs.
+
+Importable without IPython, ipywidgets or openai.
+"""
+
+from ._blobs import Split, canonical_json, digest, join_document, split_document
+from ._schema import LATEST as SCHEMA_VERSION
+from ._store import Holder, Journal, RecordedCall, Store, StepRun, default_path
+from .errors import JournalBusyError, JournalError, SchemaTooNewError, SessionHeldError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Holder",
+    "Journal",
+    "JournalBusyError",
+    "JournalError",
+    "RecordedCall",
+    "SchemaTooNewError",
+    "SessionHeldError",
+    "Split",
+    "StepRun",
+    "Store",
+    "canonical_json",
+    "default_path",
+    "digest",
+    "join_document",
+    "split_document",
+]

@@ -1,0 +1,388 @@
+"""The DuckDB journal: where every row is written and read.
+
+DuckDB locks the database file for the whole process that opens it, even against
+read-only opens from other processes. So a journal is opened for one unit of work (a
+durable step, a CLI command) and closed right after; between steps a kernel holds nothing
+and the CLI or another kernel can use the file. An open that finds the file locked waits
+a little, then says which process holds it.
+
+The WAL is kept small (automatic checkpoint at 1 MB, a checkpoint on every close) because
+DuckDB replays it on the next open, and a kernel killed with SIGKILL never closes cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from . import _blobs
+from ._schema import migrate
+from .errors import JournalBusyError, SessionHeldError
+
+# Small blocks: DuckDB's default 256 KB blocks make even a tiny journal a megabyte.
+_BLOCK_SIZE = "16384"
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?) \(PID (\d+)\)")
+
+
+def default_path() -> Path:
+    """`$DURABLE_JOURNAL`, else `.durable/journal.duckdb` under the working directory."""
+    env = os.environ.get("DURABLE_JOURNAL")
+    return Path(env) if env else Path.cwd() / ".durable" / "journal.duckdb"
+
+
+def now() -> datetime:
+    """Naive UTC: DuckDB's TIMESTAMPTZ would make every read import pytz."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """The process driving a session, identified well enough to tell whether it still lives."""
+
+    pid: int
+    host: str
+    started: str  # process start time as the kernel reports it; guards against PID reuse
+    label: str
+
+    @classmethod
+    def current(cls, label: str) -> Holder:
+        return cls(os.getpid(), socket.gethostname(), _process_start(os.getpid()), label)
+
+    def is_alive(self) -> bool:
+        if self.host != socket.gethostname():
+            return True  # cannot see another machine's processes: assume it still runs
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return _process_start(self.pid) == self.started
+
+    def describe(self) -> str:
+        return f"{self.label} (pid {self.pid} on {self.host})"
+
+
+def _process_start(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    # Field 22 counts from after the command name, which may itself contain spaces.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+@dataclass
+class RecordedCall:
+    id: int
+    fingerprint: str
+    ordinal: int
+    seq: int
+    kind: str
+    name: str
+    status: str
+    request: str | None
+    response: str | None
+    meta: dict[str, Any]
+    ended_at: datetime | None
+    data: bytes | None = None  # the response blob, preloaded so that replay does not query
+
+
+@dataclass
+class StepRun:
+    session: str
+    step: str
+    epoch: int
+    run_id: int
+    recorded: list[RecordedCall] = field(default_factory=list)
+
+
+class Journal:
+    """A journal file. Open it for a unit of work with `with journal.open() as store:`."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, wait: float = 10.0) -> None:
+        self.path = Path(path) if path is not None else default_path()
+        self.wait = wait
+        self._known: set[str] = set()  # blob hashes known to be stored; blobs are never deleted
+        self._identity: tuple[int, int] | None = None
+
+    @contextmanager
+    def open(self) -> Iterator[Store]:
+        store = Store(self, self._connect())
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + self.wait
+        delay = 0.02
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), config={"default_block_size": _BLOCK_SIZE})
+                break
+            except duckdb.IOException as exc:
+                match = _LOCK_HOLDER.search(str(exc))
+                if match is None:
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = f"process {match.group(2)} ({match.group(1)})"
+                    raise JournalBusyError(str(self.path), holder, self.wait) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.25)
+        con.execute("SET wal_autocheckpoint = '1MB'")
+        migrate(con)
+        stat = self.path.stat()
+        identity = (stat.st_dev, stat.st_ino)
+        if identity != self._identity:
+            self._known.clear()  # a different file now lives at this path
+            self._identity = identity
+        return con
+
+
+class Store:
+    """An open journal. All reads and writes of the journal's tables live here."""
+
+    def __init__(self, journal: Journal, con: duckdb.DuckDBPyConnection) -> None:
+        self.journal = journal
+        self.con = con
+        self._known = journal._known
+
+    def close(self) -> None:
+        try:
+            self.con.execute("CHECKPOINT")
+        finally:
+            self.con.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def sql(self, query: str, params: Iterable[Any] | None = None) -> duckdb.DuckDBPyRelation | None:
+        return self.con.sql(query, params=params)
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def put(self, split: _blobs.Split) -> None:
+        """Write the blobs of `split` that the journal does not hold yet."""
+        rows: list[tuple[str, bytes]] = [(k, v) for k, v in split.blobs.items() if k not in self._known]
+        for links in split.chains:
+            fresh = []
+            for link in links:
+                if link[0] in self._known:
+                    break
+                fresh.append(link)
+            if fresh:
+                stored = self._stored([link[0] for link in fresh])
+                for node, node_data, item, item_data in fresh:
+                    if node in stored:
+                        break
+                    rows.append((node, node_data))
+                    rows.append((item, item_data))
+        if rows:
+            unique = dict(rows)
+            params: list[Any] = []
+            for key, data in unique.items():
+                codec, packed = _blobs.encode(data)
+                params += [key, codec, len(data), packed]
+            values = ",".join(["(?, ?, ?, ?)"] * len(unique))
+            self.con.execute(f"INSERT OR IGNORE INTO blobs VALUES {values}", params)
+        self.mark_known(split)
+
+    def mark_known(self, split: _blobs.Split) -> None:
+        """Remember that every blob of `split` is stored (it was written, or matched a record)."""
+        self._known.update(split.blobs)
+        for links in split.chains:
+            for node, _, item, _ in links:
+                if node in self._known:
+                    break
+                self._known.add(node)
+                self._known.add(item)
+
+    def _stored(self, keys: list[str]) -> set[str]:
+        rows = self.con.execute("SELECT hash FROM blobs WHERE hash IN (SELECT unnest(?))", [keys]).fetchall()
+        return {r[0] for r in rows}
+
+    def fetch(self, key: str) -> bytes:
+        row = self.con.execute("SELECT codec, data FROM blobs WHERE hash = ?", [key]).fetchone()
+        if row is None:
+            raise KeyError(f"blob {key} is missing from the journal")
+        return _blobs.decode(row[0], row[1])
+
+    def put_bytes(self, data: bytes) -> str:
+        split = _blobs.Split()
+        key = split.add(data)
+        self.put(split)
+        return key
+
+    def put_json(self, value: Any) -> str:
+        split = _blobs.Split()
+        key = _blobs.split_document(value, split)
+        self.put(split)
+        return key
+
+    def get_json(self, key: str) -> Any:
+        return _blobs.join_document(key, self.fetch)
+
+    # -- sessions ------------------------------------------------------------------------
+
+    def claim_session(self, name: str, holder: Holder, notebook: str | None = None) -> None:
+        """Make `holder` the driver of session `name`, creating it if new.
+
+        A session driven by another live process is refused: two kernels appending steps
+        to one session would interleave them.
+        """
+        with self.transaction():
+            row = self.con.execute("SELECT holder FROM sessions WHERE name = ?", [name]).fetchone()
+            mine = json.dumps(holder.__dict__)
+            if row is None:
+                self.con.execute(
+                    "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", [name, notebook, now(), now(), mine]
+                )
+                return
+            if row[0]:
+                current = Holder(**json.loads(row[0]))
+                same = (current.pid, current.host, current.started) == (holder.pid, holder.host, holder.started)
+                if not same and current.is_alive():
+                    raise SessionHeldError(name, current.describe())
+            self.con.execute(
+                "UPDATE sessions SET holder = ?, updated_at = ?, notebook = coalesce(?, notebook) WHERE name = ?",
+                [mine, now(), notebook, name],
+            )
+
+    def release_session(self, name: str, holder: Holder) -> None:
+        self.con.execute(
+            "UPDATE sessions SET holder = NULL WHERE name = ? AND json_extract(holder, '$.pid')::INTEGER = ?",
+            [name, holder.pid],
+        )
+
+    def session_holder(self, name: str) -> Holder | None:
+        row = self.con.execute("SELECT holder FROM sessions WHERE name = ?", [name]).fetchone()
+        return Holder(**json.loads(row[0])) if row and row[0] else None
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def begin_step(self, session: str, step: str, source: str | None, *, rerun: bool = False) -> StepRun:
+        """Open a run of `step` and load its recorded calls for replay."""
+        with self.transaction():
+            source_key = self.put_bytes(source.encode()) if source is not None else None
+            row = self.con.execute(
+                "SELECT epoch FROM steps WHERE session = ? AND name = ?", [session, step]
+            ).fetchone()
+            if row is None:
+                epoch = 1
+                self.con.execute(
+                    "INSERT INTO steps VALUES (?, ?, 1, 'running', ?, ?, ?)",
+                    [session, step, source_key, now(), now()],
+                )
+            else:
+                epoch = row[0] + 1 if rerun else row[0]
+                self.con.execute(
+                    "UPDATE steps SET epoch = ?, status = 'running', source = coalesce(?, source), "
+                    "updated_at = ? WHERE session = ? AND name = ?",
+                    [epoch, source_key, now(), session, step],
+                )
+            (run_id,) = self.con.execute("SELECT nextval('run_ids')").fetchone()
+            self.con.execute(
+                "INSERT INTO step_runs (id, session, step, epoch, started_at, status) "
+                "VALUES (?, ?, ?, ?, ?, 'running')",
+                [run_id, session, step, epoch, now()],
+            )
+        self.con.execute("UPDATE sessions SET updated_at = ? WHERE name = ?", [now(), session])
+        return StepRun(session, step, epoch, run_id, self._recorded(session, step, epoch))
+
+    def end_step(
+        self,
+        run: StepRun,
+        status: str,
+        *,
+        live: int,
+        replayed: int,
+        outputs: list[dict[str, Any]] | None = None,
+        error: str | None = None,
+    ) -> None:
+        with self.transaction():
+            outputs_key = self.put_bytes(_blobs.canonical_json(outputs)) if outputs is not None else None
+            self.con.execute(
+                "UPDATE step_runs SET ended_at = ?, status = ?, calls_live = ?, calls_replayed = ?, "
+                "outputs = ?, error = ? WHERE id = ?",
+                [now(), status, live, replayed, outputs_key, error, run.run_id],
+            )
+            self.con.execute(
+                "UPDATE steps SET status = ?, updated_at = ? WHERE session = ? AND name = ? AND epoch = ?",
+                [status, now(), run.session, run.step, run.epoch],
+            )
+
+    def _recorded(self, session: str, step: str, epoch: int) -> list[RecordedCall]:
+        rows = self.con.execute(
+            "SELECT c.id, c.fingerprint, c.ordinal, c.seq, c.kind, c.name, c.status, c.request, "
+            "c.response, c.meta, c.ended_at, b.codec, b.data FROM calls c "
+            "LEFT JOIN blobs b ON b.hash = c.response "
+            "WHERE c.session = ? AND c.step = ? AND c.epoch = ? ORDER BY c.id",
+            [session, step, epoch],
+        ).fetchall()
+        recorded = []
+        for *head, meta, ended_at, codec, data in rows:
+            call = RecordedCall(*head, json.loads(meta) if meta else {}, ended_at)
+            if data is not None:
+                call.data = _blobs.decode(codec, data)
+            recorded.append(call)
+        return recorded
+
+    # -- calls ---------------------------------------------------------------------------
+
+    def record_call(
+        self,
+        run: StepRun,
+        *,
+        seq: int,
+        fingerprint: str,
+        ordinal: int,
+        kind: str,
+        name: str,
+        request: _blobs.Split | None,
+        response: _blobs.Split | None,
+        response_key: str | None,
+        meta: dict[str, Any],
+        started_at: datetime,
+        status: str = "completed",
+        model: str | None = None,
+        usage: tuple[int | None, int | None] = (None, None),
+        attempts: int = 1,
+    ) -> int:
+        """Journal a finished call (request, response and its row) in one transaction."""
+        ended = now()
+        with self.transaction():
+            if request is not None:
+                self.put(request)
+            if response is not None:
+                self.put(response)
+            (call_id,) = self.con.execute("SELECT nextval('call_ids')").fetchone()
+            self.con.execute(
+                "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    call_id, run.session, run.step, run.epoch, run.run_id, seq, fingerprint, ordinal,
+                    kind, name, model, status, fingerprint if request is not None else None,
+                    response_key, json.dumps(meta), usage[0], usage[1], attempts, started_at, ended,
+                    (ended - started_at).total_seconds() * 1000,
+                ],
+            )
+        return call_id

@@ -1,0 +1,39 @@
+"""Errors raised by the journal.
+
+    JournalError
+    ├── JournalBusyError    another process holds the journal file open (DuckDB locks it per process)
+    ├── SchemaTooNewError   the journal was written by a newer release
+    └── SessionHeldError    another live process is driving the same session
+"""
+
+from __future__ import annotations
+
+
+class JournalError(RuntimeError):
+    """Base class of the journal's errors."""
+
+
+class JournalBusyError(JournalError):
+    """The journal file stayed locked by another process for longer than we were willing to wait."""
+
+    def __init__(self, path: str, holder: str, waited: float) -> None:
+        self.path, self.holder, self.waited = path, holder, waited
+        super().__init__(
+            f"journal {path} is in use by {holder} (waited {waited:.0f} s); "
+            "wait until that process is idle or finished, or point DURABLE_JOURNAL at another file"
+        )
+
+
+class SchemaTooNewError(JournalError):
+    """The journal's schema version is newer than this release understands."""
+
+
+class SessionHeldError(JournalError):
+    """Another live process drives the session; two writers would interleave its steps."""
+
+    def __init__(self, session: str, holder: str) -> None:
+        self.session, self.holder = session, holder
+        super().__init__(
+            f"session {session!r} is being driven by {holder}; stop that kernel, "
+            f"or choose another session name (%durable session NAME)"
+        )

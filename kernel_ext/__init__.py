@@ -1,0 +1,52 @@
+"""durable-kernel: durable execution for LLM agents in Jupyter.
+
+`%load_ext kernel_ext` in a notebook; `from kernel_ext import step, session` in a script.
+The runtime imports no IPython: the notebook front end is loaded only by the extension.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import DurableError, StepError, StrictReplayError
+from .runtime import Session, current_session, session, step
+
+__all__ = [
+    "DurableError",
+    "Session",
+    "StepError",
+    "StrictReplayError",
+    "current_session",
+    "load_ipython_extension",
+    "session",
+    "step",
+    "unload_ipython_extension",
+]
+
+
+def _enable_journaling() -> None:
+    # Importing openai costs more than the whole extension may take to load, so the client is
+    # wrapped once something else has imported it (see _hooks).
+    from ._hooks import after_import
+
+    def install(_module: Any) -> None:
+        from . import llm
+
+        llm.install()
+
+    after_import("openai._base_client", install)
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    from .magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .magics import unload
+
+    unload(ipython)
+
+
+_enable_journaling()

@@ -1,0 +1,258 @@
+"""Journaling and replay of `openai` client calls.
+
+Every request of the `openai` client, sync or async, streamed or not, for chat completions,
+responses, embeddings or anything else, ends in `SyncAPIClient._send_request` /
+`AsyncAPIClient._send_request`, right where the HTTP request leaves. Wrapping these two
+methods on the base classes covers clients created before and after the extension loads,
+and keeps the SDK's own parsing: a replayed call is a recorded HTTP response handed back to
+the SDK, so it returns exactly the Python type a live call returns, and a recorded stream is
+parsed again as a stream.
+
+The SDK retries 429/5xx and timeouts itself, calling `_send_request` once per attempt; a
+failed attempt gives its place back so that the retry is the same call (see ActiveStep.retry).
+
+What is stored: the request's method, path (relative to the client's base URL), query (minus
+anything that looks like a credential) and JSON body; the response status, a few harmless
+headers and the body. Request headers are never stored: they carry the API key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import httpx2
+
+from journal import RecordedCall, Split, join_document, split_document
+from journal._store import now
+
+from .runtime import ActiveStep, Claim, active_step
+
+_KEPT_HEADERS = frozenset(
+    {"content-type", "content-encoding", "x-request-id", "openai-model", "openai-processing-ms", "openai-version"}
+)
+_CREDENTIAL = re.compile(r"key|token|secret|sig|auth|password", re.IGNORECASE)
+REPLAYED_HEADER = "x-durable-replayed"
+
+_originals: dict[type, Callable[..., Any]] = {}
+
+
+def install() -> None:
+    """Route the `openai` client's HTTP sends through the journal (idempotent)."""
+    from openai._base_client import AsyncAPIClient, SyncAPIClient
+
+    for cls in (SyncAPIClient, AsyncAPIClient):
+        if "_send_request" not in cls.__dict__:
+            raise RuntimeError(
+                f"this openai version has no {cls.__name__}._send_request; durable-kernel cannot journal "
+                "its calls. Install an openai release supported by durable-kernel."
+            )
+    if SyncAPIClient in _originals:
+        return
+    _originals[SyncAPIClient] = sync_original = SyncAPIClient._send_request
+    _originals[AsyncAPIClient] = async_original = AsyncAPIClient._send_request
+
+    def _send_request(self: Any, request: httpx2.Request, *, stream: bool, **kwargs: Any) -> httpx2.Response:
+        active = active_step()
+        if active is None:
+            return sync_original(self, request, stream=stream, **kwargs)
+        call = LLMCall(self, request)
+        claim = call.claim(active)
+        if claim.recorded is not None:
+            return call.replay(active, claim.recorded, stream)
+        started = now()
+        try:
+            response = sync_original(self, request, stream=stream, **kwargs)
+        except BaseException:
+            active.retry(claim)
+            raise
+        return call.finish(active, claim, response, stream, started)
+
+    async def _async_send_request(
+        self: Any, request: httpx2.Request, *, stream: bool, **kwargs: Any
+    ) -> httpx2.Response:
+        active = active_step()
+        if active is None:
+            return await async_original(self, request, stream=stream, **kwargs)
+        call = LLMCall(self, request)
+        claim = call.claim(active)
+        if claim.recorded is not None:
+            return call.replay(active, claim.recorded, stream)
+        started = now()
+        try:
+            response = await async_original(self, request, stream=stream, **kwargs)
+        except BaseException:
+            active.retry(claim)
+            raise
+        return call.finish(active, claim, response, stream, started)
+
+    SyncAPIClient._send_request = _send_request
+    AsyncAPIClient._send_request = _async_send_request
+
+
+def uninstall() -> None:
+    for cls, original in _originals.items():
+        cls._send_request = original
+    _originals.clear()
+
+
+class LLMCall:
+    """One request of the `openai` client, as the journal identifies and stores it."""
+
+    def __init__(self, client: Any, request: httpx2.Request) -> None:
+        self.request = request
+        base = str(client.base_url).rstrip("/") + "/"
+        url = str(request.url.copy_with(query=None))
+        path = url[len(base):] if url.startswith(base) else request.url.path.lstrip("/")
+        query = [(k, v) for k, v in request.url.params.multi_items() if not _CREDENTIAL.search(k)]
+        content = request.content
+        try:
+            body: Any = json.loads(content) if content else None
+        except ValueError:
+            body = None
+        self.split = Split()
+        if body is None and content:
+            body = {"$bytes": self.split.add(content)}
+        self.document = {"method": request.method, "path": path, "query": query, "body": body}
+        self.fingerprint = split_document(self.document, self.split)
+        self.name = path.replace("/", ".") or request.method
+        self.model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+
+    def claim(self, active: ActiveStep) -> Claim:
+        describe = self.name + (f", model {self.model}" if self.model else "")
+        return active.claim(self.fingerprint, describe, self.document)
+
+    def replay(self, active: ActiveStep, recorded: RecordedCall, stream: bool) -> httpx2.Response:
+        active.store.mark_known(self.split)  # it matched a recording, so its blobs are stored
+        meta = recorded.meta
+        root = recorded.data
+
+        def fetch(key: str) -> bytes:
+            return root if key == recorded.response and root is not None else active.store.fetch(key)
+
+        if meta.get("body") == "json":
+            body = json.dumps(join_document(recorded.response, fetch)).encode()
+        else:
+            body = fetch(recorded.response)
+        headers = {**meta.get("headers", {}), REPLAYED_HEADER: recorded.ended_at.isoformat() + "Z"}
+        if stream:
+            return httpx2.Response(meta["status"], headers=headers, stream=httpx2.ByteStream(body),
+                                   request=self.request)
+        return httpx2.Response(meta["status"], headers=headers, content=body, request=self.request)
+
+    def finish(self, active: ActiveStep, claim: Claim, response: httpx2.Response, stream: bool,
+               started: Any) -> httpx2.Response:
+        """Journal a live response (a stream once it has been read to its end) and return it."""
+        if not response.is_success:
+            active.retry(claim)  # the SDK may retry it; it is the same call
+            return response
+
+        def record(body: bytes, decoded: bool) -> None:
+            self._record(active, claim, response, body, decoded, stream, started)
+
+        if not stream:
+            record(response.content, True)
+        elif isinstance(response.stream, httpx2.AsyncByteStream):
+            response.stream = _AsyncTee(response.stream, record)
+        else:
+            response.stream = _SyncTee(response.stream, record)
+        return response
+
+    def _record(self, active: ActiveStep, claim: Claim, response: httpx2.Response, body: bytes,
+                decoded: bool, stream: bool, started: Any) -> None:
+        if active.closed:
+            return  # the stream was read after its step ended; the step will send it live next time
+        headers = {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS}
+        if decoded:
+            headers.pop("content-encoding", None)
+        split = Split()
+        parsed = _json_or_none(body) if decoded and not stream else None
+        if parsed is not None:
+            key, kind = split_document(parsed, split), "json"
+        else:
+            key, kind = split.add(body), "raw"
+        usage = _usage(parsed if parsed is not None else _last_usage_event(body))
+        active.record(
+            claim, kind="llm", name=self.name, model=self.model, request=self.split, response=split,
+            response_key=key, started_at=started, usage=usage,
+            meta={"status": response.status_code, "headers": headers, "stream": stream, "body": kind},
+        )
+
+
+def _json_or_none(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+def _last_usage_event(body: bytes) -> Any:
+    """The usage object of a recorded server-sent-event stream, if the server sent one."""
+    for line in reversed(body.splitlines()):
+        if line.startswith(b"data:") and b'"usage"' in line:
+            event = _json_or_none(line[5:].strip())
+            if isinstance(event, dict):
+                found = event.get("usage") or (event.get("response") or {}).get("usage")
+                if found:
+                    return {"usage": found}
+    return None
+
+
+def _usage(document: Any) -> tuple[int | None, int | None]:
+    usage = document.get("usage") if isinstance(document, dict) else None
+    if not isinstance(usage, dict):
+        return None, None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens"))
+    return prompt, completion
+
+
+class _Tee:
+    """Passes a live stream through and journals it once it is complete.
+
+    The SDK stops reading at the end-of-stream event and closes the response, so "complete"
+    means: read to its end, or closed after its final event. A stream abandoned midway is
+    not journaled; the call goes live again on the next run.
+    """
+
+    _FINAL_EVENTS = (b"data: [DONE]", b"event: response.completed", b"event: response.incomplete",
+                     b"event: response.failed")
+
+    def __init__(self, inner: Any, on_complete: Callable[[bytes, bool], None]) -> None:
+        self.inner, self.on_complete = inner, on_complete
+        self.chunks: list[bytes] = []
+        self.done = False
+
+    def _finish(self, ended: bool) -> None:
+        if self.done:
+            return
+        body = b"".join(self.chunks)
+        if ended or any(marker in body[-4096:] for marker in self._FINAL_EVENTS):
+            self.done = True
+            self.on_complete(body, False)
+
+
+class _SyncTee(_Tee, httpx2.SyncByteStream):
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.inner:
+            self.chunks.append(chunk)
+            yield chunk
+        self._finish(True)
+
+    def close(self) -> None:
+        self._finish(False)
+        self.inner.close()
+
+
+class _AsyncTee(_Tee, httpx2.AsyncByteStream):
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self.inner:
+            self.chunks.append(chunk)
+            yield chunk
+        self._finish(True)
+
+    async def aclose(self) -> None:
+        self._finish(False)
+        await self.inner.aclose()

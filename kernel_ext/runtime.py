@@ -1,0 +1,248 @@
+"""Sessions, steps and the replay rule. Works in a plain `python` process: no IPython here.
+
+A step is open while a `%%durable` cell (or a `with step(NAME):` block) runs. The open step
+holds the journal, the recorded calls of its current epoch, and the counters that give
+every call its position. `ActiveStep.claim` is the one place where a call is decided:
+replayed from its recording, or sent live.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextvars
+import os
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from journal import Holder, Journal, RecordedCall, StepRun, Store
+
+from .errors import StepError, StrictReplayError
+
+_active: contextvars.ContextVar[ActiveStep | None] = contextvars.ContextVar("durable_step", default=None)
+
+
+def active_step() -> ActiveStep | None:
+    """The step open in this context, if any."""
+    return _active.get()
+
+
+@dataclass
+class Claim:
+    """A call's place in its step: its position, and its rank among identical requests."""
+
+    seq: int
+    fingerprint: str
+    ordinal: int
+    recorded: RecordedCall | None
+    attempts: int = 1
+
+
+@dataclass
+class ActiveStep:
+    session: Session
+    run: StepRun
+    store: Store
+    strict: bool
+    live: int = 0
+    replayed: int = 0
+    outputs: list[dict[str, Any]] | None = None  # nbformat outputs, set by the notebook front end
+    closed: bool = False
+    _seq: int = 0
+    _ordinals: Counter[str] = field(default_factory=Counter)
+    _failed: Counter[str] = field(default_factory=Counter)  # failed attempts of the call in progress
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._index = {
+            (c.fingerprint, c.ordinal): c for c in self.run.recorded if c.status == "completed"
+        }
+        self._by_seq = {c.seq: c for c in self.run.recorded}
+
+    @property
+    def name(self) -> str:
+        return self.run.step
+
+    def claim(self, fingerprint: str, describe: str, request: Any = None) -> Claim:
+        """Decide a call: the returned claim carries a recording to replay, or None to go live.
+
+        Identical requests within a step are told apart by their ordinal, so a loop that
+        sends the same request three times replays three recorded answers in order.
+        """
+        with self._lock:
+            self._seq += 1
+            attempts = self._failed.pop(fingerprint, 0) + 1
+            ordinal = self._ordinals[fingerprint]
+            self._ordinals[fingerprint] += 1
+            recorded = self._index.get((fingerprint, ordinal))
+            if recorded is not None:
+                self.replayed += 1
+                return Claim(self._seq, fingerprint, ordinal, recorded)
+            if self.strict:
+                raise StrictReplayError(self.name, f"call {self._seq} ({describe})", self._difference(request))
+            self.live += 1
+            return Claim(self._seq, fingerprint, ordinal, None, attempts)
+
+    def retry(self, claim: Claim) -> None:
+        """Give back a live claim whose attempt failed, so that the retry takes its place."""
+        with self._lock:
+            if self._seq == claim.seq:
+                self._seq -= 1
+            if self._ordinals[claim.fingerprint] == claim.ordinal + 1:
+                self._ordinals[claim.fingerprint] -= 1
+            self._failed[claim.fingerprint] = claim.attempts
+            self.live -= 1
+
+    def record(self, claim: Claim, **row: Any) -> None:
+        """Journal a live call's result before the program sees it."""
+        with self._lock:
+            self.store.record_call(
+                self.run, seq=claim.seq, fingerprint=claim.fingerprint, ordinal=claim.ordinal,
+                attempts=claim.attempts, **row,
+            )
+
+    def _difference(self, request: Any) -> str:
+        recorded = self._by_seq.get(self._seq)
+        if recorded is None:
+            return f"the recording of this step has no call at position {self._seq}"
+        if recorded.request is None or request is None:
+            return "its request differs from the recorded one"
+        return "request differs from the recording at " + first_difference(
+            self.store.get_json(recorded.request), request
+        )
+
+
+def first_difference(recorded: Any, current: Any, path: str = "") -> str:
+    """Where two JSON documents first differ, as `path: recorded -> current`."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        for key in sorted(set(recorded) | set(current), key=str):
+            if recorded.get(key, _MISSING) != current.get(key, _MISSING):
+                return first_difference(recorded.get(key, _MISSING), current.get(key, _MISSING), f"{path}.{key}")
+    elif isinstance(recorded, list) and isinstance(current, list):
+        for i, (a, b) in enumerate(zip(recorded, current)):
+            if a != b:
+                return first_difference(a, b, f"{path}[{i}]")
+        if len(recorded) != len(current):
+            return f"{path or 'request'}: {len(recorded)} items -> {len(current)} items"
+    return f"{path.lstrip('.') or 'request'}: {_short(recorded)} -> {_short(current)}"
+
+
+_MISSING = "<missing>"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Session:
+    """One durable agent run, stored in a journal under its name."""
+
+    def __init__(self, name: str, journal: Journal | str | os.PathLike[str] | None = None,
+                 *, notebook: str | None = None) -> None:
+        if not name or not name.strip():
+            raise StepError("a session needs a non-empty name")
+        self.name = name
+        self.journal = journal if isinstance(journal, Journal) else Journal(journal)
+        self.notebook = notebook
+        self.holder = Holder.current(f"{_process_label()} for {notebook or name!r}")
+        self._claimed = False
+
+    def __repr__(self) -> str:
+        return f"Session({self.name!r}, journal={str(self.journal.path)!r})"
+
+    @contextmanager
+    def step(self, name: str, *, source: str | None = None, strict: bool = False,
+             rerun: bool = False) -> Iterator[ActiveStep]:
+        """Run a block as the durable step `name`; calls inside it are journaled and replayed."""
+        __tracebackhide__ = True
+        if _active.get() is not None:
+            raise StepError(f"step {name!r} cannot start inside step {_active.get().name!r}: steps do not nest")
+        with self.journal.open() as store:
+            store.claim_session(self.name, self.holder, self.notebook)
+            self._claimed = True
+            run = store.begin_step(self.name, name, source, rerun=rerun)
+            active = ActiveStep(self, run, store, strict)
+            token = _active.set(active)
+            status, error = "failed", None
+            try:
+                yield active
+                status = "completed"
+            except BaseException as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                raise
+            finally:
+                _active.reset(token)
+                active.closed = True
+                store.end_step(run, status, live=active.live, replayed=active.replayed,
+                               outputs=active.outputs, error=error)
+
+    def release(self) -> None:
+        """Let another process drive this session (done at exit; a killed process is detected)."""
+        if not self._claimed:
+            return
+        with self.journal.open() as store:
+            store.release_session(self.name, self.holder)
+        self._claimed = False
+
+
+def _process_label() -> str:
+    return "kernel" if "ipykernel" in sys.modules else "process"
+
+
+_current: Session | None = None
+
+
+def session(name: str, journal: Journal | str | os.PathLike[str] | None = None) -> Session:
+    """Make `name` the current session of this process and return it."""
+    global _current
+    if _current is not None and _current.name == name and (
+        journal is None or Path(str(getattr(journal, "path", journal))) == _current.journal.path
+    ):
+        return _current
+    if _current is not None:
+        _release_quietly(_current)
+    _current = Session(name, journal, notebook=_notebook_path())
+    return _current
+
+
+def current_session() -> Session:
+    """The current session, creating the default one (named after the notebook) on first use."""
+    global _current
+    if _current is None:
+        notebook = _notebook_path()
+        _current = Session(Path(notebook).stem if notebook else "default", notebook=notebook)
+    return _current
+
+
+@contextmanager
+def step(name: str, *, strict: bool = False, rerun: bool = False) -> Iterator[ActiveStep]:
+    """`with step(NAME):` — a durable step of the current session (the script form of `%%durable`)."""
+    __tracebackhide__ = True
+    with current_session().step(name, strict=strict, rerun=rerun) as active:
+        yield active
+
+
+def _notebook_path() -> str | None:
+    # Jupyter servers pass the notebook's path to the kernel in JPY_SESSION_NAME.
+    return os.environ.get("DURABLE_NOTEBOOK") or os.environ.get("JPY_SESSION_NAME") or None
+
+
+def _release_quietly(current: Session) -> None:
+    try:
+        current.release()
+    except Exception:  # noqa: BLE001 - at exit a busy journal must not turn into a traceback
+        pass
+
+
+@atexit.register
+def _release_at_exit() -> None:
+    if _current is not None:
+        _release_quietly(_current)
+
+

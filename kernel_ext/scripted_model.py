@@ -1,0 +1,634 @@
+"""A scripted stand-in for an OpenAI-compatible model server. It is NOT a model.
+
+``ScriptedModelServer`` speaks enough of the OpenAI HTTP API (chat completions, responses,
+embeddings, models) over real loopback HTTP for the real ``openai`` client to use it, but every
+answer is a deterministic function of the request: identical requests get byte-identical bodies.
+It counts and logs requests and injects faults on demand (error statuses, delays, hangs, and a
+"hold" that parks call k so a test can SIGKILL the client while that call is in flight).
+
+A test in another process drives a server started with ``python -m kernel_ext.scripted_model``
+through ``/_control/`` (stats, requests, reset, configure, release, held). Control requests are
+not counted. Faults apply to every counted request (anything outside ``/_control/``), decided in
+arrival order. The Responses endpoint always answers with text; only chat completions script tool
+calls. Standard library only, on purpose: the stand-in must not share code with the client it tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import copy
+import hashlib
+import json
+import random
+import re
+import signal
+import socket
+import socketserver
+import struct
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+_VOCAB = ("lisbon", "amber", "cobalt", "delta", "ember", "fjord", "granite", "harbor",
+          "indigo", "juniper", "kestrel", "lumen", "meadow", "nimbus", "orchid", "pylon")
+_FINGERPRINT = "fp_scripted"
+# Fields that change framing, not meaning: a streamed answer must equal the non-streamed one.
+_TRANSPORT_KEYS = frozenset({"stream", "stream_options"})
+_ERRORS = {  # status -> (type, code), mirroring what OpenAI sends
+    400: ("invalid_request_error", None), 404: ("invalid_request_error", "unknown_url"),
+    408: ("timeout", None), 429: ("requests", "rate_limit_exceeded"), 500: ("server_error", None),
+    503: ("server_error", "service_unavailable"), 529: ("overloaded_error", "overloaded"),
+}
+_MODELS = ("scripted-chat", "scripted-embed")
+
+
+def _statuses(value: Any) -> list[int]:
+    codes = [int(v) for v in value]
+    if any(not 400 <= c <= 599 for c in codes):
+        raise ValueError(f"fault statuses must be HTTP errors (400-599), got {codes}")
+    return codes
+
+
+def _non_negative(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def coerce(value: Any) -> Any:
+        if kind(value) < 0:
+            raise ValueError(f"expected a non-negative value, got {value!r}")
+        return kind(value)
+    return coerce
+
+
+def _probability(value: Any) -> float:
+    if not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"fail_rate must be within [0, 1], got {value!r}")
+    return float(value)
+
+
+_FAULTS: dict[str, Callable[[Any], Any]] = {
+    "delay": _non_negative(float), "fail_next": _statuses, "fail_rate": _probability,
+    "fail_statuses": _statuses, "seed": int, "retry_after": _non_negative(float),
+    "hold_request": lambda v: None if v is None else int(v), "hang_next": _non_negative(int),
+    "reply_chars": _non_negative(int), "tool_rounds": _non_negative(int),
+}
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _hash(body: Any) -> str:
+    if isinstance(body, dict):
+        body = {k: v for k, v in body.items() if k not in _TRANSPORT_KEYS}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _created(h: str) -> int:
+    # Derived from the hash rather than the clock so identical requests stay byte-identical.
+    return 1_700_000_000 + int(h[:6], 16)
+
+
+def _word(seed: str) -> str:
+    d = hashlib.sha256(seed.encode()).hexdigest()
+    return f"{_VOCAB[int(d[:2], 16) % len(_VOCAB)]}-{d[2:6]}"
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
+        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _words(*texts: str) -> int:
+    return max(1, sum(len(t.split()) for t in texts))
+
+
+def _reply_text(h: str, snippet: str, reply_chars: int) -> str:
+    text = f"[scripted] reply {h[:8]} to: {snippet[:60]}"
+    i = 0
+    while reply_chars > 0 and len(text) < reply_chars:
+        text += " " + _VOCAB[hashlib.sha256(f"{h}/pad/{i}".encode()).digest()[0] % len(_VOCAB)]
+        i += 1
+    return text[:reply_chars] if reply_chars > 0 else text
+
+
+def _pieces(text: str, words: int = 3) -> list[str]:
+    # Every character lands in exactly one token, so "".join(pieces) == text.
+    tokens = re.findall(r"\S+\s*|\s+", text)
+    return ["".join(tokens[i:i + words]) for i in range(0, len(tokens), words)]
+
+
+def _schema_value(schema: Any, seed: str) -> Any:
+    schema = schema if isinstance(schema, dict) else {}
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    kind = schema.get("type", "string")
+    if isinstance(kind, list):  # ["string", "null"]: nullable, prefer the concrete type
+        kind = next((k for k in kind if k != "null"), "null")
+    small = int(hashlib.sha256(seed.encode()).hexdigest()[:4], 16)
+    simple = {"integer": 1 + small % 9, "number": 1 + (small % 900) / 100, "boolean": True,
+              "array": [], "object": {}, "null": None}
+    return simple[kind] if kind in simple else _word(seed)
+
+
+def _tool_call(tool: dict[str, Any], h: str) -> dict[str, Any]:
+    fn = tool["function"]
+    params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+    props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
+    names = params["required"] if isinstance(params.get("required"), list) else list(props)
+    args = {name: _schema_value(props.get(name), f"{h}/{name}") for name in names}
+    return {"id": f"call_{h[:12]}", "type": "function",
+            "function": {"name": fn.get("name", ""), "arguments": json.dumps(args)}}
+
+
+def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    tools, choice = body.get("tools"), body.get("tool_choice")
+    if not isinstance(tools, list) or choice == "none":
+        return None
+    fns = [t for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        fns = [t for t in fns if t["function"].get("name") == choice["function"].get("name")] or fns
+    return fns[0] if fns else None
+
+
+def _chat_completion(body: dict[str, Any], tool_rounds: int, reply_chars: int) -> dict[str, Any]:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise _BadRequest("'messages' must be a list of message objects")
+    h = _hash(body)
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    tool_results = sum(m.get("role") == "tool" for m in messages[last_user + 1:])
+    meta = body.get("metadata")
+    if isinstance(meta, dict) and str(meta.get("tool_rounds", "")).isdigit():
+        tool_rounds = int(meta["tool_rounds"])
+    tool = _pick_tool(body)
+    if tool is not None and tool_results < tool_rounds:
+        call = _tool_call(tool, h)
+        message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None,
+                                   "tool_calls": [call]}
+        finish, produced = "tool_calls", call["function"]["arguments"]
+    else:
+        snippet = next((_text_of(m.get("content")) for m in reversed(messages)
+                        if m.get("role") in ("user", "tool")), "")
+        produced = _reply_text(h, snippet, reply_chars)
+        message, finish = {"role": "assistant", "content": produced, "refusal": None}, "stop"
+    prompt, completion = _words(*(_text_of(m.get("content")) for m in messages)), _words(produced)
+    return {"id": f"chatcmpl-{h[:24]}", "object": "chat.completion", "created": _created(h),
+            "model": body.get("model") or _MODELS[0], "system_fingerprint": _FINGERPRINT,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion}}
+
+
+def _chat_chunks(done: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        out = {"id": done["id"], "object": "chat.completion.chunk", "created": done["created"],
+               "model": done["model"], "system_fingerprint": _FINGERPRINT,
+               "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        return {**out, "usage": None} if include_usage else out
+
+    choice = done["choices"][0]
+    calls = choice["message"].get("tool_calls") or []
+    yield chunk({"role": "assistant", "content": None if calls else "", "refusal": None})
+    for i, call in enumerate(calls):
+        fn = call["function"]
+        yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                                     "function": {"name": fn["name"], "arguments": ""}}]})
+        args = fn["arguments"]
+        for start in range(0, len(args), 12):
+            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": args[start:start + 12]}}]})
+    for piece in [] if calls else _pieces(choice["message"]["content"]):
+        yield chunk({"content": piece})
+    yield chunk({}, choice["finish_reason"])
+    if include_usage:
+        yield {**chunk({}), "choices": [], "usage": done["usage"]}
+
+
+def _response(body: dict[str, Any], reply_chars: int) -> dict[str, Any]:
+    given = body.get("input")
+    if isinstance(given, str):
+        items: list[Any] = [{"role": "user", "content": given}]
+    elif isinstance(given, list):
+        items = [i for i in given if isinstance(i, dict)]
+    else:
+        raise _BadRequest("'input' must be a string or a list of input items")
+    texts = [_text_of(i.get("content")) or _text_of(i.get("output")) for i in items]
+    snippet = next((texts[k] for k in reversed(range(len(items)))
+                    if items[k].get("role") == "user" or items[k].get("type") == "function_call_output"), "")
+    h = _hash(body)
+    text = _reply_text(h, snippet, reply_chars)
+    prompt, completion = _words(_text_of(body.get("instructions")), *texts), _words(text)
+    item = {"id": f"msg_{h[:24]}", "type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
+    return {
+        "id": f"resp_{h[:24]}", "object": "response", "created_at": _created(h), "status": "completed",
+        "completed_at": _created(h), "background": False, "error": None, "incomplete_details": None,
+        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+        "metadata": body.get("metadata") or {}, "model": body.get("model") or _MODELS[0],
+        "output": [item], "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": body.get("previous_response_id"),
+        "reasoning": {"effort": None, "summary": None}, "service_tier": "default",
+        "temperature": body.get("temperature", 1.0), "text": {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
+        "top_p": body.get("top_p", 1.0), "truncation": "disabled", "user": None,
+        "usage": {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion,
+                  "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                  "output_tokens_details": {"reasoning_tokens": 0}},
+    }
+
+
+def _response_events(done: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    # The SDK's responses.stream() accumulator insists on this full lifecycle, in this order.
+    pending = {**done, "status": "in_progress", "completed_at": None, "output": [], "usage": None}
+    item = done["output"][0]
+    part = item["content"][0]
+    where = {"item_id": item["id"], "output_index": 0}
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("response.created", {"response": pending}), ("response.in_progress", {"response": pending}),
+        ("response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress",
+                                                                    "content": []}}),
+        ("response.content_part.added", {**where, "content_index": 0, "part": {**part, "text": ""}}),
+        *(("response.output_text.delta", {**where, "content_index": 0, "delta": p, "logprobs": []})
+          for p in _pieces(part["text"])),
+        ("response.output_text.done", {**where, "content_index": 0, "text": part["text"], "logprobs": []}),
+        ("response.content_part.done", {**where, "content_index": 0, "part": part}),
+        ("response.output_item.done", {"output_index": 0, "item": item}),
+        ("response.completed", {"response": done}),
+    ]
+    for seq, (kind, payload) in enumerate(events):
+        yield kind, {"type": kind, "sequence_number": seq, **payload}
+
+
+def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
+    given = body.get("input")
+    if isinstance(given, str) or (isinstance(given, list) and given and isinstance(given[0], int)):
+        given = [given]  # one string, or one pre-tokenised input
+    if not isinstance(given, list) or not given:
+        raise _BadRequest("'input' must be a non-empty string or list")
+    model, data, tokens = body.get("model") or _MODELS[1], [], 0
+    for index, one in enumerate(given):
+        digest = hashlib.sha256(json.dumps([model, one]).encode()).digest()
+        # k/32768 is exact in float32, so base64 and float encodings decode to identical values.
+        vector = [v / 32768 for v in struct.unpack("<8h", digest[:16])]
+        wire: Any = vector
+        if body.get("encoding_format") == "base64":
+            wire = base64.b64encode(struct.pack("<8f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": wire})
+        tokens += len(one) if isinstance(one, list) else _words(str(one))
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+@dataclass
+class _Plan:
+    """What admission decided for one model request; decided under the lock, acted on outside it."""
+
+    entry: dict[str, Any]
+    status: int | None
+    wait: bool
+    gate: threading.Event
+    delay: float
+    retry_after: float
+    reply_chars: int
+    tool_rounds: int
+
+
+class ScriptedModelServer:
+    """Deterministic OpenAI-compatible stand-in served from a daemon thread. Not a model."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, reply_chars: int = 0,
+                 tool_rounds: int = 1) -> None:
+        self.host, self.port = host, port
+        self._defaults = {"reply_chars": reply_chars, "tool_rounds": tool_rounds}
+        self._lock = threading.Condition()  # guards all mutable state; notified when _held changes
+        self._stopping = threading.Event()
+        self._gate = threading.Event()  # held/hung requests wait on it; release() swaps in a fresh one
+        self._connections: set[socket.socket] = set()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.reset()
+
+    def start(self) -> ScriptedModelServer:
+        with self._lock:
+            self._stopping.clear()
+            self._gate = threading.Event()
+        self._httpd = _HTTPServer((self.host, self.port), self)
+        self.port = self._httpd.server_address[1]
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-model", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            self._gate.set()
+            self._lock.notify_all()
+            connections = list(self._connections)
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            # Idle keep-alive connections would otherwise keep their handler threads blocked on read.
+            for conn in connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+            self._httpd.server_close()
+            self._httpd = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> ScriptedModelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("server is not running; call start() first")
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/v1"
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {"requests": self._count, "by_path": dict(self._by_path),
+                    "faults_injected": self._faults_injected}
+
+    def requests(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._log)
+
+    def reset(self) -> None:
+        """Zero counters, clear the log and all faults; also frees anything still held or hung."""
+        with self._lock:
+            self._count, self._faults_injected = 0, 0
+            self._by_path: dict[str, int] = {}
+            self._log: list[dict[str, Any]] = []
+            self._held: set[int] = set()
+            self._faults: dict[str, Any] = {
+                "delay": 0.0, "fail_next": [], "fail_rate": 0.0, "fail_statuses": [429, 500, 503, 529],
+                "seed": 0, "retry_after": 0.0, "hold_request": None, "hang_next": 0, **self._defaults}
+            self._rng = random.Random(0)
+        self.release()
+
+    def configure(self, **faults: Any) -> None:
+        """Merge faults (see module docs); unknown keys raise TypeError, bad values ValueError."""
+        unknown = set(faults) - set(_FAULTS)
+        if unknown:
+            raise TypeError(f"unknown fault option(s): {sorted(unknown)}")
+        clean = {key: _FAULTS[key](value) for key, value in faults.items()}
+        if clean.get("fail_statuses") == []:
+            raise ValueError("fail_statuses must not be empty")
+        with self._lock:
+            self._faults.update(clean)
+            if "seed" in clean or "fail_rate" in clean:  # a fresh, reproducible failure sequence
+                self._rng = random.Random(self._faults["seed"])
+
+    def wait_for_held(self, timeout: float = 30) -> int:
+        with self._lock:
+            self._lock.wait_for(lambda: self._held or self._stopping.is_set(), timeout)
+            if self._held:
+                return min(self._held)
+        if self._stopping.is_set():
+            raise RuntimeError("server stopped while waiting for a held request")
+        raise TimeoutError(f"no request was held within {timeout}s")
+
+    def release(self) -> None:
+        with self._lock:
+            gate, self._gate = self._gate, threading.Event()
+            self._held.clear()
+        gate.set()
+
+    def _admit(self, path: str, body: Any, authorized: bool) -> _Plan:
+        with self._lock:
+            self._count += 1
+            n, f = self._count, self._faults
+            # Only presence is recorded: the key's value must never reach logs or test output.
+            entry = {"n": n, "path": path, "body": body, "status": None, "authorized": authorized}
+            self._log.append(entry)
+            self._by_path[path] = self._by_path.get(path, 0) + 1
+            status = None
+            if f["fail_next"]:
+                status = f["fail_next"].pop(0)
+            elif f["fail_rate"] > 0 and self._rng.random() < f["fail_rate"]:
+                status = self._rng.choice(f["fail_statuses"])
+            hold, hang = f["hold_request"] == n, f["hang_next"] > 0
+            if hang:
+                f["hang_next"] -= 1
+            self._faults_injected += (status is not None) + hold + hang
+            if hold:
+                self._held.add(n)
+                self._lock.notify_all()
+            return _Plan(entry, status, hold or hang, self._gate, f["delay"], f["retry_after"],
+                         f["reply_chars"], f["tool_rounds"])
+
+    def _set_status(self, entry: dict[str, Any] | None, status: int) -> None:
+        if entry is not None:
+            with self._lock:
+                entry["status"] = status
+
+    def _track(self, conn: socket.socket, add: bool) -> None:
+        with self._lock:
+            (self._connections.add if add else self._connections.discard)(conn)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops bursts of concurrent clients
+
+    def __init__(self, address: tuple[str, int], owner: ScriptedModelServer) -> None:
+        self.owner = owner
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls getfqdn(), a reverse DNS lookup that can stall for seconds.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[0], self.server_address[1]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # clients vanishing is routine here
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "ScriptedModel/1.0"
+    server: _HTTPServer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # stdout carries only the CLI's URL line; per-request noise would drown test output
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.owner._track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.owner._track(self.connection, add=False)
+
+    def do_GET(self) -> None:
+        try:
+            self._route()
+        except OSError:  # the client died (often on purpose) or stop() shut the socket
+            self.close_connection = True
+
+    do_POST = do_PUT = do_DELETE = do_GET
+
+    def _route(self) -> None:
+        owner, url = self.server.owner, urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length > 0 else b""
+        if url.path.startswith("/_control/"):
+            return self._control(url.path.removeprefix("/_control/"), parse_qs(url.query), raw)
+        body, bad_json = None, False
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                bad_json = True
+        plan = owner._admit(url.path, body, "Authorization" in self.headers)
+        if plan.wait:
+            plan.gate.wait()
+        if (plan.delay > 0 and owner._stopping.wait(plan.delay)) or owner._stopping.is_set():
+            self.close_connection = True  # stopping: drop the request unanswered, like a dead upstream
+            return
+        if plan.status is not None:
+            return self._error(plan.entry, plan.status, "Scripted fault injected.", plan.retry_after)
+        route = (self.command, url.path)
+        if route not in {("POST", "/v1/chat/completions"), ("POST", "/v1/responses"),
+                         ("POST", "/v1/embeddings"), ("GET", "/v1/models")}:
+            return self._error(plan.entry, 404, f"Invalid URL ({self.command} {url.path})")
+        if bad_json or (self.command == "POST" and not isinstance(body, dict)):
+            return self._error(plan.entry, 400, "We could not parse the JSON body of your request.")
+        try:
+            self._model(url.path, body or {}, plan)
+        except _BadRequest as exc:
+            self._error(plan.entry, 400, str(exc))
+
+    def _model(self, path: str, body: dict[str, Any], plan: _Plan) -> None:
+        if path == "/v1/models":
+            data = [{"id": m, "object": "model", "created": 1_700_000_000, "owned_by": "scripted"}
+                    for m in _MODELS]
+            return self._json(plan.entry, 200, {"object": "list", "data": data})
+        if path == "/v1/embeddings":
+            return self._json(plan.entry, 200, _embeddings(body))
+        if path == "/v1/responses":
+            done = _response(body, plan.reply_chars)
+            if not body.get("stream"):
+                return self._json(plan.entry, 200, done)
+            return self._sse(plan.entry, (f"event: {kind}\ndata: {json.dumps(event)}\n\n"
+                                          for kind, event in _response_events(done)))
+        done = _chat_completion(body, plan.tool_rounds, plan.reply_chars)
+        if not body.get("stream"):
+            return self._json(plan.entry, 200, done)
+        options = body.get("stream_options")
+        usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        events = [f"data: {json.dumps(c)}\n\n" for c in _chat_chunks(done, usage)]
+        self._sse(plan.entry, [*events, "data: [DONE]\n\n"])
+
+    def _control(self, name: str, query: dict[str, list[str]], raw: bytes) -> None:
+        owner, verb = self.server.owner, (self.command, name)
+        try:
+            payload = json.loads(raw) if raw else {}
+            if verb == ("GET", "stats"):
+                return self._json(None, 200, owner.stats())
+            if verb == ("GET", "requests"):
+                return self._json(None, 200, owner.requests())
+            if verb == ("GET", "held"):
+                return self._json(None, 200, {"n": owner.wait_for_held(float(query.get("timeout", [30])[0]))})
+            if verb == ("POST", "configure"):
+                if not isinstance(payload, dict):
+                    raise TypeError("configure takes a JSON object")
+                owner.configure(**payload)
+            elif verb == ("POST", "reset"):
+                owner.reset()
+            elif verb == ("POST", "release"):
+                owner.release()
+            else:
+                return self._error(None, 404, f"Invalid URL ({self.command} /_control/{name})")
+            return self._json(None, 200, {"ok": True})
+        except TimeoutError as exc:
+            self._error(None, 408, str(exc))
+        except RuntimeError as exc:  # stopping
+            self._error(None, 503, str(exc))
+        except (TypeError, ValueError) as exc:
+            self._error(None, 400, str(exc))
+
+    def _error(self, entry: dict[str, Any] | None, status: int, message: str,
+               retry_after: float = 0.0) -> None:
+        kind, code = _ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+        headers = {}
+        if status in (429, 503):
+            # openai-python ignores a Retry-After of 0 and backs off ~0.5s instead, so also send the
+            # retry-after-ms header it prefers, with at least 1 ms, to keep test retries instant.
+            headers = {"Retry-After": f"{retry_after:g}",
+                       "retry-after-ms": str(max(1, round(retry_after * 1000)))}
+        error = {"message": message, "type": kind, "param": None, "code": code}
+        self._json(entry, status, {"error": error}, headers)
+
+    def _json(self, entry: dict[str, Any] | None, status: int, obj: Any,
+              headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(obj, separators=(",", ":")).encode()
+        self.server.owner._set_status(entry, status)
+        self.send_response(status)
+        for key, value in {"Content-Type": "application/json", "Content-Length": str(len(data)),
+                           **(headers or {})}.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _sse(self, entry: dict[str, Any] | None, events: Iterable[str]) -> None:
+        self.server.owner._set_status(entry, 200)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")  # lets clients parse each event as it lands
+        self.end_headers()
+        for event in events:
+            data = event.encode()
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m kernel_ext.scripted_model",
+                                     description="Serve the scripted stand-in model (not a model).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--reply-chars", type=int, default=0, help="pad text replies to exactly N chars")
+    parser.add_argument("--tool-rounds", type=int, default=1, help="tool calls before a text answer")
+    args = parser.parse_args(argv)
+    done = threading.Event()
+    server = ScriptedModelServer(args.host, args.port, reply_chars=args.reply_chars,
+                                 tool_rounds=args.tool_rounds).start()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():  # signal() only works there
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: done.set())
+    try:
+        print(f"scripted model server listening on {server.base_url}", flush=True)
+        while not done.wait(1.0):
+            pass
+    finally:
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
