@@ -5,7 +5,7 @@ Importable without IPython, ipywidgets or openai.
 
 from ._blobs import Split, canonical_json, digest, join_document, split_document
 from ._schema import LATEST as SCHEMA_VERSION
-from ._store import Holder, Journal, RecordedCall, Store, StepRun, default_path
+from ._store import Holder, Journal, RecordedCall, StepRun, Store, default_path
 from .errors import JournalBusyError, JournalError, SchemaTooNewError, SessionHeldError
 
 __all__ = [

@@ -386,3 +386,20 @@ class Store:
                 ],
             )
         return call_id
+
+    # -- reading for people ----------------------------------------------------------------
+
+    def steps_of(self, session: str) -> list[dict[str, Any]]:
+        """The steps of a session in the order they were first run, with their call counts."""
+        rows = self.con.execute(
+            """SELECT s.name, s.status, s.epoch, s.updated_at,
+                      (SELECT count(*) FROM step_runs r WHERE r.session = s.session AND r.step = s.name),
+                      (SELECT count(*) FROM calls c WHERE c.session = s.session AND c.step = s.name
+                          AND c.epoch = s.epoch AND c.status = 'completed'),
+                      (SELECT coalesce(sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0)), 0)
+                          FROM calls c WHERE c.session = s.session AND c.step = s.name AND c.epoch = s.epoch)
+               FROM steps s WHERE s.session = ? ORDER BY s.created_at""",
+            [session],
+        ).fetchall()
+        keys = ("name", "status", "epoch", "updated_at", "runs", "calls", "tokens")
+        return [dict(zip(keys, row, strict=True)) for row in rows]

@@ -9,6 +9,7 @@ replayed from its recording, or sent live.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import contextvars
 import os
 import sys
@@ -17,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ class ActiveStep:
     replayed: int = 0
     outputs: list[dict[str, Any]] | None = None  # nbformat outputs, set by the notebook front end
     closed: bool = False
+    replayed_from: tuple[datetime, datetime] | None = None  # when the replayed calls were recorded
     _seq: int = 0
     _ordinals: Counter[str] = field(default_factory=Counter)
     _failed: Counter[str] = field(default_factory=Counter)  # failed attempts of the call in progress
@@ -82,6 +85,9 @@ class ActiveStep:
             recorded = self._index.get((fingerprint, ordinal))
             if recorded is not None:
                 self.replayed += 1
+                if recorded.ended_at is not None:
+                    first, last = self.replayed_from or (recorded.ended_at, recorded.ended_at)
+                    self.replayed_from = (min(first, recorded.ended_at), max(last, recorded.ended_at))
                 return Claim(self._seq, fingerprint, ordinal, recorded)
             if self.strict:
                 raise StrictReplayError(self.name, f"call {self._seq} ({describe})", self._difference(request))
@@ -124,7 +130,7 @@ def first_difference(recorded: Any, current: Any, path: str = "") -> str:
             if recorded.get(key, _MISSING) != current.get(key, _MISSING):
                 return first_difference(recorded.get(key, _MISSING), current.get(key, _MISSING), f"{path}.{key}")
     elif isinstance(recorded, list) and isinstance(current, list):
-        for i, (a, b) in enumerate(zip(recorded, current)):
+        for i, (a, b) in enumerate(zip(recorded, current, strict=False)):
             if a != b:
                 return first_difference(a, b, f"{path}[{i}]")
         if len(recorded) != len(current):
@@ -234,10 +240,9 @@ def _notebook_path() -> str | None:
 
 
 def _release_quietly(current: Session) -> None:
-    try:
+    # At exit a busy journal must not turn into a traceback; a dead holder is detected anyway.
+    with contextlib.suppress(Exception):
         current.release()
-    except Exception:  # noqa: BLE001 - at exit a busy journal must not turn into a traceback
-        pass
 
 
 @atexit.register

@@ -48,32 +48,14 @@ _ERRORS = {  # status -> (type, code), mirroring what OpenAI sends
 _MODELS = ("scripted-chat", "scripted-embed")
 
 
-def _statuses(value: Any) -> list[int]:
-    codes = [int(v) for v in value]
-    if any(not 400 <= c <= 599 for c in codes):
-        raise ValueError(f"fault statuses must be HTTP errors (400-599), got {codes}")
-    return codes
+def _ints(value: Any) -> list[int]:
+    return [int(v) for v in value]
 
 
-def _non_negative(kind: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def coerce(value: Any) -> Any:
-        if kind(value) < 0:
-            raise ValueError(f"expected a non-negative value, got {value!r}")
-        return kind(value)
-    return coerce
-
-
-def _probability(value: Any) -> float:
-    if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"fail_rate must be within [0, 1], got {value!r}")
-    return float(value)
-
-
-_FAULTS: dict[str, Callable[[Any], Any]] = {
-    "delay": _non_negative(float), "fail_next": _statuses, "fail_rate": _probability,
-    "fail_statuses": _statuses, "seed": int, "retry_after": _non_negative(float),
-    "hold_request": lambda v: None if v is None else int(v), "hang_next": _non_negative(int),
-    "reply_chars": _non_negative(int), "tool_rounds": _non_negative(int),
+_FAULTS: dict[str, Callable[[Any], Any]] = {  # configure() option -> coercion; ranges checked there
+    "delay": float, "fail_next": _ints, "fail_rate": float, "fail_statuses": _ints, "seed": int,
+    "retry_after": float, "hold_request": lambda v: None if v is None else int(v), "hang_next": int,
+    "reply_chars": int, "tool_rounds": int,
 }
 
 
@@ -110,11 +92,12 @@ def _words(*texts: str) -> int:
 
 
 def _reply_text(h: str, snippet: str, reply_chars: int) -> str:
-    text = f"[scripted] reply {h[:8]} to: {snippet[:60]}"
-    i = 0
-    while reply_chars > 0 and len(text) < reply_chars:
-        text += " " + _VOCAB[hashlib.sha256(f"{h}/pad/{i}".encode()).digest()[0] % len(_VOCAB)]
-        i += 1
+    words = [f"[scripted] reply {h[:8]} to: {snippet[:60]}"]
+    size = len(words[0])
+    while size < reply_chars:
+        words.append(_VOCAB[hashlib.sha256(f"{h}/pad/{len(words)}".encode()).digest()[0] % len(_VOCAB)])
+        size += 1 + len(words[-1])
+    text = " ".join(words)
     return text[:reply_chars] if reply_chars > 0 else text
 
 
@@ -322,7 +305,9 @@ class ScriptedModelServer:
             self._gate = threading.Event()
         self._httpd = _HTTPServer((self.host, self.port), self)
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-model", daemon=True)
+        # A short poll interval because shutdown() waits up to one interval; tests stop servers a lot.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+                                        name="scripted-model", daemon=True)
         self._thread.start()
         return self
 
@@ -388,8 +373,12 @@ class ScriptedModelServer:
         if unknown:
             raise TypeError(f"unknown fault option(s): {sorted(unknown)}")
         clean = {key: _FAULTS[key](value) for key, value in faults.items()}
-        if clean.get("fail_statuses") == []:
-            raise ValueError("fail_statuses must not be empty")
+        statuses = [*clean.get("fail_next", []), *clean.get("fail_statuses", [500])]
+        if clean.get("fail_statuses") == [] or not all(400 <= code <= 599 for code in statuses):
+            raise ValueError("fault statuses must be a non-empty list of HTTP error codes (400-599)")
+        if not 0 <= clean.get("fail_rate", 0) <= 1 or any(
+                isinstance(v, (int, float)) and v < 0 for k, v in clean.items() if k != "seed"):
+            raise ValueError(f"fail_rate must be within [0, 1] and counts/durations >= 0: {faults}")
         with self._lock:
             self._faults.update(clean)
             if "seed" in clean or "fail_rate" in clean:  # a fresh, reproducible failure sequence

@@ -1,0 +1,54 @@
+"""Short, readable accounts of a session and of a step run, for notebooks and terminals."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from .outputs import DURABLE_METADATA
+from .runtime import ActiveStep, Session
+
+
+def summary_output(active: ActiveStep) -> dict[str, Any] | None:
+    """The one-line account shown under a durable cell: calls replayed (and when recorded), calls live."""
+    if active.live + active.replayed == 0:
+        return None
+    parts = []
+    if active.replayed:
+        when = ""
+        if active.replayed_from:
+            first, last = (t.strftime("%Y-%m-%d %H:%M UTC") for t in active.replayed_from)
+            when = f" (recorded {first})" if first == last else f" (recorded {first} to {last})"
+        parts.append(f"{active.replayed} replayed from the journal{when}")
+    if active.live:
+        parts.append(f"{active.live} live, journaled")
+    text = f"durable step {active.name!r}: " + ", ".join(parts)
+    mark = "\u21bb " if active.replayed else "\u2713 "
+    return {
+        "output_type": "display_data",
+        "data": {
+            "text/plain": mark + text,
+            "text/html": f'<div style="font-size:85%;opacity:.75">{mark}{html.escape(text)}</div>',
+        },
+        "metadata": {DURABLE_METADATA: {"step": active.name, "replayed": active.replayed, "live": active.live}},
+    }
+
+
+def render_status(session: Session) -> str:
+    with session.journal.open() as store:
+        steps = store.steps_of(session.name)
+        holder = store.session_holder(session.name)
+    lines = [f"session {session.name!r}  journal {session.journal.path}"]
+    if holder is not None:
+        lines.append(f"driven by {holder.describe()}")
+    if not steps:
+        lines.append("no steps yet: run a %%durable cell")
+        return "\n".join(lines)
+    width = max(len(s["name"]) for s in steps)
+    lines.append(f"{'step':<{width}}  {'status':<10} {'calls':>6} {'tokens':>8} {'runs':>5}  last run")
+    for s in steps:
+        lines.append(
+            f"{s['name']:<{width}}  {s['status']:<10} {s['calls']:>6} {s['tokens']:>8} {s['runs']:>5}  "
+            f"{s['updated_at']:%Y-%m-%d %H:%M:%S} UTC"
+        )
+    return "\n".join(lines)
