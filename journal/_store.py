@@ -75,12 +75,14 @@ class Holder:
 
 
 def _process_start(pid: int) -> str:
+    """Start time of a running process ("" where /proc cannot tell, "dead" for a zombie)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return ""
-    # Field 22 counts from after the command name, which may itself contain spaces.
-    return stat.rsplit(")", 1)[1].split()[19]
+    # Fields count from after the command name, which may itself contain spaces.
+    fields = stat.rsplit(")", 1)[1].split()
+    return "dead" if fields[0] in ("Z", "X") else fields[19]
 
 
 @dataclass

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, final
 from urllib.parse import parse_qs, urlsplit
 
 _VOCAB = ("lisbon", "amber", "cobalt", "delta", "ember", "fjord", "granite", "harbor",
@@ -284,6 +284,7 @@ class _Plan:
     tool_rounds: int
 
 
+@final  # typing.Self is 3.11+; being final lets __enter__/start() name the class instead
 class ScriptedModelServer:
     """Deterministic OpenAI-compatible stand-in served from a daemon thread. Not a model."""
 
@@ -385,6 +386,7 @@ class ScriptedModelServer:
                 self._rng = random.Random(self._faults["seed"])
 
     def wait_for_held(self, timeout: float = 30) -> int:
+        """Block until a hold_request request is parked; return its n (TimeoutError if none)."""
         with self._lock:
             self._lock.wait_for(lambda: self._held or self._stopping.is_set(), timeout)
             if self._held:
@@ -394,6 +396,7 @@ class ScriptedModelServer:
         raise TimeoutError(f"no request was held within {timeout}s")
 
     def release(self) -> None:
+        """Let every held or hung request continue; later holds/hangs block again."""
         with self._lock:
             gate, self._gate = self._gate, threading.Event()
             self._held.clear()
