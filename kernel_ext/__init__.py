@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import DurableError, StepError, StrictReplayError
-from .runtime import Session, current_session, session, step
+from ._shadowing import check_shadowing
+
+check_shadowing()
+
+from .errors import DurableError, StepError, StrictReplayError  # noqa: E402
+from .runtime import Session, current_session, session, step  # noqa: E402
 
 __all__ = [
     "DurableError",

@@ -1,0 +1,116 @@
+"""`durable demo`: kill an agent notebook mid-run, run it again, and show what the journal saved.
+
+Runs `notebooks/agent_demo.ipynb` headless (nbclient, a real kernel) against the scripted
+model server on loopback, so it needs no API key and costs nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "agent_demo.ipynb"
+
+
+def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> int:
+    import nbformat
+    from jupyter_client import AsyncKernelManager
+    from nbclient import NotebookClient
+
+    from journal import Journal
+
+    from .outputs import DURABLE_METADATA
+    from .scripted_model import ScriptedModelServer
+
+    if not NOTEBOOK.exists():
+        print(f"durable demo: {NOTEBOOK} is missing; run the demo from a clone (pip install -e .)")
+        return 2
+    calls = turns + 1
+    if not 1 <= kill_at <= calls:
+        print(f"durable demo: --kill-at must be between 1 and {calls} (the notebook makes {calls} calls)")
+        return 2
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="durable-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    notebook = workdir / NOTEBOOK.name
+    shutil.copyfile(NOTEBOOK, notebook)
+    journal_path = workdir / ".durable" / "journal.duckdb"
+
+    def execute(km: Any = None) -> tuple[nbformat.NotebookNode, float]:
+        nb = nbformat.read(notebook, as_version=4)
+        env = dict(os.environ, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-scripted-demo",
+                   DURABLE_JOURNAL=str(journal_path), DEMO_TURNS=str(turns), JPY_SESSION_NAME=str(notebook))
+        client = NotebookClient(nb, km=km, kernel_name="python3", timeout=600,
+                                resources={"metadata": {"path": str(workdir)}})
+        started = time.perf_counter()
+        with open(workdir / "kernel.log", "a") as log:  # kernel chatter would drown the story
+            client.execute(cwd=str(workdir), env=env, stderr=log)
+        return nb, time.perf_counter() - started
+
+    def step_counts(nb: nbformat.NotebookNode) -> tuple[int, int]:
+        marks = [o["metadata"][DURABLE_METADATA] for c in nb.cells if c.cell_type == "code"
+                 for o in c.get("outputs", []) if DURABLE_METADATA in o.get("metadata", {})]
+        return sum(m["replayed"] for m in marks), sum(m["live"] for m in marks)
+
+    def recorded_tokens() -> tuple[int, float]:
+        with Journal(journal_path).open() as store:
+            tokens, latency_ms = store.con.execute(
+                "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(avg(latency_ms), 0) "
+                "FROM calls WHERE status = 'completed'").fetchone()
+        return int(tokens), float(latency_ms) / 1000
+
+    with ScriptedModelServer() as server:
+        server.configure(delay=latency, hold_request=kill_at)
+        print(f"durable demo: {notebook}")
+        print(f"  model: the scripted stand-in server at {server.base_url} (deterministic answers, not a")
+        print(f"         real model), answering after {latency:g} s to stand in for model latency")
+        print(f"  journal: {journal_path}\n")
+        print(f"run 1: Run All; the agent makes {calls} model calls. Killing the kernel (SIGKILL) "
+              f"while call {kill_at} is in flight ...")
+        km = AsyncKernelManager(kernel_name="python3")
+        failure: list[BaseException] = []
+
+        def first_run() -> None:
+            try:
+                execute(km)
+            except BaseException as exc:  # noqa: BLE001 - the kill surfaces here, as DeadKernelError
+                failure.append(exc)
+
+        runner = threading.Thread(target=first_run, daemon=True)
+        runner.start()
+        server.wait_for_held(timeout=300)
+        os.kill(km.provisioner.process.pid, signal.SIGKILL)
+        server.release()
+        runner.join(timeout=120)
+        sent_first = server.stats()["requests"]
+        print(f"       kernel killed: {type(failure[0]).__name__ if failure else 'no error?'}; "
+              f"{sent_first} requests reached the model, {kill_at - 1} results journaled\n")
+        tokens_before, avg_latency = recorded_tokens()
+
+        print("run 2: restart the kernel and Run All again ...")
+        nb, seconds = execute()
+        replayed, live = step_counts(nb)
+        print(f"       done in {seconds:.1f} s: {replayed} calls replayed from the journal, {live} live")
+        print(f"       saved: {tokens_before} tokens and about {replayed * avg_latency:.1f} s of model time\n")
+        tokens_all, avg_latency = recorded_tokens()
+
+        print("run 3: Run All once more ...")
+        nb, seconds = execute()
+        replayed3, live3 = step_counts(nb)
+        print(f"       done in {seconds:.1f} s: {replayed3} calls replayed, {live3} live; "
+              f"saved {tokens_all} tokens and about {replayed3 * avg_latency:.1f} s\n")
+        total = server.stats()["requests"]
+
+    answer = next((o["text"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream" and "answer:" in o.get("text", "")), "").strip()
+    print(f"model requests in all: {total} for {calls} calls over three runs "
+          f"(only call {kill_at}, in flight at the kill, was sent twice)")
+    print(f"final {answer[:110]}")
+    print(f"\nopen {notebook} in Jupyter to look around; the journal stays in {journal_path.parent}")
+    ok = total == calls + 1 and live3 == 0 and replayed == kill_at - 1
+    return 0 if ok else 1
