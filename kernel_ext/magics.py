@@ -30,7 +30,7 @@ from .status import render_status, summary_output
 _MAGIC = re.compile(r"%%durable(?=\s|$)")
 _RUNNER = "__durable_cell__"
 _pending: OrderedDict[str, str] = OrderedDict()  # cell bodies by hash, handed from transformer to runner
-_state: dict[str, Any] = {"cell_id": None}
+_state: dict[str, Any] = {"cell_id": None, "number": None}  # of the cell being run
 
 
 def transform_durable_cell(lines: list[str]) -> list[str]:
@@ -88,7 +88,7 @@ async def run_durable_cell(args: str, key: str) -> Any:
                 if inspect.iscoroutine(value):
                     value = await value
                 if value is not None:
-                    recorder.result(value, shell.execution_count)
+                    recorder.result(value, _cell_number(shell))
     except BaseException as exc:
         active.outputs = recorder.outputs
         scope.__exit__(type(exc), exc, exc.__traceback__)
@@ -102,7 +102,7 @@ async def run_durable_cell(args: str, key: str) -> Any:
 def _compile(shell: Any, body: str) -> tuple[Any, Any]:
     # A leading newline keeps line numbers equal to the cell's (line 1 is the magic).
     source = "\n" + body
-    filename = shell.compile.cache(source, shell.execution_count)
+    filename = shell.compile.cache(source, _cell_number(shell))
     tree = ast.parse(source, filename)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr) and not body.rstrip().endswith(";"):
@@ -110,6 +110,11 @@ def _compile(shell: Any, body: str) -> tuple[Any, Any]:
     flags = shell.compile.flags | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
     main = compile(tree, filename, "exec", flags, dont_inherit=True)
     return main, compile(last, filename, "eval", flags, dont_inherit=True) if last else None
+
+
+def _cell_number(shell: Any) -> int:
+    number = _state["number"]
+    return shell.execution_count if number is None else number
 
 
 def _default_step_name(body: str) -> str:
@@ -172,21 +177,26 @@ class DurableMagics(Magics):
         raise UsageError(f"unknown %durable command {command!r}; available: session NAME, status")
 
 
-def _remember_cell_id(info: Any) -> None:
+def _remember_cell(info: Any) -> None:
+    from IPython import get_ipython
+
+    # IPython has already counted this cell when pre_run_cell fires.
+    count = get_ipython().execution_count
     _state["cell_id"] = getattr(info, "cell_id", None)
+    _state["number"] = count - 1 if getattr(info, "store_history", False) else count
 
 
 def load(shell: Any) -> None:
     if transform_durable_cell not in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.append(transform_durable_cell)
     setattr(builtins, _RUNNER, run_durable_cell)
-    shell.events.register("pre_run_cell", _remember_cell_id)
+    shell.events.register("pre_run_cell", _remember_cell)
     shell.register_magics(DurableMagics)
 
 
 def unload(shell: Any) -> None:
     if transform_durable_cell in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.remove(transform_durable_cell)
-    shell.events.unregister("pre_run_cell", _remember_cell_id)
+    shell.events.unregister("pre_run_cell", _remember_cell)
     if hasattr(builtins, _RUNNER):
         delattr(builtins, _RUNNER)
