@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -108,6 +109,12 @@ def _chain(items: list[Any], split: Split) -> str:
 
 
 Fetch = Callable[[str], bytes]
+_ITEM_REF = re.compile(rb'\{"\$durable":"item","h":"([0-9a-f]{32})"\}')
+
+
+def item_references(stored: bytes) -> list[str]:
+    """Hashes of the items a stored skeleton refers to (canonical JSON makes them greppable)."""
+    return [m.decode() for m in _ITEM_REF.findall(stored)]
 
 
 def join_document(key: str, fetch: Fetch) -> Any:

@@ -108,6 +108,7 @@ class StepRun:
     epoch: int
     run_id: int
     recorded: list[RecordedCall] = field(default_factory=list)
+    blobs: dict[str, bytes] = field(default_factory=dict)  # items of recorded responses, preloaded
 
 
 class Journal:
@@ -133,7 +134,9 @@ class Journal:
         delay = 0.02
         while True:
             try:
-                con = duckdb.connect(str(self.path), config={"default_block_size": _BLOCK_SIZE})
+                # One thread: the journal's statements are tiny, and a thread pool costs more
+                # to wake than they take.
+                con = duckdb.connect(str(self.path), config={"default_block_size": _BLOCK_SIZE, "threads": "1"})
                 break
             except duckdb.IOException as exc:
                 match = _LOCK_HOLDER.search(str(exc))
@@ -183,31 +186,36 @@ class Store:
 
     # -- blobs ---------------------------------------------------------------------------
 
-    def put(self, split: _blobs.Split) -> None:
-        """Write the blobs of `split` that the journal does not hold yet."""
-        rows: list[tuple[str, bytes]] = [(k, v) for k, v in split.blobs.items() if k not in self._known]
-        for links in split.chains:
-            fresh = []
-            for link in links:
-                if link[0] in self._known:
-                    break
-                fresh.append(link)
-            if fresh:
-                stored = self._stored([link[0] for link in fresh])
-                for node, node_data, item, item_data in fresh:
-                    if node in stored:
-                        break
-                    rows.append((node, node_data))
-                    rows.append((item, item_data))
-        if rows:
-            unique = dict(rows)
+    def put(self, *splits: _blobs.Split) -> None:
+        """Write the blobs of `splits` that the journal does not hold yet, in one statement."""
+        unique: dict[str, bytes] = {}
+        for split in splits:
+            unique.update(self._missing(split))
+        if unique:
             params: list[Any] = []
             for key, data in unique.items():
                 codec, packed = _blobs.encode(data)
                 params += [key, codec, len(data), packed]
             values = ",".join(["(?, ?, ?, ?)"] * len(unique))
             self.con.execute(f"INSERT OR IGNORE INTO blobs VALUES {values}", params)
-        self.mark_known(split)
+        for split in splits:
+            self.mark_known(split)
+
+    def _missing(self, split: _blobs.Split) -> Iterator[tuple[str, bytes]]:
+        yield from ((k, v) for k, v in split.blobs.items() if k not in self._known)
+        for links in split.chains:
+            fresh = []
+            for link in links:
+                if link[0] in self._known:
+                    break
+                fresh.append(link)
+            # Only a process that has not seen this conversation yet asks the database.
+            stored = self._stored([link[0] for link in fresh]) if fresh else set()
+            for node, node_data, item, item_data in fresh:
+                if node in stored:
+                    break
+                yield node, node_data
+                yield item, item_data
 
     def mark_known(self, split: _blobs.Split) -> None:
         """Remember that every blob of `split` is stored (it was written, or matched a record)."""
@@ -309,7 +317,8 @@ class Store:
                 [run_id, session, step, epoch, now()],
             )
         self.con.execute("UPDATE sessions SET updated_at = ? WHERE name = ?", [now(), session])
-        return StepRun(session, step, epoch, run_id, self._recorded(session, step, epoch))
+        recorded = self._recorded(session, step, epoch)
+        return StepRun(session, step, epoch, run_id, recorded, self._items_of(recorded))
 
     def end_step(
         self,
@@ -349,6 +358,16 @@ class Store:
             recorded.append(call)
         return recorded
 
+    def _items_of(self, recorded: list[RecordedCall]) -> dict[str, bytes]:
+        """The items (assistant messages) that replaying these calls will need, in one query."""
+        keys = sorted({key for call in recorded if call.data for key in _blobs.item_references(call.data)})
+        if not keys:
+            return {}
+        rows = self.con.execute(
+            "SELECT hash, codec, data FROM blobs WHERE hash IN (SELECT unnest(?))", [keys]
+        ).fetchall()
+        return {key: _blobs.decode(codec, data) for key, codec, data in rows}
+
     # -- calls ---------------------------------------------------------------------------
 
     def record_call(
@@ -370,23 +389,23 @@ class Store:
         usage: tuple[int | None, int | None] = (None, None),
         attempts: int = 1,
     ) -> int:
-        """Journal a finished call (request, response and its row) in one transaction."""
+        """Journal a finished call: its blobs, then its row.
+
+        Two statements, each atomic, and no wrapping transaction: statements are what a
+        journaled call pays for. A kill between them leaves unreferenced blobs, which are
+        content-addressed and harmless; the call itself counts as not journaled.
+        """
         ended = now()
-        with self.transaction():
-            if request is not None:
-                self.put(request)
-            if response is not None:
-                self.put(response)
-            (call_id,) = self.con.execute("SELECT nextval('call_ids')").fetchone()
-            self.con.execute(
-                "INSERT INTO calls VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    call_id, run.session, run.step, run.epoch, run.run_id, seq, fingerprint, ordinal,
-                    kind, name, model, status, fingerprint if request is not None else None,
-                    response_key, json.dumps(meta), usage[0], usage[1], attempts, started_at, ended,
-                    (ended - started_at).total_seconds() * 1000,
-                ],
-            )
+        self.put(*(split for split in (request, response) if split is not None))
+        (call_id,) = self.con.execute(
+            f"INSERT INTO calls VALUES (nextval('call_ids'), {', '.join(['?'] * 20)}) RETURNING id",
+            [
+                run.session, run.step, run.epoch, run.run_id, seq, fingerprint, ordinal,
+                kind, name, model, status, fingerprint if request is not None else None,
+                response_key, json.dumps(meta), usage[0], usage[1], attempts, started_at, ended,
+                (ended - started_at).total_seconds() * 1000,
+            ],
+        ).fetchone()
         return call_id
 
     # -- reading for people ----------------------------------------------------------------

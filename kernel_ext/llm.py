@@ -127,10 +127,12 @@ class LLMCall:
     def replay(self, active: ActiveStep, recorded: RecordedCall, stream: bool) -> httpx2.Response:
         active.store.mark_known(self.split)  # it matched a recording, so its blobs are stored
         meta = recorded.meta
-        root = recorded.data
+        root, preloaded = recorded.data, active.run.blobs
 
         def fetch(key: str) -> bytes:
-            return root if key == recorded.response and root is not None else active.store.fetch(key)
+            if key == recorded.response and root is not None:
+                return root
+            return preloaded[key] if key in preloaded else active.store.fetch(key)
 
         if meta.get("body") == "json":
             body = json.dumps(join_document(recorded.response, fetch)).encode()

@@ -456,6 +456,9 @@ class _HTTPServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "ScriptedModel/1.0"
+    # Headers and body go out in separate writes; with Nagle's algorithm and the client's
+    # delayed ACK every response would wait ~40 ms.
+    disable_nagle_algorithm = True
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:
