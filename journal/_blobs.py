@@ -22,11 +22,27 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-RAW, ZLIB = 0, 1
+RAW, ZLIB, ZLIB_DICT = 0, 1, 2
+# Most blobs are a few hundred bytes of JSON: too short for zlib to learn their vocabulary.
+# A preset dictionary of what recurs in stored requests, responses, messages and chain nodes
+# saves about a quarter. Codec 2 means exactly this dictionary: never edit it, add a codec.
+_ZDICT_V1 = (
+    b' the and to of a in is you that it for on with as are this be at have from or by we an will your'
+    b'{"content":"","role":"user"}","role":"assistant"}","role":"system"}","role":"tool","tool_call_id":"call_'
+    b'"tool_calls":[{"function":{"arguments":"{\\"","name":""},"id":"call_","type":"function"}]'
+    b'{"i":"","p":"{"$durable":"chain","h":"{"$durable":"item","h":"'
+    b'{"body":{"messages":,"model":","tools":[{"function":{"description":"","name":"","parameters":'
+    b'{"properties":{"type":"object"},"required":["type":"string"},"type":"integer"},"type":"function"}]'
+    b'"method":"POST","path":"chat/completions","query":[]}responses","embeddings'
+    b'{"choices":[{"finish_reason":"stop","tool_calls","index":0,"logprobs":null,"message":'
+    b'"created":,"id":"chatcmpl-","model":"gpt-4o-mini","object":"chat.completion","system_fingerprint":"fp_'
+    b'"usage":{"completion_tokens":,"prompt_tokens":,"total_tokens":},"prompt_tokens_details":{"cached_tokens":0'
+    b'"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0'
+)
 CHAIN_KEYS = frozenset({"messages", "input"})
 ITEM_KEYS = frozenset({"message"})
 _REF = "$durable"
-# Below this size compression rarely pays for its header; above it we keep the result
+# Below this size compression rarely pays; above it we keep the result
 # only when it saves at least a tenth.
 _COMPRESS_FROM = 96
 
@@ -41,18 +57,22 @@ def canonical_json(value: Any) -> bytes:
 
 def encode(data: bytes) -> tuple[int, bytes]:
     if len(data) >= _COMPRESS_FROM:
-        packed = zlib.compress(data, 6)
+        packer = zlib.compressobj(6, zdict=_ZDICT_V1)
+        packed = packer.compress(data) + packer.flush()
         if len(packed) <= len(data) * 0.9:
-            return ZLIB, packed
+            return ZLIB_DICT, packed
     return RAW, data
 
 
 def decode(codec: int, data: bytes) -> bytes:
+    if codec == ZLIB_DICT:
+        unpacker = zlib.decompressobj(zdict=_ZDICT_V1)
+        return unpacker.decompress(data) + unpacker.flush()
     if codec == ZLIB:
         return zlib.decompress(data)
     if codec == RAW:
         return bytes(data)
-    raise ValueError(f"unknown blob codec {codec}")
+    raise ValueError(f"unknown blob codec {codec}; this journal was written by a newer durable-kernel")
 
 
 Link = tuple[str, bytes, str, bytes]  # node hash, node, item hash, item

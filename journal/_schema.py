@@ -20,7 +20,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         [
             """CREATE TABLE blobs (
                 hash VARCHAR PRIMARY KEY,
-                codec UTINYINT NOT NULL,      -- 0 raw, 1 zlib
+                codec UTINYINT NOT NULL,      -- 0 raw, 1 zlib, 2 zlib with preset dictionary v1
                 size INTEGER NOT NULL,        -- uncompressed bytes
                 data BLOB NOT NULL
             )""",

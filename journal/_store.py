@@ -12,6 +12,7 @@ DuckDB replays it on the next open, and a kernel killed with SIGKILL never close
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -147,8 +148,12 @@ class Journal:
                     raise JournalBusyError(str(self.path), holder, self.wait) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
-        con.execute("SET wal_autocheckpoint = '1MB'")
-        migrate(con)
+        try:
+            con.execute("SET wal_autocheckpoint = '1MB'")
+            migrate(con)
+        except BaseException:
+            con.close()  # a refused journal must not stay locked by this process
+            raise
         stat = self.path.stat()
         identity = (stat.st_dev, stat.st_ino)
         if identity != self._identity:
@@ -164,6 +169,7 @@ class Store:
         self.journal = journal
         self.con = con
         self._known = journal._known
+        self._unsure: set[str] | None = None  # blobs written in the open transaction
 
     def close(self) -> None:
         try:
@@ -174,12 +180,17 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         self.con.execute("BEGIN TRANSACTION")
+        self._unsure = set()
         try:
             yield
+            self.con.execute("COMMIT")
         except BaseException:
-            self.con.execute("ROLLBACK")
+            with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
+                self.con.execute("ROLLBACK")
+            self._known.difference_update(self._unsure)  # written, then rolled back: not stored
             raise
-        self.con.execute("COMMIT")
+        finally:
+            self._unsure = None
 
     def sql(self, query: str, params: Iterable[Any] | None = None) -> duckdb.DuckDBPyRelation | None:
         return self.con.sql(query, params=params)
@@ -200,6 +211,8 @@ class Store:
             self.con.execute(f"INSERT OR IGNORE INTO blobs VALUES {values}", params)
         for split in splits:
             self.mark_known(split)
+        if self._unsure is not None:
+            self._unsure.update(unique)
 
     def _missing(self, split: _blobs.Split) -> Iterator[tuple[str, bytes]]:
         yield from ((k, v) for k, v in split.blobs.items() if k not in self._known)
