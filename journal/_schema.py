@@ -48,7 +48,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 epoch INTEGER NOT NULL,
                 started_at TIMESTAMP NOT NULL,
                 ended_at TIMESTAMP,
-                status VARCHAR NOT NULL,
+                status VARCHAR NOT NULL,       -- running, completed, failed, interrupted (its process died)
                 calls_live INTEGER NOT NULL DEFAULT 0,
                 calls_replayed INTEGER NOT NULL DEFAULT 0,
                 outputs VARCHAR,              -- blob hash: JSON list of nbformat outputs

@@ -323,6 +323,12 @@ class Store:
                     "updated_at = ? WHERE session = ? AND name = ?",
                     [epoch, source_key, now(), session, step],
                 )
+            # A run still 'running' belongs to a process that died inside it: the caller holds
+            # the session, so nothing else can be running this step.
+            self.con.execute(
+                "UPDATE step_runs SET status = 'interrupted' WHERE session = ? AND step = ? AND status = 'running'",
+                [session, step],
+            )
             (run_id,) = self.con.execute("SELECT nextval('run_ids')").fetchone()
             self.con.execute(
                 "INSERT INTO step_runs (id, session, step, epoch, started_at, status) "

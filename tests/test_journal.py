@@ -251,14 +251,12 @@ def test_journal_from_a_newer_release_is_refused(tmp_path):
 def test_refused_journal_is_not_left_locked(tmp_path):
     path = tmp_path / "j.duckdb"
     _make_too_new(path)
-    try:
-        with Journal(path).open():
-            pass
-    except journal.SchemaTooNewError:
-        kept = sys.exc_info()  # as IPython keeps the last traceback (sys.last_traceback)
-        result = _python("import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(path))
-        del kept
-        assert result.returncode == 0, result.stderr[-300:]
+    with pytest.raises(journal.SchemaTooNewError) as caught, Journal(path).open():
+        pass
+    # `caught` keeps the traceback alive, as IPython keeps sys.last_traceback after an error.
+    result = _python("import duckdb, sys; duckdb.connect(sys.argv[1]).close()", str(path))
+    assert caught.value.__traceback__ is not None
+    assert result.returncode == 0, result.stderr[-300:]
 
 
 # -- locking -------------------------------------------------------------------------------------------
@@ -383,7 +381,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 @pytest.mark.parametrize("ending", ["closed", "killed"])
-def test_step_that_never_ended_stays_running_and_its_calls_replay(tmp_path, ending):
+def test_step_that_never_ended_is_marked_interrupted_and_its_calls_replay(tmp_path, ending):
     path = tmp_path / "j.duckdb"
     if ending == "closed":
         with Journal(path).open() as store:
@@ -404,9 +402,9 @@ def test_step_that_never_ended_stays_running_and_its_calls_replay(tmp_path, endi
         assert [(c.seq, c.status) for c in again.recorded] == [(1, "completed"), (2, "completed")]
         assert [store.get_json(c.response)["answer"] for c in again.recorded] == [10, 20]
         assert [json.loads(c.data) for c in again.recorded] == [{"answer": 10}, {"answer": 20}]
-        # The interrupted run is left as it was: still 'running', with no end time.
+        # The run whose process died is marked as such once the session is claimed again.
         runs = store.con.execute("SELECT id, status FROM step_runs ORDER BY id").fetchall()
-        assert [status for _, status in runs] == ["running", "running"] and runs[1][0] == again.run_id
+        assert [status for _, status in runs] == ["interrupted", "running"] and runs[1][0] == again.run_id
         store.end_step(again, "completed", live=0, replayed=2)
         assert store.con.execute("SELECT status FROM steps").fetchall() == [("completed",)]
         assert store.begin_step("s", "a", None, rerun=True).recorded == []  # --rerun: a new, empty epoch
