@@ -100,6 +100,8 @@ def split_document(value: Any, split: Split) -> str:
 
 def _skeleton(value: Any, split: Split, key: str | None) -> Any:
     if isinstance(value, Mapping):
+        if _REF in value:  # a user's own "$durable" key must not read back as a reference
+            return {_REF: "escaped", "v": {k: _skeleton(v, split, k) for k, v in value.items()}}
         out = {}
         for k, v in value.items():
             if k in ITEM_KEYS and isinstance(v, Mapping):
@@ -145,6 +147,8 @@ def join_document(key: str, fetch: Fetch) -> Any:
 def _resolve(value: Any, fetch: Fetch) -> Any:
     if isinstance(value, dict):
         ref = value.get(_REF)
+        if ref == "escaped":
+            return {k: _resolve(v, fetch) for k, v in value["v"].items()}
         if ref == "item":
             return _resolve(json.loads(fetch(value["h"])), fetch)
         if ref == "chain":

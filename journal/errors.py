@@ -19,7 +19,7 @@ class JournalBusyError(JournalError):
     def __init__(self, path: str, holder: str, waited: float) -> None:
         self.path, self.holder, self.waited = path, holder, waited
         super().__init__(
-            f"journal {path} is in use by {holder} (waited {waited:.0f} s); "
+            f"journal {path} is in use by {holder} (waited {waited:g} s); "
             "wait until that process is idle or finished, or point DURABLE_JOURNAL at another file"
         )
 

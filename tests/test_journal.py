@@ -510,3 +510,14 @@ def test_exported_script_replays_in_a_fresh_process(tmp_path):
     assert (second["live"], second["replayed"], second["requests"]) == (0, 4, 4)
     assert first["out"] == second["out"] and second["stream"] == "Stream" and second["modules"] == []
     assert second["out"][0][0] == "openai.types.chat.chat_completion.ChatCompletion"
+
+
+def test_a_users_own_durable_key_is_not_taken_for_a_reference():
+    split = Split()
+    document = {"args": {"$durable": "item", "h": "abc"}, "messages": [{"$durable": "chain", "h": "x"}]}
+    key = split_document(document, split)
+    blobs = dict(split.blobs)
+    for links in split.chains:
+        for node, node_data, item, item_data in links:
+            blobs[node], blobs[item] = node_data, item_data
+    assert join_document(key, blobs.__getitem__) == document
