@@ -82,6 +82,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
 ]
 
+MIGRATIONS.append(
+    (
+        2,
+        "variables recorded by completed step runs",
+        ["ALTER TABLE step_runs ADD COLUMN variables VARCHAR  -- blob hash: JSON {name: blob hash of its pickle}"],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

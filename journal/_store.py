@@ -348,13 +348,21 @@ class Store:
         replayed: int,
         outputs: list[dict[str, Any]] | None = None,
         error: str | None = None,
+        variables: dict[str, bytes] | None = None,
     ) -> None:
+        """Close a step run; `variables` maps names to pickled values (stored once per content)."""
         with self.transaction():
             outputs_key = self.put_bytes(_blobs.canonical_json(outputs)) if outputs is not None else None
+            variables_key = None
+            if variables is not None:
+                split = _blobs.Split()
+                names = {name: split.add(data) for name, data in variables.items()}
+                variables_key = split.add(_blobs.canonical_json(names))
+                self.put(split)
             self.con.execute(
                 "UPDATE step_runs SET ended_at = ?, status = ?, calls_live = ?, calls_replayed = ?, "
-                "outputs = ?, error = ? WHERE id = ?",
-                [now(), status, live, replayed, outputs_key, error, run.run_id],
+                "outputs = ?, error = ?, variables = ? WHERE id = ?",
+                [now(), status, live, replayed, outputs_key, error, variables_key, run.run_id],
             )
             self.con.execute(
                 "UPDATE steps SET status = ?, updated_at = ? WHERE session = ? AND name = ? AND epoch = ?",
@@ -366,7 +374,7 @@ class Store:
             "SELECT c.id, c.fingerprint, c.ordinal, c.seq, c.kind, c.name, c.status, c.request, "
             "c.response, c.meta, c.ended_at, b.codec, b.data FROM calls c "
             "LEFT JOIN blobs b ON b.hash = c.response "
-            "WHERE c.session = ? AND c.step = ? AND c.epoch = ? ORDER BY c.id",
+            "WHERE c.session = ? AND c.step = ? AND c.epoch = ? AND c.status <> 'abandoned' ORDER BY c.id",
             [session, step, epoch],
         ).fetchall()
         recorded = []
@@ -426,6 +434,82 @@ class Store:
             ],
         ).fetchone()
         return call_id
+
+    def start_call(
+        self, run: StepRun, *, seq: int, fingerprint: str, ordinal: int, kind: str, name: str,
+        request: _blobs.Split, meta: dict[str, Any],
+    ) -> int:
+        """Journal that a call is about to run (a tool: its effect may happen before its result)."""
+        self.put(request)
+        (call_id,) = self.con.execute(
+            "INSERT INTO calls (id, session, step, epoch, run_id, seq, fingerprint, ordinal, kind, name, status, "
+            "request, meta, attempts, started_at) VALUES (nextval('call_ids'), ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "'started', ?, ?, 0, ?) RETURNING id",
+            [run.session, run.step, run.epoch, run.run_id, seq, fingerprint, ordinal, kind, name, fingerprint,
+             json.dumps(meta), now()],
+        ).fetchone()
+        return call_id
+
+    def finish_call(
+        self, call_id: int, *, status: str, response: _blobs.Split | None, response_key: str | None,
+        meta: dict[str, Any], attempts: int,
+    ) -> None:
+        """Journal the outcome of a started call: `completed` with its result, or `failed` with its error."""
+        if response is not None:
+            self.put(response)
+        ended = now()
+        self.con.execute(
+            "UPDATE calls SET status = ?, response = ?, meta = ?, attempts = ?, ended_at = ?, "
+            "latency_ms = date_diff('microsecond', started_at, ?::TIMESTAMP) / 1000.0 WHERE id = ?",
+            [status, response_key, json.dumps(meta), attempts, ended, ended, call_id],
+        )
+
+    def call(self, call_id: int) -> dict[str, Any] | None:
+        row = self.con.execute(
+            "SELECT id, session, step, epoch, kind, name, status, request, response, meta FROM calls WHERE id = ?",
+            [call_id],
+        ).fetchone()
+        keys = ("id", "session", "step", "epoch", "kind", "name", "status", "request", "response", "meta")
+        return dict(zip(keys, row, strict=True)) if row else None
+
+    def settle_call(self, call_id: int, *, value: bytes | None = None, retry: bool = False) -> None:
+        """Decide an in-doubt call: it took effect and returned `value`, or (`retry`) it may run again.
+
+        Nothing is deleted: a retried call is marked `abandoned` and stays in history.
+        """
+        if (value is None) == (not retry):
+            raise ValueError("settle a call with either a value or retry=True")
+        if retry:
+            self.con.execute("UPDATE calls SET status = 'abandoned', ended_at = ? WHERE id = ?", [now(), call_id])
+            return
+        split = _blobs.Split()
+        key = split.add(value)
+        self.put(split)
+        self.con.execute(
+            "UPDATE calls SET status = 'completed', response = ?, ended_at = ?, "
+            "meta = json_merge_patch(coalesce(meta, '{}'), '{\"settled\": true, \"body\": \"pickle\"}') "
+            "WHERE id = ?",
+            [key, now(), call_id],
+        )
+
+    def latest_variables(self, session: str) -> dict[str, tuple[str, bytes]]:
+        """The variables as of the session's last completed step runs: {name: (step, pickle)}.
+
+        Each step's last completed run counts, in the order those runs ended: a later value wins.
+        """
+        rows = self.con.execute(
+            """SELECT step, variables FROM (
+                   SELECT step, variables, ended_at,
+                          row_number() OVER (PARTITION BY step ORDER BY id DESC) AS n
+                   FROM step_runs WHERE session = ? AND status = 'completed' AND variables IS NOT NULL)
+               WHERE n = 1 ORDER BY ended_at""",
+            [session],
+        ).fetchall()
+        merged: dict[str, tuple[str, bytes]] = {}
+        for step, key in rows:
+            for name, blob in json.loads(self.fetch(key)).items():
+                merged[name] = (step, self.fetch(blob))
+        return merged
 
     # -- reading for people ----------------------------------------------------------------
 

@@ -12,19 +12,39 @@ from ._shadowing import check_shadowing
 
 check_shadowing()
 
-from .errors import DurableError, StepError, StrictReplayError  # noqa: E402
-from .runtime import Session, current_session, session, step  # noqa: E402
+from .errors import (  # noqa: E402
+    DurableError,
+    InDoubtError,
+    RecordedToolError,
+    StepError,
+    StrictReplayError,
+    ToolTimeoutError,
+)
+from .runtime import Session, current_session, session, settle, step  # noqa: E402
+from .tools import Tool, arun_tool_calls, run_tool_calls, tool  # noqa: E402
+from .values import now, random, uuid  # noqa: E402
 
 __all__ = [
     "DurableError",
+    "InDoubtError",
+    "RecordedToolError",
     "Session",
     "StepError",
     "StrictReplayError",
+    "Tool",
+    "ToolTimeoutError",
+    "arun_tool_calls",
     "current_session",
     "load_ipython_extension",
+    "now",
+    "random",
+    "run_tool_calls",
     "session",
+    "settle",
     "step",
+    "tool",
     "unload_ipython_extension",
+    "uuid",
 ]
 
 

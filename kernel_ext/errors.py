@@ -2,7 +2,10 @@
 
     DurableError
     ├── StepError              a step was used wrongly (nested steps, no step where one is needed)
-    └── StrictReplayError      --strict: a call would have gone live; names step, call and difference
+    ├── StrictReplayError      --strict: a call would have gone live; names step, call and difference
+    ├── InDoubtError           a non-idempotent tool started but its process died before it finished
+    ├── ToolTimeoutError       a tool ran longer than its timeout (also a TimeoutError)
+    └── RecordedToolError      a failed tool call replayed whose exception type cannot be rebuilt
 
 Journal errors (`journal.JournalBusyError`, `journal.SessionHeldError`, ...) pass through unchanged.
 """
@@ -27,3 +30,24 @@ class StrictReplayError(DurableError):
             f"strict replay: step {step!r}, {call} would go live: {difference}. "
             "Re-record it without --strict, or undo the change."
         )
+
+
+class InDoubtError(DurableError):
+    """A tool call started and never finished (its process died inside it), and it is not idempotent."""
+
+    def __init__(self, step: str, call: str, call_id: int) -> None:
+        self.step, self.call, self.call_id = step, call, call_id
+        super().__init__(
+            f"step {step!r}: {call} started but never finished (the process died inside it), and the tool is "
+            f"not idempotent, so it is not run again blindly. Check whether it took effect, then settle it: "
+            f"`%durable settle {call_id} --value JSON` if it did (JSON is its result), "
+            f"`%durable settle {call_id} --retry` if it did not."
+        )
+
+
+class ToolTimeoutError(DurableError, TimeoutError):
+    """A tool did not finish within its timeout."""
+
+
+class RecordedToolError(DurableError):
+    """Replay of a tool call that failed, where the original exception type could not be rebuilt."""

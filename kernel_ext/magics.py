@@ -12,7 +12,9 @@ from __future__ import annotations
 import ast
 import builtins
 import inspect
+import json
 import re
+import sys
 from collections import OrderedDict
 from typing import Any
 
@@ -24,9 +26,11 @@ from journal import JournalError, digest
 
 from .errors import StepError
 from .outputs import OutputRecorder
-from .runtime import current_session, session
+from .runtime import current_session, session, settle
 from .status import render_status, summary_output
+from .variables import VariableTracker, describe, restore
 
+_COMMANDS = "session NAME, status, restore, settle CALL_ID --value JSON|--retry"
 _MAGIC = re.compile(r"%%durable(?=\s|$)")
 _RUNNER = "__durable_cell__"
 _pending: OrderedDict[str, str] = OrderedDict()  # cell bodies by hash, handed from transformer to runner
@@ -71,6 +75,7 @@ async def run_durable_cell(args: str, key: str) -> Any:
     options = parse_argstring(_cell_arguments, args)
     name = options.name or _default_step_name(body)
     main, last = _compile(shell, body)
+    tracker = VariableTracker(body, shell.user_ns)
     try:
         scope = current_session().step(name, source=body, strict=options.strict, rerun=options.rerun)
         active = scope.__enter__()
@@ -94,8 +99,12 @@ async def run_durable_cell(args: str, key: str) -> Any:
         scope.__exit__(type(exc), exc, exc.__traceback__)
         raise
     active.outputs = recorder.outputs
+    active.variables, unpicklable = tracker.changed()
     scope.__exit__(None, None, None)
     _show_summary(active)
+    if unpicklable:
+        print(f"durable: %durable restore cannot bring back {describe(unpicklable)} (not picklable); "
+              "the step still replays through its calls", file=sys.stderr)
     return value
 
 
@@ -153,6 +162,9 @@ class DurableMagics(Magics):
             --strict fails instead of sending any call live; --rerun sends every call live again.
         Line:  %durable session NAME   switch to (or create) the session NAME
                %durable status         the current session's steps and calls
+               %durable restore        bring back the variables of the session's completed steps
+               %durable settle ID --value JSON | --retry
+                                       decide an in-doubt tool call (see the InDoubtError message)
         """
         if cell is not None:
             return _run_sync(run_durable_cell(line, _prepare(cell)))
@@ -172,9 +184,46 @@ class DurableMagics(Magics):
                     raise UsageError("usage: %durable status")
                 print(render_status(current_session()))
                 return None
-        except JournalError as exc:
+            if command == "restore":
+                if rest:
+                    raise UsageError("usage: %durable restore")
+                return self._restore()
+            if command == "settle":
+                return self._settle(rest)
+        except (JournalError, StepError) as exc:
             raise UsageError(str(exc)) from None
-        raise UsageError(f"unknown %durable command {command!r}; available: session NAME, status")
+        raise UsageError(f"unknown %durable command {command!r}; available: {_COMMANDS}")
+
+    def _restore(self) -> None:
+        current = current_session()
+        with current.journal.open() as store:
+            values = store.latest_variables(current.name)
+        if not values:
+            print(f"session {current.name!r} has no completed step with variables to restore")
+            return
+        restored, failed = restore(values, self.shell.user_ns)
+        steps = sorted({values[name][0] for name in restored})
+        print(f"restored {len(restored)} variables from {len(steps)} completed steps of session "
+              f"{current.name!r}: {describe(restored)}")
+        if failed:
+            print(f"could not unpickle: {describe(failed)}", file=sys.stderr)
+
+    def _settle(self, words: list[str]) -> None:
+        usage = "usage: %durable settle CALL_ID --value JSON | %durable settle CALL_ID --retry"
+        if len(words) < 2 or not words[0].isdigit() or words[1] not in ("--value", "--retry"):
+            raise UsageError(usage)
+        call_id = int(words[0])
+        if words[1] == "--retry":
+            if len(words) != 2:
+                raise UsageError(usage)
+            print(settle(call_id, retry=True))
+            return
+        text = " ".join(words[2:])
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise UsageError(f"--value takes JSON (for a string, quote it: '\"done\"'); got {text!r}") from None
+        print(settle(call_id, value=value))
 
 
 def _remember_cell(info: Any) -> None:

@@ -22,9 +22,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from journal import Holder, Journal, RecordedCall, StepRun, Store
+from journal import Holder, Journal, RecordedCall, Split, StepRun, Store, digest
 
-from .errors import StepError, StrictReplayError
+from .errors import InDoubtError, StepError, StrictReplayError
 
 _active: contextvars.ContextVar[ActiveStep | None] = contextvars.ContextVar("durable_step", default=None)
 
@@ -41,8 +41,10 @@ class Claim:
     seq: int
     fingerprint: str
     ordinal: int
-    recorded: RecordedCall | None
+    recorded: RecordedCall | None  # to replay: a completed call, or a tool call that failed
     attempts: int = 1
+    resume: RecordedCall | None = None  # an in-doubt call of an idempotent tool, being run again
+    idempotency_key: str = ""
 
 
 @dataclass
@@ -54,6 +56,7 @@ class ActiveStep:
     live: int = 0
     replayed: int = 0
     outputs: list[dict[str, Any]] | None = None  # nbformat outputs, set by the notebook front end
+    variables: dict[str, bytes] | None = None  # pickled variables the step assigned or mutated
     closed: bool = False
     replayed_from: tuple[datetime, datetime] | None = None  # when the replayed calls were recorded
     _seq: int = 0
@@ -62,37 +65,48 @@ class ActiveStep:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self._index = {
-            (c.fingerprint, c.ordinal): c for c in self.run.recorded if c.status == "completed"
-        }
+        # The latest record of each (request, ordinal) wins: a settled or re-run call replaces its start.
+        self._index = {(c.fingerprint, c.ordinal): c for c in self.run.recorded}
         self._by_seq = {c.seq: c for c in self.run.recorded}
 
     @property
     def name(self) -> str:
         return self.run.step
 
-    def claim(self, fingerprint: str, describe: str, request: Any = None) -> Claim:
-        """Decide a call: the returned claim carries a recording to replay, or None to go live.
+    def claim(self, fingerprint: str, describe: str, request: Any = None, *, kind: str = "llm",
+              idempotent: bool = True) -> Claim:
+        """Decide a call: replay its recording, or let it run live. The one place this is decided.
 
         Identical requests within a step are told apart by their ordinal, so a loop that
         sends the same request three times replays three recorded answers in order.
+        A model request whose process died before its answer is simply sent again. A tool
+        that failed replays its failure; one that started and never finished (in doubt)
+        runs again only if it is idempotent.
         """
         with self._lock:
             self._seq += 1
             attempts = self._failed.pop(fingerprint, 0) + 1
             ordinal = self._ordinals[fingerprint]
             self._ordinals[fingerprint] += 1
+            key = "dk-" + digest(f"{self.session.name}/{self.name}/{self.run.epoch}/{fingerprint}/{ordinal}".encode())
             recorded = self._index.get((fingerprint, ordinal))
-            if recorded is not None:
+            resume = None
+            if recorded is not None and (recorded.status == "completed" or (
+                    recorded.status == "failed" and kind != "llm")):
                 self.replayed += 1
                 if recorded.ended_at is not None:
                     first, last = self.replayed_from or (recorded.ended_at, recorded.ended_at)
                     self.replayed_from = (min(first, recorded.ended_at), max(last, recorded.ended_at))
-                return Claim(self._seq, fingerprint, ordinal, recorded)
+                return Claim(self._seq, fingerprint, ordinal, recorded, idempotency_key=key)
+            if recorded is not None and recorded.status == "started" and kind != "llm":
+                if not idempotent:
+                    raise InDoubtError(self.name, f"call {self._seq} ({describe}, journal call {recorded.id})",
+                                       recorded.id)
+                resume = recorded
             if self.strict:
                 raise StrictReplayError(self.name, f"call {self._seq} ({describe})", self._difference(request))
             self.live += 1
-            return Claim(self._seq, fingerprint, ordinal, None, attempts)
+            return Claim(self._seq, fingerprint, ordinal, None, attempts, resume, key)
 
     def retry(self, claim: Claim) -> None:
         """Give back a live claim whose attempt failed, so that the retry takes its place."""
@@ -111,6 +125,18 @@ class ActiveStep:
                 self.run, seq=claim.seq, fingerprint=claim.fingerprint, ordinal=claim.ordinal,
                 attempts=claim.attempts, **row,
             )
+
+    def start(self, claim: Claim, *, kind: str, name: str, request: Split, meta: dict[str, Any]) -> int:
+        """Journal that a live call begins; returns its journal id (an in-doubt call keeps its own)."""
+        if claim.resume is not None:
+            return claim.resume.id
+        with self._lock:
+            return self.store.start_call(self.run, seq=claim.seq, fingerprint=claim.fingerprint,
+                                         ordinal=claim.ordinal, kind=kind, name=name, request=request, meta=meta)
+
+    def finish(self, call_id: int, **outcome: Any) -> None:
+        with self._lock:
+            self.store.finish_call(call_id, **outcome)
 
     def _difference(self, request: Any) -> str:
         recorded = self._by_seq.get(self._seq)
@@ -186,7 +212,8 @@ class Session:
                 _active.reset(token)
                 active.closed = True
                 store.end_step(run, status, live=active.live, replayed=active.replayed,
-                               outputs=active.outputs, error=error)
+                               outputs=active.outputs, error=error,
+                               variables=active.variables if status == "completed" else None)
 
     def release(self) -> None:
         """Let another process drive this session (done at exit; a killed process is detected)."""
@@ -232,6 +259,32 @@ def step(name: str, *, strict: bool = False, rerun: bool = False) -> Iterator[Ac
     __tracebackhide__ = True
     with current_session().step(name, strict=strict, rerun=rerun) as active:
         yield active
+
+
+_UNSET: Any = object()
+
+
+def settle(call_id: int, *, value: Any = _UNSET, retry: bool = False) -> str:
+    """Decide an in-doubt tool call of the current session: it returned `value`, or it may `retry`.
+
+    Returns a one-line account of what was recorded.
+    """
+    import cloudpickle
+
+    if (value is _UNSET) == (not retry):
+        raise StepError("settle a call with either value=... (it took effect) or retry=True (it did not)")
+    current = current_session()
+    with current.journal.open() as store:
+        call = store.call(call_id)
+        if call is None or call["session"] != current.name:
+            raise StepError(f"no call {call_id} in session {current.name!r}; the in-doubt error names the call")
+        if call["status"] != "started":
+            raise StepError(f"call {call_id} ({call['name']}) is {call['status']}, not in doubt: nothing to settle")
+        if retry:
+            store.settle_call(call_id, retry=True)
+            return f"call {call_id} ({call['name']}) will run again when step {call['step']!r} runs"
+        store.settle_call(call_id, value=cloudpickle.dumps(value))
+        return f"call {call_id} ({call['name']}) settled as done with {_short(value)}; step {call['step']!r} replays it"
 
 
 def _notebook_path() -> str | None:

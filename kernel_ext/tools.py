@@ -1,0 +1,296 @@
+"""`@tool`: functions whose effects happen once, however often the step around them runs.
+
+Inside a durable step a tool call is journaled twice: a start record before the function
+runs, and its result (or error) after. When the step runs again the recorded result is
+returned without running the function; a recorded failure is raised again. A start without
+an outcome means the process died inside the tool: the effect may or may not have happened.
+Such a call runs again only for a tool declared `idempotent`; otherwise the step stops with
+`InDoubtError` until someone settles it. A tool that takes an `idempotency_key` parameter gets
+a key that stays the same across retries and replays, for APIs that deduplicate with one.
+Outside a durable step a tool is a plain function call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import functools
+import importlib
+import inspect
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import cloudpickle
+
+from journal import Split, split_document
+
+from .errors import RecordedToolError, ToolTimeoutError
+from .runtime import ActiveStep, Claim, active_step
+
+IDEMPOTENCY_PARAMETER = "idempotency_key"
+
+
+class Tool:
+    """A function made durable by `@tool`; call it like the function."""
+
+    def __init__(self, fn: Callable[..., Any], *, name: str | None, retries: int, backoff: float,
+                 retry_on: tuple[type[BaseException], ...], timeout: float | None, idempotent: bool) -> None:
+        if retries < 0 or backoff < 0 or (timeout is not None and timeout <= 0):
+            raise ValueError("@tool: retries and backoff must be >= 0 and timeout > 0")
+        self.fn, self.name = fn, name or fn.__name__
+        self.retries, self.backoff, self.retry_on = retries, backoff, retry_on
+        self.timeout, self.idempotent = timeout, idempotent
+        self.signature = inspect.signature(fn)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        functools.update_wrapper(self, fn)
+
+    def __repr__(self) -> str:
+        return f"<tool {self.name}{self.signature}>"
+
+    @functools.cached_property
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI function-tool definition, for `tools=[...]`."""
+        from .tool_schema import function_schema
+
+        return function_schema(self.fn, name=self.name, skip=(IDEMPOTENCY_PARAMETER,))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        active = active_step()
+        if active is None:
+            return self.fn(*args, **kwargs)
+        call = _ToolCall(self, active, args, kwargs)
+        if self.is_async:
+            return call.run_async()
+        return call.run()
+
+
+class _ToolCall:
+    def __init__(self, tool: Tool, active: ActiveStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.tool, self.active, self.args, self.kwargs = tool, active, args, kwargs
+        bound = tool.signature.bind_partial(*args, **kwargs)
+        arguments = {k: v for k, v in bound.arguments.items() if k != IDEMPOTENCY_PARAMETER}
+        self.request = Split()
+        self.document = {"tool": tool.name, "args": _jsonable(arguments)}
+        self.fingerprint = split_document(self.document, self.request)
+        self.claim: Claim = active.claim(self.fingerprint, f"tool {tool.name}", self.document, kind="tool",
+                                         idempotent=tool.idempotent)
+        if IDEMPOTENCY_PARAMETER in tool.signature.parameters and IDEMPOTENCY_PARAMETER not in bound.arguments:
+            self.kwargs = {**kwargs, IDEMPOTENCY_PARAMETER: self.claim.idempotency_key}
+
+    def run(self) -> Any:
+        if self.claim.recorded is not None:
+            return self._replay()
+        call_id = self._start()
+        for attempt in range(1, self.tool.retries + 2):
+            try:
+                result = self._invoke()
+            except Exception as exc:
+                if self._again(exc, attempt):
+                    time.sleep(self.tool.backoff * 2 ** (attempt - 1))
+                    continue
+                self._fail(call_id, exc, attempt)
+                raise
+            return self._complete(call_id, result, attempt)
+        raise AssertionError("unreachable")
+
+    async def run_async(self) -> Any:
+        if self.claim.recorded is not None:
+            return self._replay()
+        call_id = self._start()
+        for attempt in range(1, self.tool.retries + 2):
+            try:
+                result = await asyncio.wait_for(self.tool.fn(*self.args, **self.kwargs), self.tool.timeout)
+            except Exception as exc:
+                if isinstance(exc, asyncio.TimeoutError):
+                    exc = self._timeout_error()
+                if self._again(exc, attempt):
+                    await asyncio.sleep(self.tool.backoff * 2 ** (attempt - 1))
+                    continue
+                self._fail(call_id, exc, attempt)
+                raise exc from None
+            return self._complete(call_id, result, attempt)
+        raise AssertionError("unreachable")
+
+    def _invoke(self) -> Any:
+        if self.tool.timeout is None:
+            return self.tool.fn(*self.args, **self.kwargs)
+        # A thread cannot be stopped: after a timeout the function may still finish in the
+        # background. That is why a timed-out call counts as failed, not as never started.
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            return pool.submit(self.tool.fn, *self.args, **self.kwargs).result(self.tool.timeout)
+        except concurrent.futures.TimeoutError:
+            raise self._timeout_error() from None
+        finally:
+            pool.shutdown(wait=False)
+
+    def _timeout_error(self) -> ToolTimeoutError:
+        return ToolTimeoutError(f"tool {self.tool.name!r} did not finish within {self.tool.timeout} s")
+
+    def _again(self, exc: Exception, attempt: int) -> bool:
+        return attempt <= self.tool.retries and isinstance(exc, self.tool.retry_on)
+
+    def _start(self) -> int:
+        return self.active.start(self.claim, kind="tool", name=self.tool.name, request=self.request,
+                                 meta={"idempotent": self.tool.idempotent})
+
+    def _complete(self, call_id: int, result: Any, attempts: int) -> Any:
+        try:
+            data = cloudpickle.dumps(result)
+        except Exception as exc:
+            error = TypeError(f"tool {self.tool.name!r} returned a value that cannot be journaled "
+                              f"({type(exc).__name__}: {exc}); return plain data instead")
+            self._fail(call_id, error, attempts)
+            raise error from exc
+        response = Split()
+        self.active.finish(call_id, status="completed", response=response, response_key=response.add(data),
+                           meta={"body": "pickle"}, attempts=attempts)
+        return result
+
+    def _fail(self, call_id: int, exc: BaseException, attempts: int) -> None:
+        kind = type(exc)
+        meta = {"body": "pickle", "error": {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(exc)}}
+        response, key = Split(), None
+        try:
+            key = response.add(cloudpickle.dumps(exc))
+        except Exception:  # noqa: BLE001 - the type and message are journaled anyway
+            response = None
+        self.active.finish(call_id, status="failed", response=response, response_key=key, meta=meta,
+                           attempts=attempts)
+
+    def _replay(self) -> Any:
+        recorded = self.claim.recorded
+        data = recorded.data if recorded.data is not None else (
+            self.active.store.fetch(recorded.response) if recorded.response else None)
+        if recorded.status == "completed":
+            return cloudpickle.loads(data)
+        raise _rebuild(recorded.meta.get("error", {}), data)
+
+
+def _rebuild(error: Mapping[str, Any], data: bytes | None) -> BaseException:
+    """The recorded exception of a failed call: the same type and message as the first time."""
+    if data is not None:
+        try:
+            return cloudpickle.loads(data)
+        except Exception:  # noqa: BLE001 - fall back to type and message
+            pass
+    path, message = error.get("type", "builtins.Exception"), error.get("message", "")
+    module, _, name = path.rpartition(".")
+    try:
+        kind = getattr(importlib.import_module(module or "builtins"), name)
+        if isinstance(kind, type) and issubclass(kind, BaseException):
+            return kind(message)
+    except Exception:  # noqa: BLE001 - an exception type that no longer imports
+        pass
+    return RecordedToolError(f"{path}: {message}")
+
+
+def _jsonable(value: Any) -> Any:
+    """Arguments as JSON for the fingerprint. Stable across processes: never an object's address."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_jsonable(v) for v in value), key=json.dumps)
+    if hasattr(value, "model_dump"):
+        return _jsonable(value.model_dump())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _jsonable(dataclasses.asdict(value))
+    text = repr(value)
+    if " at 0x" in text:  # the default repr names a memory address, different in every process
+        return {"$type": f"{type(value).__module__}.{type(value).__qualname__}"}
+    return {"$repr": text}
+
+
+def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, retries: int = 0,
+         backoff: float = 0.5, retry_on: type[BaseException] | Iterable[type[BaseException]] = Exception,
+         timeout: float | None = None, idempotent: bool = False) -> Any:
+    """Make a function (sync or async) a durable tool.
+
+    Args:
+        name: the tool's name in the journal and its schema (default: the function's name).
+        retries: extra attempts after a failure that is an instance of `retry_on`.
+        backoff: seconds before the first retry; doubled for each further one.
+        retry_on: exception types worth retrying (default: any Exception).
+        timeout: seconds an attempt may take; a slower one fails with ToolTimeoutError.
+        idempotent: running it twice does no harm, so a call in doubt after a crash is simply
+            run again. Leave False for anything that charges, sends or books.
+    """
+    kinds = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
+
+    def wrap(function: Callable[..., Any]) -> Tool:
+        return Tool(function, name=name, retries=retries, backoff=backoff, retry_on=kinds, timeout=timeout,
+                    idempotent=idempotent)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def run_tool_calls(message: Any, tools: Iterable[Tool]) -> list[dict[str, Any]]:
+    """Run a model message's `tool_calls` against `tools`; return the `role: tool` messages to append.
+
+    A tool's exception becomes the content of its message (so the model can react), except
+    durable-kernel's own errors (in doubt, strict replay), which stop the step.
+    """
+    replies = []
+    for call, invoke in _tool_invocations(message, tools):
+        replies.append(_reply(call, invoke, None))
+    return replies
+
+
+async def arun_tool_calls(message: Any, tools: Iterable[Tool]) -> list[dict[str, Any]]:
+    """`run_tool_calls` for async tools (sync tools work here too); calls run one after another."""
+    replies = []
+    for call, invoke in _tool_invocations(message, tools):
+        try:
+            result = invoke()
+            if inspect.isawaitable(result):
+                result = await result
+        except Exception as exc:  # noqa: BLE001 - see _reply
+            replies.append(_reply(call, None, exc))
+            continue
+        replies.append(_reply(call, lambda r=result: r, None))
+    return replies
+
+
+def _tool_invocations(message: Any, tools: Iterable[Tool]) -> list[tuple[Any, Callable[[], Any]]]:
+    from .tool_schema import ToolArgumentError, bind_arguments
+
+    by_name = {t.name: t for t in tools}
+    invocations = []
+    for call in getattr(message, "tool_calls", None) or []:
+        function = call.function
+
+        def invoke(function: Any = function) -> Any:
+            chosen = by_name.get(function.name)
+            if chosen is None:
+                raise ToolArgumentError(f"unknown tool {function.name!r}; available: {', '.join(by_name)}")
+            bound = bind_arguments(chosen.fn, json.loads(function.arguments or "{}"))
+            return chosen(*bound.args, **bound.kwargs)
+
+        invocations.append((call, invoke))
+    return invocations
+
+
+def _reply(call: Any, invoke: Callable[[], Any] | None, error: Exception | None) -> dict[str, Any]:
+    from .errors import DurableError
+
+    if error is None and invoke is not None:
+        try:
+            result = invoke()
+            if inspect.isawaitable(result):
+                result.close()
+                raise TypeError(f"tool {call.function.name!r} is async: use `await arun_tool_calls(...)`")
+            content = result if isinstance(result, str) else json.dumps(result, default=str)
+        except Exception as exc:  # noqa: BLE001
+            error = exc
+    if error is not None:
+        if isinstance(error, DurableError):
+            raise error
+        content = f"error: {type(error).__name__}: {error}"  # the model may correct itself
+    return {"role": "tool", "tool_call_id": call.id, "content": content}

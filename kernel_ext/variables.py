@@ -1,0 +1,106 @@
+"""Which variables a durable step changed, pickled so that `%durable restore` can bring them back.
+
+A step "changed" a name it assigns at module level, or one it only reads whose value is
+different afterwards (`messages.append(...)` mutates `messages` in place). Names the cell
+never mentions cannot have been changed by it, so nothing else is pickled. Pickles are
+content-addressed in the journal: a large value that did not change is not stored again.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import cloudpickle
+
+_IGNORED = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+
+
+def names_in(source: str) -> tuple[set[str], set[str]]:
+    """(names the code assigns at module level, names it reads anywhere)."""
+    tree = ast.parse(source)
+    assigned: set[str] = set()
+    read: set[str] = set()
+    declared_global: set[str] = set()
+
+    def visit(node: ast.AST, top: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if top:
+                    assigned.add(child.name)
+                visit(child, False)
+            elif isinstance(child, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+                visit(child, False)  # their own scope: their names are not the module's
+            elif isinstance(child, ast.Global):
+                declared_global.update(child.names)
+            elif isinstance(child, ast.Name):
+                if isinstance(child.ctx, ast.Load):
+                    read.add(child.id)
+                elif top or child.id in declared_global:
+                    assigned.add(child.id)
+            elif isinstance(child, (ast.Import, ast.ImportFrom)) and top:
+                assigned.update((a.asname or a.name).split(".")[0] for a in child.names if a.name != "*")
+            else:
+                visit(child, top)
+
+    visit(tree, True)
+    return assigned | declared_global, read
+
+
+def _pickle(value: Any) -> bytes | None:
+    try:
+        return cloudpickle.dumps(value)
+    except Exception:  # noqa: BLE001 - unpicklable values are reported by name, not raised
+        return None
+
+
+def _candidate(name: str, value: Any) -> bool:
+    return not name.startswith("_") and name not in _IGNORED and not isinstance(value, types.ModuleType)
+
+
+class VariableTracker:
+    """Snapshot before a step, compare after it."""
+
+    def __init__(self, source: str, namespace: Mapping[str, Any]) -> None:
+        self.assigned, read = names_in(source)
+        self.namespace = namespace
+        self.before = {
+            name: hashlib.blake2b(data, digest_size=16).digest()
+            for name in read - self.assigned
+            if name in namespace and _candidate(name, namespace[name])
+            and (data := _pickle(namespace[name])) is not None
+        }
+
+    def changed(self) -> tuple[dict[str, bytes], list[str]]:
+        """({name: pickle} of what the step assigned or mutated, names that could not be pickled)."""
+        pickles: dict[str, bytes] = {}
+        unpicklable: list[str] = []
+        for name in sorted(self.assigned | set(self.before)):
+            if name not in self.namespace or not _candidate(name, self.namespace[name]):
+                continue
+            data = _pickle(self.namespace[name])
+            if data is None:
+                if name in self.assigned:
+                    unpicklable.append(name)
+            elif name in self.assigned or hashlib.blake2b(data, digest_size=16).digest() != self.before[name]:
+                pickles[name] = data
+        return pickles, unpicklable
+
+
+def restore(values: Mapping[str, tuple[str, bytes]], namespace: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Unpickle journaled variables into `namespace`; return (restored names, names that failed)."""
+    restored, failed = [], []
+    for name, (_step, data) in values.items():
+        try:
+            namespace[name] = cloudpickle.loads(data)
+            restored.append(name)
+        except Exception:  # noqa: BLE001 - e.g. a class whose module is gone; reported by name
+            failed.append(name)
+    return restored, failed
+
+
+def describe(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names))
