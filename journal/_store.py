@@ -459,7 +459,8 @@ class Store:
             self.put(response)
         ended = now()
         self.con.execute(
-            "UPDATE calls SET status = ?, response = ?, meta = ?, attempts = ?, ended_at = ?, "
+            "UPDATE calls SET status = ?, response = ?, meta = json_merge_patch(coalesce(meta, '{}'), ?)::VARCHAR, "
+            "attempts = ?, ended_at = ?, "
             "latency_ms = date_diff('microsecond', started_at, ?::TIMESTAMP) / 1000.0 WHERE id = ?",
             [status, response_key, json.dumps(meta), attempts, ended, ended, call_id],
         )
@@ -487,7 +488,7 @@ class Store:
         self.put(split)
         self.con.execute(
             "UPDATE calls SET status = 'completed', response = ?, ended_at = ?, "
-            "meta = json_merge_patch(coalesce(meta, '{}'), '{\"settled\": true, \"body\": \"pickle\"}') "
+            "meta = json_merge_patch(coalesce(meta, '{}'), '{\"settled\": true, \"body\": \"pickle\"}')::VARCHAR "
             "WHERE id = ?",
             [key, now(), call_id],
         )

@@ -100,8 +100,8 @@ class ActiveStep:
                 return Claim(self._seq, fingerprint, ordinal, recorded, idempotency_key=key)
             if recorded is not None and recorded.status == "started" and kind != "llm":
                 if not idempotent:
-                    raise InDoubtError(self.name, f"call {self._seq} ({describe}, journal call {recorded.id})",
-                                       recorded.id)
+                    raise InDoubtError(self.name, f"call {self._seq} ({describe}, journal call {recorded.id}, "
+                                       f"idempotency key {key})", recorded.id)
                 resume = recorded
             if self.strict:
                 raise StrictReplayError(self.name, f"call {self._seq} ({describe})", self._difference(request))

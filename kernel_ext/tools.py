@@ -20,6 +20,7 @@ import importlib
 import inspect
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -60,6 +61,10 @@ class Tool:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         active = active_step()
         if active is None:
+            if IDEMPOTENCY_PARAMETER in self.signature.parameters:
+                bound = self.signature.bind_partial(*args, **kwargs)
+                if IDEMPOTENCY_PARAMETER not in bound.arguments:  # not durable here: a fresh key per call
+                    kwargs = {**kwargs, IDEMPOTENCY_PARAMETER: f"dk-{uuid.uuid4().hex}"}
             return self.fn(*args, **kwargs)
         call = _ToolCall(self, active, args, kwargs)
         if self.is_async:
@@ -135,7 +140,8 @@ class _ToolCall:
 
     def _start(self) -> int:
         return self.active.start(self.claim, kind="tool", name=self.tool.name, request=self.request,
-                                 meta={"idempotent": self.tool.idempotent})
+                                 meta={"idempotent": self.tool.idempotent,
+                                       "idempotency_key": self.claim.idempotency_key})
 
     def _complete(self, call_id: int, result: Any, attempts: int) -> Any:
         try:
@@ -270,8 +276,12 @@ def _tool_invocations(message: Any, tools: Iterable[Tool]) -> list[tuple[Any, Ca
             chosen = by_name.get(function.name)
             if chosen is None:
                 raise ToolArgumentError(f"unknown tool {function.name!r}; available: {', '.join(by_name)}")
-            bound = bind_arguments(chosen.fn, json.loads(function.arguments or "{}"))
-            return chosen(*bound.args, **bound.kwargs)
+            arguments = json.loads(function.arguments or "{}")
+            if IDEMPOTENCY_PARAMETER in chosen.signature.parameters:
+                # The key is the runtime's to give, never the model's.
+                arguments[IDEMPOTENCY_PARAMETER] = None
+            bound = bind_arguments(chosen.fn, arguments)
+            return chosen(**{k: v for k, v in bound.arguments.items() if k != IDEMPOTENCY_PARAMETER})
 
         invocations.append((call, invoke))
     return invocations
