@@ -139,7 +139,9 @@ class Trial:
             self.server.release()
         elif kind == "random":
             runner.join(timeout=float(point))
-            if runner.is_alive():
+            # Killed mid-run, or (a late point) idle after its last cell: nbclient leaves a kernel it
+            # did not start running, as a notebook server does.
+            if km.provisioner is not None and km.provisioner.process.poll() is None:
                 os.kill(km.provisioner.process.pid, signal.SIGKILL)
         runner.join(timeout=180)
         assert not runner.is_alive()
