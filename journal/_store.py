@@ -512,6 +512,52 @@ class Store:
                 merged[name] = (step, self.fetch(blob))
         return merged
 
+    # -- approvals -----------------------------------------------------------------------
+
+    def approvals(self, session: str | None = None, *, pending_only: bool = False) -> list[dict[str, Any]]:
+        """Approval calls (pending ones have status `started`), newest last."""
+        rows = self.con.execute(
+            "SELECT id, session, step, status, meta, response, started_at, ended_at FROM calls "
+            "WHERE kind = 'approval' AND status IN ('started', 'completed') "
+            "AND (? IS NULL OR session = ?) AND (NOT ? OR status = 'started') ORDER BY id",
+            [session, session, pending_only],
+        ).fetchall()
+        out = []
+        for call_id, sess, step, status, meta, response, started, ended in rows:
+            info = json.loads(meta or "{}")
+            decision = json.loads(self.fetch(response)) if response else None
+            out.append({"id": call_id, "session": sess, "step": step, "status": status, "key": info.get("key"),
+                        "prompt": info.get("prompt"), "details": info.get("details"),
+                        "deadline": info.get("deadline"), "decision": decision,
+                        "requested_at": started, "decided_at": ended})
+        return out
+
+    def decide(self, call_id: int, decision: dict[str, Any]) -> bool:
+        """Record the decision of a pending approval; False if it was decided already (first one wins)."""
+        split = _blobs.Split()
+        key = split.add(_blobs.canonical_json(decision))
+        with self.transaction():
+            (status,) = self.con.execute("SELECT status FROM calls WHERE id = ?", [call_id]).fetchone()
+            if status != "started":
+                return False
+            self.put(split)
+            self.con.execute(
+                "UPDATE calls SET status = 'completed', response = ?, ended_at = ?, attempts = 1, "
+                "meta = json_merge_patch(meta, '{\"body\": \"decision\"}')::VARCHAR WHERE id = ?",
+                [key, now(), call_id],
+            )
+        return True
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """Close the file for a while (a long wait), so other processes can use the journal meanwhile."""
+        self.con.execute("CHECKPOINT")
+        self.con.close()
+        try:
+            yield
+        finally:
+            self.con = self.journal._connect()
+
     # -- reading for people ----------------------------------------------------------------
 
     def steps_of(self, session: str) -> list[dict[str, Any]]:

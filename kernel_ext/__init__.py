@@ -12,12 +12,14 @@ from ._shadowing import check_shadowing
 
 check_shadowing()
 
+from .approvals import Decision, PendingApproval, StepSuspended, approve  # noqa: E402
 from .errors import (  # noqa: E402
     DurableError,
     InDoubtError,
     RecordedToolError,
     StepError,
     StrictReplayError,
+    ToolRejected,
     ToolTimeoutError,
 )
 from .runtime import Session, current_session, session, settle, step  # noqa: E402
@@ -25,13 +27,18 @@ from .tools import Tool, arun_tool_calls, run_tool_calls, tool  # noqa: E402
 from .values import now, random, uuid  # noqa: E402
 
 __all__ = [
+    "Decision",
     "DurableError",
+    "PendingApproval",
+    "StepSuspended",
+    "approve",
     "InDoubtError",
     "RecordedToolError",
     "Session",
     "StepError",
     "StrictReplayError",
     "Tool",
+    "ToolRejected",
     "ToolTimeoutError",
     "arun_tool_calls",
     "current_session",

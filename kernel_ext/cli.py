@@ -6,7 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE, EXIT_SUSPENDED = 0, 1, 2, 3
+from .cli_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
+
+_JOURNAL_HELP = "journal file (default: $DURABLE_JOURNAL, else .durable/journal.duckdb here)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,6 +25,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--turns", type=int, default=12, help="agent turns (model calls) before the summary")
     demo.add_argument("--kill-at", type=int, default=7, help="kill the kernel while this call is in flight")
     demo.add_argument("--latency", type=float, default=0.3, help="seconds the scripted model takes per answer")
+    run = commands.add_parser("run", help="execute a notebook headless as a durable session",
+                              description="Exit codes: 0 completed, 3 suspended (waiting for an approval), "
+                              "1 failed, 2 usage error.")
+    run.add_argument("notebook", type=Path)
+    run.add_argument("--session", help="session name (default: the notebook's name)")
+    run.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    run.add_argument("-o", "--output", type=Path, help="write the executed notebook here")
+    run.add_argument("--timeout", type=float, default=600, help="seconds a cell may run (default 600)")
+    approve = commands.add_parser("approve", help="decide a pending approval",
+                                  description="Records the decision; the session's next run goes on from it.")
+    approve.add_argument("session")
+    approve.add_argument("key", help="the approval's key, as `durable run` or %%durable approvals prints it")
+    approve.add_argument("--reject", action="store_true", help="reject instead of approving")
+    approve.add_argument("--comment", help="why")
+    approve.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
     return parser
 
 
@@ -39,6 +56,23 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(args.dir, args.turns, args.kill_at, args.latency)
+    if args.command == "run":
+        from .headless import run
+
+        return run(args.notebook, session=args.session, journal=args.journal, output=args.output,
+                   timeout=args.timeout)
+    if args.command == "approve":
+        from journal import Journal, JournalError
+
+        from .approvals import decide_from_cli
+        from .errors import StepError
+
+        try:
+            print(decide_from_cli(Journal(args.journal), args.session, args.key, not args.reject, args.comment))
+        except (StepError, JournalError) as exc:
+            print(f"durable approve: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        return EXIT_COMPLETED
     return EXIT_USAGE
 
 

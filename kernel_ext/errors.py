@@ -7,6 +7,9 @@
     ├── ToolTimeoutError       a tool ran longer than its timeout (also a TimeoutError)
     └── RecordedToolError      a failed tool call replayed whose exception type cannot be rebuilt
 
+ToolRejected (an Exception, not a DurableError): a person rejected a tool call that required approval;
+run_tool_calls reports it to the model like any tool error.
+
 Journal errors (`journal.JournalBusyError`, `journal.SessionHeldError`, ...) pass through unchanged.
 """
 
@@ -51,3 +54,13 @@ class ToolTimeoutError(DurableError, TimeoutError):
 
 class RecordedToolError(DurableError):
     """Replay of a tool call that failed, where the original exception type could not be rebuilt."""
+
+
+class ToolRejected(Exception):  # noqa: N818 - the name says what happened
+    """A tool call that required approval was rejected."""
+
+    def __init__(self, tool: str, decision: object) -> None:
+        self.tool, self.decision = tool, decision
+        by = getattr(decision, "by", "someone")
+        comment = getattr(decision, "comment", None)
+        super().__init__(f"{tool} was rejected by {by}" + (f": {comment}" if comment else ""))

@@ -27,10 +27,10 @@ from journal import JournalError, digest
 from .errors import StepError
 from .outputs import OutputRecorder
 from .runtime import current_session, session, settle
-from .status import render_status, summary_output
+from .status import render_approvals, render_status, summary_output
 from .variables import VariableTracker, describe, restore
 
-_COMMANDS = "session NAME, status, restore, settle CALL_ID --value JSON|--retry"
+_COMMANDS = "session NAME, status, restore, settle CALL_ID --value JSON|--retry, approvals"
 _MAGIC = re.compile(r"%%durable(?=\s|$)")
 _RUNNER = "__durable_cell__"
 _pending: OrderedDict[str, str] = OrderedDict()  # cell bodies by hash, handed from transformer to runner
@@ -163,6 +163,7 @@ class DurableMagics(Magics):
         Line:  %durable session NAME   switch to (or create) the session NAME
                %durable status         the current session's steps and calls
                %durable restore        bring back the variables of the session's completed steps
+               %durable approvals      pending and decided approvals of the session
                %durable settle ID --value JSON | --retry
                                        decide an in-doubt tool call (see the InDoubtError message)
         """
@@ -190,6 +191,11 @@ class DurableMagics(Magics):
                 return self._restore()
             if command == "settle":
                 return self._settle(rest)
+            if command == "approvals":
+                if rest:
+                    raise UsageError("usage: %durable approvals")
+                print(render_approvals(current_session()))
+                return None
         except (JournalError, StepError) as exc:
             raise UsageError(str(exc)) from None
         raise UsageError(f"unknown %durable command {command!r}; available: {_COMMANDS}")
@@ -235,7 +241,18 @@ def _remember_cell(info: Any) -> None:
     _state["number"] = count - 1 if getattr(info, "store_history", False) else count
 
 
+def _register_widgets() -> None:
+    # The widgets package depends on kernel_ext; it plugs its views in when it is installed.
+    try:
+        import importlib
+
+        importlib.import_module("widgets.approval").register()
+    except ImportError:
+        pass
+
+
 def load(shell: Any) -> None:
+    _register_widgets()
     if transform_durable_cell not in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.append(transform_durable_cell)
     setattr(builtins, _RUNNER, run_durable_cell)

@@ -207,6 +207,8 @@ class Session:
                 status = "completed"
             except BaseException as exc:
                 error = f"{type(exc).__name__}: {exc}"
+                if getattr(exc, "suspends_step", False):
+                    status = "suspended"
                 raise
             finally:
                 _active.reset(token)
@@ -249,7 +251,8 @@ def current_session() -> Session:
     global _current
     if _current is None:
         notebook = _notebook_path()
-        _current = Session(Path(notebook).stem if notebook else "default", notebook=notebook)
+        name = os.environ.get("DURABLE_SESSION") or (Path(notebook).stem if notebook else "default")
+        _current = Session(name, notebook=notebook)
     return _current
 
 

@@ -52,3 +52,21 @@ def render_status(session: Session) -> str:
             f"{s['updated_at']:%Y-%m-%d %H:%M:%S} UTC"
         )
     return "\n".join(lines)
+
+
+def render_approvals(session: Session) -> str:
+    with session.journal.open() as store:
+        approvals = store.approvals(session.name)
+    if not approvals:
+        return f"session {session.name!r} has no approvals"
+    lines = [f"approvals of session {session.name!r}:"]
+    for a in approvals:
+        decision = a["decision"]
+        if decision is None:
+            state = f"PENDING since {a['requested_at']:%Y-%m-%d %H:%M} UTC: durable approve {session.name} {a['key']}"
+        else:
+            verdict = "approved" if decision["approved"] else "rejected"
+            comment = f" ({decision['comment']})" if decision.get("comment") else ""
+            state = f"{verdict} by {decision['by']} at {decision['at'][:16].replace('T', ' ')} UTC{comment}"
+        lines.append(f"  {a['key']}  [{a['step']}]  {a['prompt']}\n      {state}")
+    return "\n".join(lines)

@@ -28,7 +28,7 @@ import cloudpickle
 
 from journal import Split, split_document
 
-from .errors import RecordedToolError, ToolTimeoutError
+from .errors import RecordedToolError, ToolRejected, ToolTimeoutError
 from .runtime import ActiveStep, Claim, active_step
 
 IDEMPOTENCY_PARAMETER = "idempotency_key"
@@ -38,12 +38,13 @@ class Tool:
     """A function made durable by `@tool`; call it like the function."""
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None, retries: int, backoff: float,
-                 retry_on: tuple[type[BaseException], ...], timeout: float | None, idempotent: bool) -> None:
+                 retry_on: tuple[type[BaseException], ...], timeout: float | None, idempotent: bool,
+                 requires_approval: bool = False) -> None:
         if retries < 0 or backoff < 0 or (timeout is not None and timeout <= 0):
             raise ValueError("@tool: retries and backoff must be >= 0 and timeout > 0")
         self.fn, self.name = fn, name or fn.__name__
         self.retries, self.backoff, self.retry_on = retries, backoff, retry_on
-        self.timeout, self.idempotent = timeout, idempotent
+        self.timeout, self.idempotent, self.requires_approval = timeout, idempotent, requires_approval
         self.signature = inspect.signature(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
@@ -66,10 +67,33 @@ class Tool:
                 if IDEMPOTENCY_PARAMETER not in bound.arguments:  # not durable here: a fresh key per call
                     kwargs = {**kwargs, IDEMPOTENCY_PARAMETER: f"dk-{uuid.uuid4().hex}"}
             return self.fn(*args, **kwargs)
+        if self.requires_approval:
+            return self._approved_call(args, kwargs)
         call = _ToolCall(self, active, args, kwargs)
         if self.is_async:
             return call.run_async()
         return call.run()
+
+    def _approved_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        from .approvals import approve
+
+        active = active_step()
+        bound = self.signature.bind_partial(*args, **kwargs)
+        details = {"tool": self.name, **_jsonable({k: v for k, v in bound.arguments.items()
+                                                   if k != IDEMPOTENCY_PARAMETER})}
+        pending = approve(f"Run {self.name}?", details=details)
+
+        def go(decision: Any) -> Any:
+            if not decision.approved:
+                raise ToolRejected(self.name, decision)
+            call = _ToolCall(self, active, args, kwargs)
+            return call.run_async() if self.is_async else call.run()
+
+        if self.is_async:
+            async def waited() -> Any:
+                return await go(await pending)
+            return waited()
+        return go(pending)  # a pending approval suspends the step here, when it is read
 
 
 class _ToolCall:
@@ -216,7 +240,7 @@ def _jsonable(value: Any) -> Any:
 
 def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, retries: int = 0,
          backoff: float = 0.5, retry_on: type[BaseException] | Iterable[type[BaseException]] = Exception,
-         timeout: float | None = None, idempotent: bool = False) -> Any:
+         timeout: float | None = None, idempotent: bool = False, requires_approval: bool = False) -> Any:
     """Make a function (sync or async) a durable tool.
 
     Args:
@@ -227,12 +251,14 @@ def tool(fn: Callable[..., Any] | None = None, *, name: str | None = None, retri
         timeout: seconds an attempt may take; a slower one fails with ToolTimeoutError.
         idempotent: running it twice does no harm, so a call in doubt after a crash is simply
             run again. Leave False for anything that charges, sends or books.
+        requires_approval: every call first asks a person (`approve`), with the tool's name and
+            arguments as details; a rejected call raises ToolRejected.
     """
     kinds = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
 
     def wrap(function: Callable[..., Any]) -> Tool:
         return Tool(function, name=name, retries=retries, backoff=backoff, retry_on=kinds, timeout=timeout,
-                    idempotent=idempotent)
+                    idempotent=idempotent, requires_approval=requires_approval)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -1,0 +1,249 @@
+"""Human approvals as durable promises.
+
+`approve(...)` records a pending approval in the journal and returns either the recorded
+`Decision`, or a `PendingApproval`. Awaiting it (`decision = await approve(...)`) waits in
+place: on ipykernel >= 7.4 widget clicks reach a cell suspended in `await`, and a decision
+made from the CLI is noticed by polling the journal, which the waiting step releases so the
+CLI can write to it. Using a pending approval without `await` (reading `.approved`, `if
+decision:`) suspends the step: it stops with `StepSuspended`, and its next run goes on from
+the decision. Where nobody can click (`durable run`, nbclient; DURABLE_HEADLESS=1) an
+undecided approval suspends at once. The decision is journaled before anything acts on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Generator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from journal import Journal, Split, digest, split_document
+
+from .errors import StepError
+from .runtime import ActiveStep, active_step
+
+POLL_SECONDS = 1.0  # how often a waiting kernel looks for a decision made elsewhere (the CLI)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of an approval: who decided what, when, with which comment and edited data."""
+
+    approved: bool
+    by: str
+    at: str  # ISO 8601, UTC
+    key: str
+    comment: str | None = None
+    data: Any = None
+    timed_out: bool = False
+
+    @property
+    def rejected(self) -> bool:
+        return not self.approved
+
+    def __bool__(self) -> bool:
+        return self.approved
+
+    def __await__(self) -> Generator[Any, None, Decision]:
+        # `await approve(...)` works the same whether or not the decision is already recorded.
+        return self
+        yield  # pragma: no cover - makes this a generator
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_decision(key: str, approved: bool, *, by: str | None = None, comment: str | None = None,
+                  data: Any = None, timed_out: bool = False) -> Decision:
+    return Decision(approved=approved, by=by or _who(), at=datetime.now(timezone.utc).isoformat(), key=key,
+                    comment=comment or None, data=data, timed_out=timed_out)
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "unknown"
+
+
+class StepSuspended(BaseException):  # noqa: N818 - it is a state, not a failure
+    """A step stopped to wait for a decision. A BaseException: agent code must not swallow it."""
+
+    suspends_step = True  # read by Session.step, which records the run as suspended
+
+    def __init__(self, session: str, step: str, key: str, prompt: str) -> None:
+        self.session, self.step, self.key, self.prompt = session, step, key, prompt
+        self.command = f"durable approve {session} {key} [--reject] [--comment TEXT]"
+        super().__init__(
+            f"step {step!r} is waiting for approval {key!r} ({prompt}). Decide in the approval widget, "
+            f"or run: {self.command}; then run the step again."
+        )
+
+    def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
+        return [f"\u23f8 {self}"]
+
+
+class PendingApproval:
+    """An approval without a decision yet: `await` it to wait, or use it to suspend the step."""
+
+    def __init__(self, active: ActiveStep, call_id: int, key: str, prompt: str, details: Any,
+                 deadline: datetime | None) -> None:
+        self.active, self.call_id, self.key = active, call_id, key
+        self.prompt, self.details, self.deadline = prompt, details, deadline
+        self.journal: Journal = active.session.journal
+        self._clicked: Decision | None = None
+        self._view = _present(self)
+
+    def decide(self, approved: bool, *, comment: str | None = None, data: Any = None,
+               by: str | None = None) -> Decision:
+        """Record a decision (the widget calls this); the first decision recorded wins."""
+        decision = make_decision(self.key, approved, by=by, comment=comment, data=data)
+        with self.journal.open() as store:
+            store.decide(self.call_id, decision.to_json())
+        recorded = self.recorded()
+        self._clicked = recorded
+        return recorded or decision
+
+    def recorded(self) -> Decision | None:
+        with self.journal.open() as store:
+            call = store.call(self.call_id)
+            if call is None or call["status"] != "completed":
+                return None
+            return Decision(**json.loads(store.fetch(call["response"])))
+
+    def __await__(self) -> Generator[Any, None, Decision]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Decision:
+        if _headless():
+            self._suspend()
+        last_poll = 0.0
+        with self.active.store.released():
+            while True:
+                decision = self._clicked
+                if decision is None and time.monotonic() - last_poll >= POLL_SECONDS:
+                    last_poll = time.monotonic()
+                    decision = self.recorded()
+                    if decision is None and self.deadline is not None and _now() >= self.deadline:
+                        decision = self.decide(False, comment="no decision before the timeout", by="timeout")
+                if decision is not None:
+                    _show_decision(self, decision)
+                    return decision
+                await asyncio.sleep(0.1)  # a click is handled while this coroutine sleeps
+
+    def _suspend(self) -> None:
+        raise StepSuspended(self.active.session.name, self.active.name, self.key, self.prompt)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {"approved", "rejected", "by", "at", "comment", "data", "timed_out"}:
+            decision = self._clicked or self.recorded()
+            if decision is None:
+                self._suspend()
+            return getattr(decision, name)
+        raise AttributeError(name)
+
+    def __bool__(self) -> bool:
+        return bool(self.approved)
+
+
+def approve(prompt: str, *, key: str | None = None, details: Any = None,
+            timeout: float | None = None) -> Decision | PendingApproval:
+    """Ask a person to approve something; the decision is journaled and replayed ever after.
+
+    Args:
+        prompt: what is being asked, in one line.
+        key: a stable name for this approval (default: derived from the prompt and details);
+            `durable approve SESSION KEY` decides it from a terminal.
+        details: data shown with the prompt (for a tool: its name and arguments).
+        timeout: seconds to wait; then the approval is rejected, and that is journaled too.
+    """
+    active = active_step()
+    if active is None:
+        raise StepError("approve() records its decision in the journal, so it needs a durable step "
+                        "(a %%durable cell or `with step(...)`)")
+    details = _jsonable(details)
+    key = key or _default_key(prompt, details)
+    request = Split()
+    fingerprint = split_document({"approval": key}, request)
+    claim = active.claim(fingerprint, f"approval {key}", {"approval": key}, kind="approval")
+    if claim.recorded is not None:
+        decision = Decision(**json.loads(claim.recorded.data))
+        _show_decision_for(active, key, prompt, details, decision)
+        return decision
+    # The deadline is fixed when the approval is first requested and survives restarts.
+    recorded_deadline = claim.resume.meta.get("deadline") if claim.resume is not None else None
+    if recorded_deadline:
+        deadline: datetime | None = datetime.fromisoformat(recorded_deadline)
+    else:
+        deadline = _now() + timedelta(seconds=timeout) if timeout is not None else None
+    call_id = active.start(claim, kind="approval", name=key, request=request, meta={
+        "key": key, "prompt": prompt, "details": details, "deadline": deadline.isoformat() if deadline else None,
+    })
+    pending = PendingApproval(active, call_id, key, prompt, details, deadline)
+    decided = pending.recorded()  # decided elsewhere since this step started
+    if decided is None and deadline is not None and _now() >= deadline:
+        decided = pending.decide(False, comment="no decision before the timeout", by="timeout")
+    return decided if decided is not None else pending
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _default_key(prompt: str, details: Any) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:32].strip("-") or "approval"
+    return f"{slug}-{digest(json.dumps([prompt, details], sort_keys=True, default=str).encode())[:6]}"
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str)) if value is not None else None
+
+
+def _headless() -> bool:
+    return os.environ.get("DURABLE_HEADLESS", "") not in ("", "0")
+
+
+# The approval widget lives in the `widgets` package, which depends on this one; it registers
+# itself here when the extension loads. Without it (a plain script) nothing is shown.
+Presenter = Callable[..., Any]
+presenters: dict[str, Presenter] = {}
+
+
+def _present(pending: PendingApproval) -> Any:
+    show = presenters.get("pending")
+    return show(pending) if show is not None and not _headless() else None
+
+
+def _show_decision(pending: PendingApproval, decision: Decision) -> None:
+    show = presenters.get("decided_view")
+    if show is not None and pending._view is not None:
+        show(pending._view, decision)
+
+
+def _show_decision_for(active: ActiveStep, key: str, prompt: str, details: Any, decision: Decision) -> None:
+    show = presenters.get("decided")
+    if show is not None:
+        show(key=key, prompt=prompt, details=details, decision=decision)
+
+
+def decide_from_cli(journal: Journal, session: str, key: str, approved: bool, comment: str | None) -> str:
+    """`durable approve`: record a decision for the pending approval `key` of `session`."""
+    with journal.open() as store:
+        pending = [a for a in store.approvals(session, pending_only=True) if a["key"] == key]
+        if not pending:
+            known = [a["key"] for a in store.approvals(session, pending_only=True)]
+            raise StepError(f"no pending approval {key!r} in session {session!r}; pending: "
+                            f"{', '.join(known) if known else 'none'}")
+        decision = make_decision(key, approved, by=f"{_who()} (cli)", comment=comment)
+        store.decide(pending[-1]["id"], decision.to_json())
+    verdict = "approved" if approved else "rejected"
+    return f"{verdict} {key!r} in session {session!r}; the next run of step {pending[-1]['step']!r} goes on from it"
+
+
+__all__ = ["Decision", "PendingApproval", "StepSuspended", "approve", "decide_from_cli"]

@@ -1,0 +1,89 @@
+"""The approval widget: the prompt, its details, Approve and Reject, a comment; read-only once decided."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as w
+from IPython.display import display
+
+from kernel_ext import approvals
+from kernel_ext.approvals import Decision, PendingApproval
+
+# Keys whose values are money or quantities a reviewer must not miss.
+_STANDOUT = ("amount", "price", "total", "cost", "sum", "eur", "usd", "refund", "charge", "quantity")
+
+
+def _details_html(details: Any) -> str:
+    if details is None:
+        return ""
+    if not isinstance(details, dict):
+        return f"<pre>{html.escape(json.dumps(details, indent=2, default=str))}</pre>"
+    rows = []
+    for key, value in details.items():
+        text = html.escape(value if isinstance(value, str) else json.dumps(value, default=str))
+        if any(word in str(key).lower() for word in _STANDOUT):
+            text = f'<b style="font-size:120%;color:#b45309">{text}</b>'
+        rows.append(f"<tr><td style='padding-right:1em;opacity:.7'>{html.escape(str(key))}</td><td>{text}</td></tr>")
+    return "<table>" + "".join(rows) + "</table>"
+
+
+class ApprovalView(w.VBox):
+    """One approval. `on_decide(approved, comment, data)` records the decision and returns it."""
+
+    def __init__(self, *, key: str, prompt: str, details: Any = None,
+                 on_decide: Callable[[bool, str | None, Any], Decision] | None = None,
+                 decision: Decision | None = None) -> None:
+        self.key, self.on_decide = key, on_decide
+        self.prompt_html = w.HTML(f"<b>Approval needed:</b> {html.escape(prompt)} "
+                                  f"<span style='opacity:.6'>({html.escape(key)})</span>")
+        self.details_html = w.HTML(_details_html(details))
+        decided = decision is not None  # a replayed decision is never shown as a live, pending widget
+        self.comment = w.Textarea(placeholder="comment (optional)", disabled=decided,
+                                  layout=w.Layout(width="100%", height="3em"))
+        self.approve_button = w.Button(description="Approve", button_style="success", icon="check", disabled=decided)
+        self.reject_button = w.Button(description="Reject", button_style="danger", icon="times", disabled=decided)
+        self.status = w.HTML("")
+        self.approve_button.on_click(lambda _: self._decide(True))
+        self.reject_button.on_click(lambda _: self._decide(False))
+        super().__init__([self.prompt_html, self.details_html, self.comment,
+                          w.HBox([self.approve_button, self.reject_button]), self.status],
+                         layout=w.Layout(border="1px solid #d4d4d8", padding="8px", width="auto"))
+        if decision is not None:
+            self.show_decision(decision)
+
+    def _decide(self, approved: bool) -> None:
+        if self.on_decide is None:
+            return
+        self.approve_button.disabled = self.reject_button.disabled = True
+        decision = self.on_decide(approved, self.comment.value or None, None)
+        self.show_decision(decision)
+
+    def show_decision(self, decision: Decision) -> None:
+        """Turn read-only and say who decided what, when, and why."""
+        for control in (self.approve_button, self.reject_button, self.comment):
+            control.disabled = True
+        verdict = "approved" if decision.approved else "rejected"
+        colour = "#15803d" if decision.approved else "#b91c1c"
+        comment = f" \u2014 \u201c{html.escape(decision.comment)}\u201d" if decision.comment else ""
+        self.status.value = (f"<span style='color:{colour}'><b>{verdict}</b></span> by {html.escape(decision.by)} "
+                             f"at {html.escape(decision.at[:19].replace('T', ' '))} UTC{comment}")
+
+
+def _pending(pending: PendingApproval) -> ApprovalView:
+    view = ApprovalView(key=pending.key, prompt=pending.prompt, details=pending.details,
+                        on_decide=lambda ok, comment, data: pending.decide(ok, comment=comment, data=data))
+    display(view)
+    return view
+
+
+def _decided(*, key: str, prompt: str, details: Any, decision: Decision) -> None:
+    display(ApprovalView(key=key, prompt=prompt, details=details, decision=decision))
+
+
+def register() -> None:
+    approvals.presenters.update(pending=_pending, decided_view=lambda view, d: view.show_decision(d),
+                                decided=_decided)
