@@ -104,7 +104,7 @@ class LLMCall:
     def __init__(self, client: Any, request: httpx2.Request) -> None:
         self.request = request
         base = str(client.base_url).rstrip("/") + "/"
-        url = str(request.url.copy_with(query=None))
+        url = str(request.url).partition("?")[0]
         path = url[len(base):] if url.startswith(base) else request.url.path.lstrip("/")
         query = [(k, v) for k, v in request.url.params.multi_items() if not _CREDENTIAL.search(k)]
         content = request.content

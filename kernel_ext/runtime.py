@@ -88,7 +88,8 @@ class ActiveStep:
             attempts = self._failed.pop(fingerprint, 0) + 1
             ordinal = self._ordinals[fingerprint]
             self._ordinals[fingerprint] += 1
-            key = "dk-" + digest(f"{self.session.name}/{self.name}/{self.run.epoch}/{fingerprint}/{ordinal}".encode())
+            key = "" if kind == "llm" else "dk-" + digest(
+                f"{self.session.name}/{self.name}/{self.run.epoch}/{fingerprint}/{ordinal}".encode())
             recorded = self._index.get((fingerprint, ordinal))
             resume = None
             if recorded is not None and (recorded.status == "completed" or (

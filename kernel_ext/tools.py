@@ -163,9 +163,9 @@ class _ToolCall:
         return attempt <= self.tool.retries and isinstance(exc, self.tool.retry_on)
 
     def _start(self) -> int:
+        self.meta = {"idempotent": self.tool.idempotent, "idempotency_key": self.claim.idempotency_key}
         return self.active.start(self.claim, kind="tool", name=self.tool.name, request=self.request,
-                                 meta={"idempotent": self.tool.idempotent,
-                                       "idempotency_key": self.claim.idempotency_key})
+                                 meta=self.meta)
 
     def _complete(self, call_id: int, result: Any, attempts: int) -> Any:
         try:
@@ -177,12 +177,13 @@ class _ToolCall:
             raise error from exc
         response = Split()
         self.active.finish(call_id, status="completed", response=response, response_key=response.add(data),
-                           meta={"body": "pickle"}, attempts=attempts)
+                           meta={**self.meta, "body": "pickle"}, attempts=attempts)
         return result
 
     def _fail(self, call_id: int, exc: BaseException, attempts: int) -> None:
         kind = type(exc)
-        meta = {"body": "pickle", "error": {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(exc)}}
+        meta = {**self.meta, "body": "pickle",
+                "error": {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(exc)}}
         response, key = Split(), None
         try:
             key = response.add(cloudpickle.dumps(exc))
