@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,45 @@ from kernel_ext.approvals import Decision, PendingApproval
 
 # Keys whose values are money or quantities a reviewer must not miss.
 _STANDOUT = ("amount", "price", "total", "cost", "sum", "eur", "usd", "refund", "charge", "quantity")
+
+
+# Cells executing on the kernel's main thread (IPython's pre_execute/post_execute, counted in register()).
+_main_thread_cells = 0
+
+
+def _count_cells(delta: int) -> Callable[[], None]:
+    def count() -> None:
+        global _main_thread_cells
+        if threading.current_thread() is threading.main_thread():
+            _main_thread_cells = max(0, _main_thread_cells + delta)
+    return count
+
+
+_cell_started, _cell_finished = _count_cells(1), _count_cells(-1)
+
+
+class _CommentBox(w.Textarea):
+    """The comment box, whose text must reach the kernel while the cell awaits the decision.
+
+    While a cell runs on the main thread, ipykernel (7.4) handles a widget message routed there
+    concurrently with the cell and publishes no idle status for it. The browser's widget manager sends
+    a widget's next update only after the idle status of the previous one, so it would hold back every
+    keystroke after the first and the decision would record a comment of one character. Publish the
+    idle status ipykernel leaves out (messages handled on a subshell thread get theirs from ipykernel).
+    """
+
+    def _handle_msg(self, msg: dict[str, Any]) -> None:
+        super()._handle_msg(msg)
+        if _main_thread_cells and threading.current_thread() is threading.main_thread():
+            _acknowledge(msg)
+
+
+def _acknowledge(msg: dict[str, Any]) -> None:
+    with contextlib.suppress(Exception):  # another kernel, or none: nothing to acknowledge
+        from ipykernel.kernelbase import Kernel
+
+        if Kernel.initialized():
+            Kernel.instance()._publish_status("idle", "shell", parent=msg)
 
 
 def _details_html(details: Any) -> str:
@@ -42,7 +83,7 @@ class ApprovalView(w.VBox):
                                   f"<span style='opacity:.6'>({html.escape(key)})</span>")
         self.details_html = w.HTML(_details_html(details))
         decided = decision is not None  # a replayed decision is never shown as a live, pending widget
-        self.comment = w.Textarea(placeholder="comment (optional)", disabled=decided,
+        self.comment = _CommentBox(placeholder="comment (optional)", disabled=decided,
                                   layout=w.Layout(width="100%", height="3em"))
         self.approve_button = w.Button(description="Approve", button_style="success", icon="check", disabled=decided)
         self.reject_button = w.Button(description="Reject", button_style="danger", icon="times", disabled=decided)
@@ -85,5 +126,12 @@ def _decided(*, key: str, prompt: str, details: Any, decision: Decision) -> None
 
 
 def register() -> None:
+    with contextlib.suppress(ImportError):
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None and _cell_started not in shell.events.callbacks["pre_execute"]:
+            shell.events.register("pre_execute", _cell_started)
+            shell.events.register("post_execute", _cell_finished)
     approvals.presenters.update(pending=_pending, decided_view=lambda view, d: view.show_decision(d),
                                 decided=_decided)
