@@ -265,7 +265,7 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
                 amount = widget.locator("b", has_text=re.compile(r"^120$"))
                 expect(amount).to_have_css("color", "rgb(180, 83, 9)")  # the amount stands out
             with ui.stage("type a comment"):
-                comment = widget.locator("textarea")
+                comment = widget.get_by_placeholder("comment (optional)")
                 comment.click()
                 comment.press_sequentially(COMMENT, delay=15)
                 expect(comment).to_have_value(COMMENT)

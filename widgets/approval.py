@@ -85,12 +85,22 @@ class ApprovalView(w.VBox):
         decided = decision is not None  # a replayed decision is never shown as a live, pending widget
         self.comment = _CommentBox(placeholder="comment (optional)", disabled=decided,
                                   layout=w.Layout(width="100%", height="3em"))
+        # The reviewer may correct the values before approving (a smaller refund, another address).
+        self.original = json.dumps(details, indent=2, default=str) if isinstance(details, (dict, list)) else None
+        self.values = None
+        if self.original is not None:
+            shown = self.original
+            if decision is not None and decision.data is not None:
+                shown = json.dumps(decision.data, indent=2, default=str)
+            self.values = _CommentBox(value=shown, description="values", disabled=decided,
+                                      layout=w.Layout(width="100%", height="6em"))
         self.approve_button = w.Button(description="Approve", button_style="success", icon="check", disabled=decided)
         self.reject_button = w.Button(description="Reject", button_style="danger", icon="times", disabled=decided)
         self.status = w.HTML("")
         self.approve_button.on_click(lambda _: self._decide(True))
         self.reject_button.on_click(lambda _: self._decide(False))
-        super().__init__([self.prompt_html, self.details_html, self.comment,
+        editor = [w.HTML("<span style='opacity:.7'>edit values (optional):</span>"), self.values] if self.values else []
+        super().__init__([self.prompt_html, self.details_html, *editor, self.comment,
                           w.HBox([self.approve_button, self.reject_button]), self.status],
                          layout=w.Layout(border="1px solid #d4d4d8", padding="8px", width="auto"))
         if decision is not None:
@@ -99,17 +109,29 @@ class ApprovalView(w.VBox):
     def _decide(self, approved: bool) -> None:
         if self.on_decide is None:
             return
+        data = None
+        if self.values is not None and approved and self.values.value.strip() != self.original:
+            try:
+                data = json.loads(self.values.value)
+            except ValueError as exc:
+                problem = html.escape(str(exc))
+                self.status.value = (f"<span style='color:#b91c1c'>the edited values are not valid JSON ({problem}); "
+                                     "correct them or restore the original</span>")
+                return
         self.approve_button.disabled = self.reject_button.disabled = True
-        decision = self.on_decide(approved, self.comment.value or None, None)
+        decision = self.on_decide(approved, self.comment.value or None, data)
         self.show_decision(decision)
 
     def show_decision(self, decision: Decision) -> None:
         """Turn read-only and say who decided what, when, and why."""
-        for control in (self.approve_button, self.reject_button, self.comment):
-            control.disabled = True
+        for control in (self.approve_button, self.reject_button, self.comment, self.values):
+            if control is not None:
+                control.disabled = True
         verdict = "approved" if decision.approved else "rejected"
         colour = "#15803d" if decision.approved else "#b91c1c"
         comment = f" \u2014 \u201c{html.escape(decision.comment)}\u201d" if decision.comment else ""
+        if decision.data is not None:
+            comment += " (with edited values)"
         self.status.value = (f"<span style='color:{colour}'><b>{verdict}</b></span> by {html.escape(decision.by)} "
                              f"at {html.escape(decision.at[:19].replace('T', ' '))} UTC{comment}")
 
