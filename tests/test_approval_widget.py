@@ -9,7 +9,6 @@ the first stayed in the browser and the decision recorded a one-character commen
 
 from __future__ import annotations
 
-import queue
 import time
 
 from tests.harness import Kernel
@@ -23,45 +22,9 @@ print("DECISION", decision.approved, repr(decision.comment))
 
 def test_each_comment_update_is_acknowledged_while_the_cell_awaits_the_decision(kernel: Kernel):
     kernel.ok("%load_ext kernel_ext\n%durable session shop")
-    cell = kernel.kc.execute(WAITING_CELL)
-    comms: dict[str, str] = {}  # model name or button description -> comm id
-    idle_for: set[str] = set()  # msg ids of shell messages whose idle status was published
-    texts: list[str] = []
-    finished = False
-
-    def pump(until, timeout: float = 30) -> None:
-        nonlocal finished
-        deadline = time.monotonic() + timeout
-        while not until():
-            try:
-                msg = kernel.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            except queue.Empty:
-                raise AssertionError(f"timed out after {timeout} s; comms={comms}, idle statuses for "
-                                     f"{idle_for}, output {texts}") from None
-            kind, content = msg["msg_type"], msg["content"]
-            parent = msg["parent_header"].get("msg_id")
-            if kind == "comm_open":
-                state = content["data"].get("state", {})
-                comms[state.get("description") or state.get("_model_name")] = content["comm_id"]
-            elif kind == "stream":
-                texts.append(content["text"])
-            elif kind == "status" and content["execution_state"] == "idle":
-                idle_for.add(parent)
-                finished = finished or parent == cell
-
-    def send(comm: str, data: dict) -> str:
-        msg = kernel.kc.session.msg("comm_msg", {"comm_id": comm, "data": data})
-        kernel.kc.shell_channel.send(msg)
-        return msg["header"]["msg_id"]
-
-    pump(lambda: "Approve" in comms and "TextareaModel" in comms)
-    for value in ("p", "photos ok"):  # as the widget manager sends them: one at a time, after the idle
-        update = send(comms["TextareaModel"], {"method": "update", "state": {"value": value}, "buffer_paths": []})
-        pump(lambda update=update: update in idle_for, timeout=10)
-    assert not finished
-    send(comms["Approve"], {"method": "custom", "content": {"event": "click"}})
-    pump(lambda: finished)
-    assert "DECISION True 'photos ok'" in "".join(texts)
+    # _drive waits for the idle status of each update before sending the next, as the browser does.
+    out = _drive(kernel, WAITING_CELL, [("TextareaModel", "p"), ("TextareaModel", "photos ok")], "Approve")
+    assert "DECISION True 'photos ok'" in out
 
 
 EDIT_CELL = """%%durable edit
@@ -102,8 +65,9 @@ def _drive(kernel: Kernel, cell_source: str, updates: list[tuple[str, str]], but
     for target, value in updates:
         update = send(comms[target], {"method": "update", "state": {"value": value}, "buffer_paths": []})
         pump(lambda update=update: update in idle_for, timeout=10)
+    assert not state["finished"]
     send(comms[button], {"method": "custom", "content": {"event": "click"}})
-    pump(lambda: state["finished"] or any("DATA" in t for t in texts), timeout=10)
+    pump(lambda: state["finished"], timeout=10)
     return "".join(texts)
 
 
