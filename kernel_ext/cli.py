@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("notebook", type=Path)
     run.add_argument("--session", help="session name (default: the notebook's name)")
     run.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    run.add_argument("--strict", action="store_true",
+                     help="replay only: any call that would go live fails the run (CI mode)")
     run.add_argument("-o", "--output", type=Path, help="write the executed notebook here")
     run.add_argument("--timeout", type=float, default=600, help="seconds a cell may run (default 600)")
     approve = commands.add_parser("approve", help="decide a pending approval",
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         from .headless import run
 
         return run(args.notebook, session=args.session, journal=args.journal, output=args.output,
-                   timeout=args.timeout)
+                   timeout=args.timeout, strict=args.strict)
     if args.command == "approve":
         from journal import Journal, JournalError
 

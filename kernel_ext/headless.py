@@ -11,7 +11,8 @@ from .cli_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_SUSPENDED, EXIT_USAGE
 from .outputs import DURABLE_METADATA
 
 
-def run(path: Path, *, session: str | None, journal: Path | None, output: Path | None, timeout: float) -> int:
+def run(path: Path, *, session: str | None, journal: Path | None, output: Path | None, timeout: float,
+        strict: bool = False) -> int:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
@@ -25,6 +26,8 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
                DURABLE_JOURNAL=str(journal_path))
     if session:
         env["DURABLE_SESSION"] = session
+    if strict:
+        env["DURABLE_STRICT"] = "1"
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.resolve().parent)}})
     code, message = EXIT_COMPLETED, "completed"
@@ -33,6 +36,8 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
     except CellExecutionError as exc:
         if exc.ename == "StepSuspended":
             code, message = EXIT_SUSPENDED, f"suspended: {exc.evalue}"
+        elif exc.ename == "StrictReplayError":
+            code, message = EXIT_FAILED, f"failed (strict): {exc.evalue}"
         else:
             code, message = EXIT_FAILED, f"failed: {exc.ename}: {exc.evalue}"
     except DeadKernelError as exc:

@@ -200,7 +200,8 @@ class Session:
             store.claim_session(self.name, self.holder, self.notebook)
             self._claimed = True
             run = store.begin_step(self.name, name, source, rerun=rerun)
-            active = ActiveStep(self, run, store, strict)
+            # DURABLE_STRICT=1 (set by `durable run --strict`) makes every step a strict replay: CI mode.
+            active = ActiveStep(self, run, store, strict or os.environ.get("DURABLE_STRICT", "") not in ("", "0"))
             token = _active.set(active)
             status, error = "failed", None
             try:
