@@ -580,3 +580,40 @@ class Store:
         ).fetchall()
         keys = ("name", "status", "epoch", "updated_at", "runs", "calls", "tokens")
         return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def sessions_overview(self) -> list[dict[str, Any]]:
+        """One row per session: status, steps, calls, tokens, last activity."""
+        rows = self.con.execute(
+            """SELECT s.name, s.updated_at,
+                      (SELECT count(*) FROM steps t WHERE t.session = s.name),
+                      (SELECT count(*) FROM steps t WHERE t.session = s.name AND t.status = 'completed'),
+                      (SELECT list(DISTINCT t.status) FROM steps t WHERE t.session = s.name),
+                      (SELECT count(*) FROM calls c WHERE c.session = s.name AND c.status = 'completed'),
+                      (SELECT coalesce(sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0)), 0)
+                         FROM calls c WHERE c.session = s.name)
+               FROM sessions s ORDER BY s.updated_at DESC"""
+        ).fetchall()
+        out = []
+        for name, updated, steps, completed, statuses, calls, tokens in rows:
+            statuses = set(statuses or [])
+            status = next((st for st in ("suspended", "running", "failed") if st in statuses), "completed")
+            out.append({"session": name, "status": status if steps else "empty", "steps": steps,
+                        "steps_completed": completed, "calls": calls, "tokens": int(tokens),
+                        "last_activity": updated})
+        return out
+
+    def session_calls(self, session: str) -> dict[str, list[dict[str, Any]]]:
+        """The calls of each step's current epoch, in the order they were made, by step name."""
+        rows = self.con.execute(
+            """SELECT c.step, c.id, c.seq, c.kind, c.name, c.model, c.status, c.attempts, c.latency_ms,
+                      c.prompt_tokens, c.completion_tokens, c.started_at
+               FROM calls c JOIN steps s ON s.session = c.session AND s.name = c.step AND s.epoch = c.epoch
+               WHERE c.session = ? AND c.status <> 'abandoned' ORDER BY c.id""",
+            [session],
+        ).fetchall()
+        keys = ("id", "seq", "kind", "name", "model", "status", "attempts", "latency_ms", "prompt_tokens",
+                "completion_tokens", "started_at")
+        calls: dict[str, list[dict[str, Any]]] = {}
+        for step, *values in rows:
+            calls.setdefault(step, []).append(dict(zip(keys, values, strict=True)))
+        return calls

@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("--reject", action="store_true", help="reject instead of approving")
     approve.add_argument("--comment", help="why")
     approve.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    ls = commands.add_parser("ls", help="sessions of a journal with status, steps, calls, tokens")
+    ls.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    ls.add_argument("--json", action="store_true", help="JSON for machines")
+    show = commands.add_parser("show", help="a session's steps and calls")
+    show.add_argument("session")
+    show.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    show.add_argument("--json", action="store_true", help="JSON for machines")
     return parser
 
 
@@ -75,6 +82,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"durable approve: {exc}", file=sys.stderr)
             return EXIT_FAILED
         return EXIT_COMPLETED
+    if args.command in ("ls", "show"):
+        from journal import Journal, JournalError
+
+        from .inspect_cli import list_sessions, show_session
+
+        try:
+            if args.command == "ls":
+                return list_sessions(Journal(args.journal), args.json)
+            return show_session(Journal(args.journal), args.session, args.json)
+        except JournalError as exc:
+            print(f"durable {args.command}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
     return EXIT_USAGE
 
 
