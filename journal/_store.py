@@ -489,9 +489,7 @@ class Store:
         if retry:
             self.con.execute("UPDATE calls SET status = 'abandoned', ended_at = ? WHERE id = ?", [now(), call_id])
             return
-        split = _blobs.Split()
-        key = split.add(value)
-        self.put(split)
+        key = self.put_bytes(value)
         self.con.execute(
             "UPDATE calls SET status = 'completed', response = ?, ended_at = ?, "
             "meta = json_merge_patch(coalesce(meta, '{}'), '{\"settled\": true, \"body\": \"pickle\"}')::VARCHAR "
@@ -540,13 +538,11 @@ class Store:
 
     def decide(self, call_id: int, decision: dict[str, Any]) -> bool:
         """Record the decision of a pending approval; False if it was decided already (first one wins)."""
-        split = _blobs.Split()
-        key = split.add(_blobs.canonical_json(decision))
         with self.transaction():
             (status,) = self.con.execute("SELECT status FROM calls WHERE id = ?", [call_id]).fetchone()
             if status != "started":
                 return False
-            self.put(split)
+            key = self.put_bytes(_blobs.canonical_json(decision))
             self.con.execute(
                 "UPDATE calls SET status = 'completed', response = ?, ended_at = ?, attempts = 1, "
                 "meta = json_merge_patch(meta, '{\"body\": \"decision\"}')::VARCHAR WHERE id = ?",

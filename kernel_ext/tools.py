@@ -68,19 +68,17 @@ class Tool:
                     kwargs = {**kwargs, IDEMPOTENCY_PARAMETER: f"dk-{uuid.uuid4().hex}"}
             return self.fn(*args, **kwargs)
         if self.requires_approval:
-            return self._approved_call(args, kwargs)
+            return self._approved_call(active, args, kwargs)
         call = _ToolCall(self, active, args, kwargs)
         if self.is_async:
             return call.run_async()
         return call.run()
 
-    def _approved_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _approved_call(self, active: ActiveStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         from .approvals import approve
 
-        active = active_step()
         bound = self.signature.bind_partial(*args, **kwargs)
-        details = {"tool": self.name, **_jsonable({k: v for k, v in bound.arguments.items()
-                                                   if k != IDEMPOTENCY_PARAMETER})}
+        details = {"tool": self.name, **_jsonable(_without_key(bound.arguments))}
         pending = approve(f"Run {self.name}?", details=details)
 
         def go(decision: Any) -> Any:
@@ -100,9 +98,8 @@ class _ToolCall:
     def __init__(self, tool: Tool, active: ActiveStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.tool, self.active, self.args, self.kwargs = tool, active, args, kwargs
         bound = tool.signature.bind_partial(*args, **kwargs)
-        arguments = {k: v for k, v in bound.arguments.items() if k != IDEMPOTENCY_PARAMETER}
         self.request = Split()
-        self.document = {"tool": tool.name, "args": _jsonable(arguments)}
+        self.document = {"tool": tool.name, "args": _jsonable(_without_key(bound.arguments))}
         self.fingerprint = split_document(self.document, self.request)
         self.claim: Claim = active.claim(self.fingerprint, f"tool {tool.name}", self.document, kind="tool",
                                          idempotent=tool.idempotent)
@@ -193,12 +190,10 @@ class _ToolCall:
                            attempts=attempts)
 
     def _replay(self) -> Any:
-        recorded = self.claim.recorded
-        data = recorded.data if recorded.data is not None else (
-            self.active.store.fetch(recorded.response) if recorded.response else None)
+        recorded = self.claim.recorded  # loaded with its response blob (None for an unpicklable error)
         if recorded.status == "completed":
-            return cloudpickle.loads(data)
-        raise _rebuild(recorded.meta.get("error", {}), data)
+            return cloudpickle.loads(recorded.data)
+        raise _rebuild(recorded.meta.get("error", {}), recorded.data)
 
 
 def _rebuild(error: Mapping[str, Any], data: bytes | None) -> BaseException:
@@ -272,7 +267,15 @@ def run_tool_calls(message: Any, tools: Iterable[Tool]) -> list[dict[str, Any]]:
     """
     replies = []
     for call, invoke in _tool_invocations(message, tools):
-        replies.append(_reply(call, invoke, None))
+        try:
+            result = invoke()
+            if inspect.isawaitable(result):
+                result.close()
+                raise TypeError(f"tool {call.function.name!r} is async: use `await arun_tool_calls(...)`")
+            content = _content(result)
+        except Exception as exc:  # noqa: BLE001 - reported to the model
+            content = _error_content(exc)
+        replies.append({"role": "tool", "tool_call_id": call.id, "content": content})
     return replies
 
 
@@ -284,10 +287,10 @@ async def arun_tool_calls(message: Any, tools: Iterable[Tool]) -> list[dict[str,
             result = invoke()
             if inspect.isawaitable(result):
                 result = await result
-        except Exception as exc:  # noqa: BLE001 - see _reply
-            replies.append(_reply(call, None, exc))
-            continue
-        replies.append(_reply(call, lambda r=result: r, None))
+            content = _content(result)
+        except Exception as exc:  # noqa: BLE001 - reported to the model
+            content = _error_content(exc)
+        replies.append({"role": "tool", "tool_call_id": call.id, "content": content})
     return replies
 
 
@@ -308,26 +311,23 @@ def _tool_invocations(message: Any, tools: Iterable[Tool]) -> list[tuple[Any, Ca
                 # The key is the runtime's to give, never the model's.
                 arguments[IDEMPOTENCY_PARAMETER] = None
             bound = bind_arguments(chosen.fn, arguments)
-            return chosen(**{k: v for k, v in bound.arguments.items() if k != IDEMPOTENCY_PARAMETER})
+            return chosen(**_without_key(bound.arguments))
 
         invocations.append((call, invoke))
     return invocations
 
 
-def _reply(call: Any, invoke: Callable[[], Any] | None, error: Exception | None) -> dict[str, Any]:
+def _content(result: Any) -> str:
+    return result if isinstance(result, str) else json.dumps(result, default=str)
+
+
+def _error_content(error: Exception) -> str:
     from .errors import DurableError
 
-    if error is None and invoke is not None:
-        try:
-            result = invoke()
-            if inspect.isawaitable(result):
-                result.close()
-                raise TypeError(f"tool {call.function.name!r} is async: use `await arun_tool_calls(...)`")
-            content = result if isinstance(result, str) else json.dumps(result, default=str)
-        except Exception as exc:  # noqa: BLE001
-            error = exc
-    if error is not None:
-        if isinstance(error, DurableError):
-            raise error
-        content = f"error: {type(error).__name__}: {error}"  # the model may correct itself
-    return {"role": "tool", "tool_call_id": call.id, "content": content}
+    if isinstance(error, DurableError):
+        raise error
+    return f"error: {type(error).__name__}: {error}"  # the model may correct itself
+
+
+def _without_key(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in arguments.items() if k != IDEMPOTENCY_PARAMETER}

@@ -31,8 +31,7 @@ def _journaled(name: str, produce: Callable[[], T]) -> T:
     fingerprint = split_document({"value": name}, request)
     claim = active.claim(fingerprint, f"{name}()", kind="value")
     if claim.recorded is not None:
-        data = claim.recorded.data
-        return cloudpickle.loads(data if data is not None else active.store.fetch(claim.recorded.response))
+        return cloudpickle.loads(claim.recorded.data)  # the recording is loaded with its response blob
     started = _journal_now()
     value = produce()
     response = Split()
