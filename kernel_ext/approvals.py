@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
-import os
 import re
 import time
 from collections.abc import Callable, Generator
@@ -26,7 +25,7 @@ from typing import Any
 from journal import Journal, Split, digest, split_document
 
 from .errors import StepError
-from .runtime import ActiveStep, active_step
+from .runtime import ActiveStep, active_step, env_flag
 
 POLL_SECONDS = 1.0  # how often a waiting kernel looks for a decision made elsewhere (the CLI)
 
@@ -103,19 +102,25 @@ class PendingApproval:
     def decide(self, approved: bool, *, comment: str | None = None, data: Any = None,
                by: str | None = None) -> Decision:
         """Record a decision (the widget calls this); the first decision recorded wins."""
-        decision = make_decision(self.key, approved, by=by, comment=comment, data=data)
+        return self._record(make_decision(self.key, approved, by=by, comment=comment, data=data))
+
+    def expire(self) -> Decision | None:
+        """Reject the approval if its deadline has passed (journaled like any decision)."""
+        if self.deadline is None or _now() < self.deadline:
+            return None
+        return self._record(make_decision(self.key, False, by="timeout", comment="no decision before the timeout",
+                                          timed_out=True))
+
+    def _record(self, decision: Decision) -> Decision:
         with self.journal.open() as store:
             store.decide(self.call_id, decision.to_json())
-        recorded = self.recorded()
-        self._clicked = recorded
-        return recorded or decision
+            recorded = _decision_of(store, self.call_id)  # the first decision wins
+        self._clicked = recorded if recorded is not None else decision
+        return self._clicked
 
     def recorded(self) -> Decision | None:
         with self.journal.open() as store:
-            call = store.call(self.call_id)
-            if call is None or call["status"] != "completed":
-                return None
-            return Decision(**json.loads(store.fetch(call["response"])))
+            return _decision_of(store, self.call_id)
 
     def __await__(self) -> Generator[Any, None, Decision]:
         return self._wait().__await__()
@@ -130,8 +135,8 @@ class PendingApproval:
                 if decision is None and time.monotonic() - last_poll >= POLL_SECONDS:
                     last_poll = time.monotonic()
                     decision = self.recorded()
-                    if decision is None and self.deadline is not None and _now() >= self.deadline:
-                        decision = self.decide(False, comment="no decision before the timeout", by="timeout")
+                    if decision is None:  # not `or`: a rejection is a falsy Decision
+                        decision = self.expire()
                 if decision is not None:
                     _show_decision(self, decision)
                     return decision
@@ -142,7 +147,7 @@ class PendingApproval:
 
     def __getattr__(self, name: str) -> Any:
         if name in {"approved", "rejected", "by", "at", "comment", "data", "timed_out"}:
-            decision = self._clicked or self.recorded()
+            decision = self._clicked if self._clicked is not None else self.recorded()
             if decision is None:
                 self._suspend()
             return getattr(decision, name)
@@ -174,7 +179,7 @@ def approve(prompt: str, *, key: str | None = None, details: Any = None,
     claim = active.claim(fingerprint, f"approval {key}", {"approval": key}, kind="approval")
     if claim.recorded is not None:
         decision = Decision(**json.loads(claim.recorded.data))
-        _show_decision_for(active, key, prompt, details, decision)
+        _show_decision_for(key, prompt, details, decision)
         return decision
     # The deadline is fixed when the approval is first requested and survives restarts.
     recorded_deadline = claim.resume.meta.get("deadline") if claim.resume is not None else None
@@ -186,10 +191,17 @@ def approve(prompt: str, *, key: str | None = None, details: Any = None,
         "key": key, "prompt": prompt, "details": details, "deadline": deadline.isoformat() if deadline else None,
     })
     pending = PendingApproval(active, call_id, key, prompt, details, deadline)
-    decided = pending.recorded()  # decided elsewhere since this step started
-    if decided is None and deadline is not None and _now() >= deadline:
-        decided = pending.decide(False, comment="no decision before the timeout", by="timeout")
+    decided = _decision_of(active.store, call_id)  # decided elsewhere since the step began?
+    if decided is None:
+        decided = pending.expire()
     return decided if decided is not None else pending
+
+
+def _decision_of(store: Any, call_id: int) -> Decision | None:
+    call = store.call(call_id)
+    if call is None or call["status"] != "completed":
+        return None
+    return Decision(**json.loads(store.fetch(call["response"])))
 
 
 def _now() -> datetime:
@@ -206,7 +218,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def _headless() -> bool:
-    return os.environ.get("DURABLE_HEADLESS", "") not in ("", "0")
+    return env_flag("DURABLE_HEADLESS")
 
 
 # The approval widget lives in the `widgets` package, which depends on this one; it registers
@@ -226,7 +238,7 @@ def _show_decision(pending: PendingApproval, decision: Decision) -> None:
         show(pending._view, decision)
 
 
-def _show_decision_for(active: ActiveStep, key: str, prompt: str, details: Any, decision: Decision) -> None:
+def _show_decision_for(key: str, prompt: str, details: Any, decision: Decision) -> None:
     show = presenters.get("decided")
     if show is not None:
         show(key=key, prompt=prompt, details=details, decision=decision)
@@ -235,9 +247,10 @@ def _show_decision_for(active: ActiveStep, key: str, prompt: str, details: Any, 
 def decide_from_cli(journal: Journal, session: str, key: str, approved: bool, comment: str | None) -> str:
     """`durable approve`: record a decision for the pending approval `key` of `session`."""
     with journal.open() as store:
-        pending = [a for a in store.approvals(session, pending_only=True) if a["key"] == key]
+        waiting = store.approvals(session, pending_only=True)
+        pending = [a for a in waiting if a["key"] == key]
         if not pending:
-            known = [a["key"] for a in store.approvals(session, pending_only=True)]
+            known = [a["key"] for a in waiting]
             raise StepError(f"no pending approval {key!r} in session {session!r}; pending: "
                             f"{', '.join(known) if known else 'none'}")
         decision = make_decision(key, approved, by=f"{_who()} (cli)", comment=comment)

@@ -201,7 +201,7 @@ class Session:
             self._claimed = True
             run = store.begin_step(self.name, name, source, rerun=rerun)
             # DURABLE_STRICT=1 (set by `durable run --strict`) makes every step a strict replay: CI mode.
-            active = ActiveStep(self, run, store, strict or os.environ.get("DURABLE_STRICT", "") not in ("", "0"))
+            active = ActiveStep(self, run, store, strict or env_flag("DURABLE_STRICT"))
             token = _active.set(active)
             status, error = "failed", None
             try:
@@ -290,6 +290,11 @@ def settle(call_id: int, *, value: Any = _UNSET, retry: bool = False) -> str:
             return f"call {call_id} ({call['name']}) will run again when step {call['step']!r} runs"
         store.settle_call(call_id, value=cloudpickle.dumps(value))
         return f"call {call_id} ({call['name']}) settled as done with {_short(value)}; step {call['step']!r} replays it"
+
+
+def env_flag(name: str) -> bool:
+    """An on/off setting from the environment: set and not "0" means on."""
+    return os.environ.get(name, "") not in ("", "0")
 
 
 def _notebook_path() -> str | None:

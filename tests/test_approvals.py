@@ -100,8 +100,8 @@ def test_a_decision_from_the_cli_reaches_a_waiting_kernel(kernel: Kernel, kernel
 def test_an_approval_times_out_as_rejected(kernel: Kernel):
     kernel.ok("%load_ext kernel_ext")
     out = kernel.ok('%%durable wait\nfrom kernel_ext import approve\nd = await approve("Ship it?", timeout=1)\n'
-                    'print("TIMED", d.approved, d.by)')
-    assert "TIMED False timeout" in "".join(o.get("text", "") for o in out)
+                    'print("TIMED", d.approved, d.by, d.timed_out)')
+    assert "TIMED False timeout True" in "".join(o.get("text", "") for o in out)
 
 
 HEADLESS = [
