@@ -25,7 +25,7 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
 
     from journal import Journal
 
-    from .outputs import DURABLE_METADATA
+    from .outputs import step_summaries
     from .scripted_model import ScriptedModelServer
 
     if not NOTEBOOK.exists():
@@ -53,8 +53,7 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
         return nb, time.perf_counter() - started
 
     def step_counts(nb: nbformat.NotebookNode) -> tuple[int, int]:
-        marks = [o["metadata"][DURABLE_METADATA] for c in nb.cells if c.cell_type == "code"
-                 for o in c.get("outputs", []) if DURABLE_METADATA in o.get("metadata", {})]
+        marks = step_summaries(nb)
         return sum(m["replayed"] for m in marks), sum(m["live"] for m in marks)
 
     def recorded_tokens() -> tuple[int, float]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from journal import default_path
 
 from .cli_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_SUSPENDED, EXIT_USAGE
-from .outputs import DURABLE_METADATA
+from .outputs import step_summaries
 
 
 def run(path: Path, *, session: str | None, journal: Path | None, output: Path | None, timeout: float,
@@ -45,8 +45,7 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
     finally:
         if output is not None:
             nbformat.write(nb, output)
-    marks = [o["metadata"][DURABLE_METADATA] for c in nb.cells if c.cell_type == "code"
-             for o in c.get("outputs", []) if DURABLE_METADATA in o.get("metadata", {})]
+    marks = step_summaries(nb)
     replayed, live = sum(m["replayed"] for m in marks), sum(m["live"] for m in marks)
     print(f"durable run {path.name}: {message}")
     print(f"  steps finished: {len(marks)}; calls replayed: {replayed}, live: {live}; journal: {journal_path}")

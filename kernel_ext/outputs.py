@@ -15,6 +15,12 @@ from typing import Any, TextIO
 DURABLE_METADATA = "durable"  # key of the metadata that marks our own summary outputs
 
 
+def step_summaries(notebook: Any) -> list[dict[str, Any]]:
+    """The summary marks (step, replayed, live) that durable cells left in an executed notebook."""
+    return [o["metadata"][DURABLE_METADATA] for c in notebook.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if DURABLE_METADATA in o.get("metadata", {})]
+
+
 class OutputRecorder:
     def __init__(self, shell: Any) -> None:
         self.shell = shell

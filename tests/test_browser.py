@@ -272,7 +272,7 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
                 # A person pauses before clicking; the test waits until the kernel has the whole comment
                 # (ipywidgets echoes each update it receives), since a click may overtake a text update
                 # the browser still holds back. If this times out, the kernel never got the full text:
-                # see widgets/approval.py, _CommentBox.
+                # see widgets/approval.py, _AcknowledgedTextarea.
                 _wait_until(page, lambda: bool(echoed), 15_000,
                             f"the kernel to echo the whole comment {COMMENT!r} (the browser's widget manager "
                             "sends an update only after the kernel's idle status for the previous one)")

@@ -34,8 +34,8 @@ def _count_cells(delta: int) -> Callable[[], None]:
 _cell_started, _cell_finished = _count_cells(1), _count_cells(-1)
 
 
-class _CommentBox(w.Textarea):
-    """The comment box, whose text must reach the kernel while the cell awaits the decision.
+class _AcknowledgedTextarea(w.Textarea):
+    """A text box (the comment, the edited values) whose text must reach the kernel while the cell awaits.
 
     While a cell runs on the main thread, ipykernel (7.4) handles a widget message routed there
     concurrently with the cell and publishes no idle status for it. The browser's widget manager sends
@@ -83,7 +83,7 @@ class ApprovalView(w.VBox):
                                   f"<span style='opacity:.6'>({html.escape(key)})</span>")
         self.details_html = w.HTML(_details_html(details))
         decided = decision is not None  # a replayed decision is never shown as a live, pending widget
-        self.comment = _CommentBox(placeholder="comment (optional)", disabled=decided,
+        self.comment = _AcknowledgedTextarea(placeholder="comment (optional)", disabled=decided,
                                   layout=w.Layout(width="100%", height="3em"))
         # The reviewer may correct the values before approving (a smaller refund, another address).
         self.original = json.dumps(details, indent=2, default=str) if isinstance(details, (dict, list)) else None
@@ -92,7 +92,7 @@ class ApprovalView(w.VBox):
             shown = self.original
             if decision is not None and decision.data is not None:
                 shown = json.dumps(decision.data, indent=2, default=str)
-            self.values = _CommentBox(value=shown, description="values", disabled=decided,
+            self.values = _AcknowledgedTextarea(value=shown, description="values", disabled=decided,
                                       layout=w.Layout(width="100%", height="6em"))
         self.approve_button = w.Button(description="Approve", button_style="success", icon="check", disabled=decided)
         self.reject_button = w.Button(description="Reject", button_style="danger", icon="times", disabled=decided)
