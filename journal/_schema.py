@@ -90,6 +90,87 @@ MIGRATIONS.append(
     )
 )
 
+# The documented names (`sessions`, `steps`, `calls`, `approvals`) become views for people and SQL;
+# the rows they read move to `*_records` tables whose layout may change between releases.
+_VIEWS = [
+    """CREATE VIEW calls AS
+       SELECT c.id, c.session, c.step, c.epoch, c.epoch = s.epoch AS current, c.run_id, c.seq, c.kind,
+              c.name, c.model, c.status, c.attempts, c.prompt_tokens, c.completion_tokens,
+              round(coalesce(c.prompt_tokens, 0) * p.input_per_million / 1e6
+                    + coalesce(c.completion_tokens, 0) * p.output_per_million / 1e6, 6) AS cost,
+              p.currency, c.latency_ms, c.started_at, c.ended_at
+       FROM call_records c
+       LEFT JOIN step_records s ON s.session = c.session AND s.name = c.step
+       LEFT JOIN prices p ON p.model = c.model""",
+    """CREATE VIEW steps AS
+       SELECT s.session, s.name, s.epoch, s.status, s.created_at, s.updated_at,
+              (SELECT count(*) FROM step_runs r WHERE r.session = s.session AND r.step = s.name) AS runs,
+              (SELECT count(*) FROM calls c WHERE c.session = s.session AND c.step = s.name
+                  AND c.current AND c.status = 'completed') AS calls,
+              (SELECT sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0))
+                  FROM calls c WHERE c.session = s.session AND c.step = s.name AND c.current) AS tokens,
+              (SELECT sum(c.cost) FROM calls c WHERE c.session = s.session AND c.step = s.name
+                  AND c.current) AS cost,
+              last.calls_live AS last_run_live, last.calls_replayed AS last_run_replayed,
+              date_diff('millisecond', last.started_at, last.ended_at) / 1000.0 AS last_run_seconds
+       FROM step_records s
+       LEFT JOIN (SELECT *, row_number() OVER (PARTITION BY session, step ORDER BY id DESC) AS n
+                  FROM step_runs) last ON last.session = s.session AND last.step = s.name AND last.n = 1""",
+    """CREATE VIEW sessions AS
+       SELECT s.name, s.notebook, s.created_at, s.updated_at,
+              json_extract_string(s.holder, '$.label') AS held_by,
+              (SELECT count(*) FROM step_records t WHERE t.session = s.name) AS steps,
+              (SELECT count(*) FROM calls c WHERE c.session = s.name AND c.current
+                  AND c.status = 'completed') AS calls,
+              (SELECT sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0))
+                  FROM calls c WHERE c.session = s.name AND c.current) AS tokens,
+              (SELECT sum(c.cost) FROM calls c WHERE c.session = s.name AND c.current) AS cost
+       FROM session_records s""",
+    """CREATE VIEW approvals AS
+       SELECT c.id, c.session, c.step, json_extract_string(c.meta, '$.key') AS key,
+              json_extract_string(c.meta, '$.prompt') AS prompt,
+              CASE WHEN c.status = 'started' THEN 'pending'
+                   WHEN json_extract(c.meta, '$.decision.timed_out')::BOOLEAN THEN 'timed_out'
+                   WHEN json_extract(c.meta, '$.decision.approved')::BOOLEAN THEN 'approved'
+                   WHEN json_extract(c.meta, '$.decision.approved') IS NOT NULL THEN 'rejected'
+                   ELSE 'decided' END AS status,
+              json_extract_string(c.meta, '$.decision.by') AS decided_by,
+              json_extract_string(c.meta, '$.decision.comment') AS comment,
+              c.started_at AS requested_at, c.ended_at AS decided_at,
+              json_extract_string(c.meta, '$.deadline') AS deadline
+       FROM call_records c WHERE c.kind = 'approval' AND c.status IN ('started', 'completed')""",
+]
+
+MIGRATIONS.append(
+    (
+        3,
+        "documented views over *_records tables; prices; the cells each kernel ran",
+        [
+            "ALTER TABLE sessions RENAME TO session_records",
+            "ALTER TABLE steps RENAME TO step_records",
+            "ALTER TABLE calls RENAME TO call_records",
+            """CREATE TABLE prices (
+                model VARCHAR NOT NULL,
+                input_per_million DOUBLE NOT NULL,   -- price of one million prompt tokens
+                output_per_million DOUBLE NOT NULL,  -- price of one million completion tokens
+                currency VARCHAR NOT NULL,
+                source VARCHAR,                      -- the file the user loaded them from
+                set_at TIMESTAMP NOT NULL
+            )""",
+            """CREATE TABLE cells (
+                session VARCHAR NOT NULL,
+                kernel VARCHAR NOT NULL,      -- the kernel process that ran them (host:pid:start)
+                position INTEGER NOT NULL,    -- order of execution within that kernel
+                kind VARCHAR NOT NULL,        -- setup (a plain cell) or step (a durable cell)
+                step VARCHAR,
+                source VARCHAR NOT NULL,      -- blob hash of the cell source
+                ran_at TIMESTAMP NOT NULL
+            )""",
+            *_VIEWS,
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

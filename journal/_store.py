@@ -21,15 +21,17 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from . import _blobs
+from ._history import History
 from ._schema import migrate
-from .errors import JournalBusyError, SessionHeldError
+from ._time import now
+from .errors import JournalBusyError, JournalError, SessionHeldError
 
 # Small blocks: DuckDB's default 256 KB blocks make even a tiny journal a megabyte.
 _BLOCK_SIZE = "16384"
@@ -40,11 +42,6 @@ def default_path() -> Path:
     """`$DURABLE_JOURNAL`, else `.durable/journal.duckdb` under the working directory."""
     env = os.environ.get("DURABLE_JOURNAL")
     return Path(env) if env else Path.cwd() / ".durable" / "journal.duckdb"
-
-
-def now() -> datetime:
-    """Naive UTC: DuckDB's TIMESTAMPTZ would make every read import pytz."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -99,6 +96,7 @@ class RecordedCall:
     response: str | None
     meta: dict[str, Any]
     ended_at: datetime | None
+    tokens: int = 0  # prompt and completion tokens of a model call
     data: bytes | None = None  # the response blob, preloaded so that replay does not query
 
 
@@ -122,14 +120,20 @@ class Journal:
         self._identity: tuple[int, int] | None = None
 
     @contextmanager
-    def open(self) -> Iterator[Store]:
-        store = Store(self, self._connect())
+    def open(self, *, read_only: bool = False) -> Iterator[Store]:
+        """Open for a unit of work; `read_only` for queries people type (they cannot change a row)."""
+        if read_only:
+            if not self.path.is_file():
+                raise JournalError(f"no journal at {self.path}; run a durable step first, or pass --journal")
+            self._connect().close()  # brings an older journal's schema (and its views) up to date
+        store = Store(self, self._connect(read_only=read_only))
+        store.read_only = read_only
         try:
             yield store
         finally:
             store.close()
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
+    def _connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.wait
         delay = 0.02
@@ -137,7 +141,10 @@ class Journal:
             try:
                 # One thread: the journal's statements are tiny, and a thread pool costs more
                 # to wake than they take.
-                con = duckdb.connect(str(self.path), config={"default_block_size": _BLOCK_SIZE, "threads": "1"})
+                config = {"threads": "1"} if read_only else {"default_block_size": _BLOCK_SIZE, "threads": "1"}
+                con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+                if read_only:
+                    return con
                 break
             except duckdb.IOException as exc:
                 match = _LOCK_HOLDER.search(str(exc))
@@ -162,18 +169,20 @@ class Journal:
         return con
 
 
-class Store:
-    """An open journal. All reads and writes of the journal's tables live here."""
+class Store(History):
+    """An open journal: the rows of the replay path live here, those read and edited by people in History."""
 
     def __init__(self, journal: Journal, con: duckdb.DuckDBPyConnection) -> None:
         self.journal = journal
         self.con = con
         self._known = journal._known
         self._unsure: set[str] | None = None  # blobs written in the open transaction
+        self.read_only = False
 
     def close(self) -> None:
         try:
-            self.con.execute("CHECKPOINT")
+            if not self.read_only:
+                self.con.execute("CHECKPOINT")
         finally:
             self.con.close()
 
@@ -277,11 +286,11 @@ class Store:
         to one session would interleave them.
         """
         with self.transaction():
-            row = self.con.execute("SELECT holder FROM sessions WHERE name = ?", [name]).fetchone()
+            row = self.con.execute("SELECT holder FROM session_records WHERE name = ?", [name]).fetchone()
             mine = json.dumps(holder.__dict__)
             if row is None:
                 self.con.execute(
-                    "INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", [name, notebook, now(), now(), mine]
+                    "INSERT INTO session_records VALUES (?, ?, ?, ?, ?)", [name, notebook, now(), now(), mine]
                 )
                 return
             if row[0]:
@@ -290,18 +299,19 @@ class Store:
                 if not same and current.is_alive():
                     raise SessionHeldError(name, current.describe())
             self.con.execute(
-                "UPDATE sessions SET holder = ?, updated_at = ?, notebook = coalesce(?, notebook) WHERE name = ?",
+                "UPDATE session_records SET holder = ?, updated_at = ?, notebook = coalesce(?, notebook) "
+                "WHERE name = ?",
                 [mine, now(), notebook, name],
             )
 
     def release_session(self, name: str, holder: Holder) -> None:
         self.con.execute(
-            "UPDATE sessions SET holder = NULL WHERE name = ? AND json_extract(holder, '$.pid')::INTEGER = ?",
+            "UPDATE session_records SET holder = NULL WHERE name = ? AND json_extract(holder, '$.pid')::INTEGER = ?",
             [name, holder.pid],
         )
 
     def session_holder(self, name: str) -> Holder | None:
-        row = self.con.execute("SELECT holder FROM sessions WHERE name = ?", [name]).fetchone()
+        row = self.con.execute("SELECT holder FROM session_records WHERE name = ?", [name]).fetchone()
         return Holder(**json.loads(row[0])) if row and row[0] else None
 
     # -- steps ---------------------------------------------------------------------------
@@ -311,18 +321,18 @@ class Store:
         with self.transaction():
             source_key = self.put_bytes(source.encode()) if source is not None else None
             row = self.con.execute(
-                "SELECT epoch FROM steps WHERE session = ? AND name = ?", [session, step]
+                "SELECT epoch FROM step_records WHERE session = ? AND name = ?", [session, step]
             ).fetchone()
             if row is None:
                 epoch = 1
                 self.con.execute(
-                    "INSERT INTO steps VALUES (?, ?, 1, 'running', ?, ?, ?)",
+                    "INSERT INTO step_records VALUES (?, ?, 1, 'running', ?, ?, ?)",
                     [session, step, source_key, now(), now()],
                 )
             else:
                 epoch = row[0] + 1 if rerun else row[0]
                 self.con.execute(
-                    "UPDATE steps SET epoch = ?, status = 'running', source = coalesce(?, source), "
+                    "UPDATE step_records SET epoch = ?, status = 'running', source = coalesce(?, source), "
                     "updated_at = ? WHERE session = ? AND name = ?",
                     [epoch, source_key, now(), session, step],
                 )
@@ -338,7 +348,7 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, 'running')",
                 [run_id, session, step, epoch, now()],
             )
-        self.con.execute("UPDATE sessions SET updated_at = ? WHERE name = ?", [now(), session])
+        self.con.execute("UPDATE session_records SET updated_at = ? WHERE name = ?", [now(), session])
         recorded = self._recorded(session, step, epoch)
         return StepRun(session, step, epoch, run_id, recorded, self._items_of(recorded))
 
@@ -368,21 +378,22 @@ class Store:
                 [now(), status, live, replayed, outputs_key, error, variables_key, run.run_id],
             )
             self.con.execute(
-                "UPDATE steps SET status = ?, updated_at = ? WHERE session = ? AND name = ? AND epoch = ?",
+                "UPDATE step_records SET status = ?, updated_at = ? WHERE session = ? AND name = ? AND epoch = ?",
                 [status, now(), run.session, run.step, run.epoch],
             )
 
     def _recorded(self, session: str, step: str, epoch: int) -> list[RecordedCall]:
         rows = self.con.execute(
             "SELECT c.id, c.fingerprint, c.ordinal, c.seq, c.kind, c.name, c.status, c.request, "
-            "c.response, c.meta, c.ended_at, b.codec, b.data FROM calls c "
+            "c.response, c.meta, c.ended_at, coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0), "
+            "b.codec, b.data FROM call_records c "
             "LEFT JOIN blobs b ON b.hash = c.response "
             "WHERE c.session = ? AND c.step = ? AND c.epoch = ? AND c.status <> 'abandoned' ORDER BY c.id",
             [session, step, epoch],
         ).fetchall()
         recorded = []
-        for *head, meta, ended_at, codec, data in rows:
-            call = RecordedCall(*head, json.loads(meta) if meta else {}, ended_at)
+        for *head, meta, ended_at, tokens, codec, data in rows:
+            call = RecordedCall(*head, json.loads(meta) if meta else {}, ended_at, tokens)
             if data is not None:
                 call.data = _blobs.decode(codec, data)
             recorded.append(call)
@@ -428,7 +439,7 @@ class Store:
         ended = now()
         self.put(*(split for split in (request, response) if split is not None))
         (call_id,) = self.con.execute(
-            f"INSERT INTO calls VALUES (nextval('call_ids'), {', '.join(['?'] * 20)}) RETURNING id",
+            f"INSERT INTO call_records VALUES (nextval('call_ids'), {', '.join(['?'] * 20)}) RETURNING id",
             [
                 run.session, run.step, run.epoch, run.run_id, seq, fingerprint, ordinal,
                 kind, name, model, status, fingerprint if request is not None else None,
@@ -445,8 +456,8 @@ class Store:
         """Journal that a call is about to run (a tool: its effect may happen before its result)."""
         self.put(request)
         (call_id,) = self.con.execute(
-            "INSERT INTO calls (id, session, step, epoch, run_id, seq, fingerprint, ordinal, kind, name, status, "
-            "request, meta, attempts, started_at) VALUES (nextval('call_ids'), ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "INSERT INTO call_records (id, session, step, epoch, run_id, seq, fingerprint, ordinal, kind, name, "
+            "status, request, meta, attempts, started_at) VALUES (nextval('call_ids'), ?, ?, ?, ?, ?, ?, ?, ?, ?, "
             "'started', ?, ?, 0, ?) RETURNING id",
             [run.session, run.step, run.epoch, run.run_id, seq, fingerprint, ordinal, kind, name, fingerprint,
              json.dumps(meta), now()],
@@ -466,14 +477,15 @@ class Store:
             self.put(response)
         ended = now()
         self.con.execute(
-            "UPDATE calls SET status = ?, response = ?, meta = ?, attempts = ?, ended_at = ?, "
+            "UPDATE call_records SET status = ?, response = ?, meta = ?, attempts = ?, ended_at = ?, "
             "latency_ms = date_diff('microsecond', started_at, ?::TIMESTAMP) / 1000.0 WHERE id = ?",
             [status, response_key, json.dumps(meta), attempts, ended, ended, call_id],
         )
 
     def call(self, call_id: int) -> dict[str, Any] | None:
         row = self.con.execute(
-            "SELECT id, session, step, epoch, kind, name, status, request, response, meta FROM calls WHERE id = ?",
+            "SELECT id, session, step, epoch, kind, name, status, request, response, meta FROM call_records "
+            "WHERE id = ?",
             [call_id],
         ).fetchone()
         keys = ("id", "session", "step", "epoch", "kind", "name", "status", "request", "response", "meta")
@@ -487,11 +499,12 @@ class Store:
         if (value is None) == (not retry):
             raise ValueError("settle a call with either a value or retry=True")
         if retry:
-            self.con.execute("UPDATE calls SET status = 'abandoned', ended_at = ? WHERE id = ?", [now(), call_id])
+            self.con.execute("UPDATE call_records SET status = 'abandoned', ended_at = ? WHERE id = ?",
+                             [now(), call_id])
             return
         key = self.put_bytes(value)
         self.con.execute(
-            "UPDATE calls SET status = 'completed', response = ?, ended_at = ?, "
+            "UPDATE call_records SET status = 'completed', response = ?, ended_at = ?, "
             "meta = json_merge_patch(coalesce(meta, '{}'), '{\"settled\": true, \"body\": \"pickle\"}')::VARCHAR "
             "WHERE id = ?",
             [key, now(), call_id],
@@ -506,7 +519,8 @@ class Store:
             """SELECT step, variables FROM (
                    SELECT step, variables, ended_at,
                           row_number() OVER (PARTITION BY step ORDER BY id DESC) AS n
-                   FROM step_runs WHERE session = ? AND status = 'completed' AND variables IS NOT NULL)
+                   FROM step_runs r WHERE session = ? AND status = 'completed' AND variables IS NOT NULL
+                   AND epoch = (SELECT epoch FROM step_records s WHERE s.session = r.session AND s.name = r.step))
                WHERE n = 1 ORDER BY ended_at""",
             [session],
         ).fetchall()
@@ -521,7 +535,7 @@ class Store:
     def approvals(self, session: str | None = None, *, pending_only: bool = False) -> list[dict[str, Any]]:
         """Approval calls (pending ones have status `started`), newest last."""
         rows = self.con.execute(
-            "SELECT id, session, step, status, meta, response, started_at, ended_at FROM calls "
+            "SELECT id, session, step, status, meta, response, started_at, ended_at FROM call_records "
             "WHERE kind = 'approval' AND status IN ('started', 'completed') "
             "AND (? IS NULL OR session = ?) AND (NOT ? OR status = 'started') ORDER BY id",
             [session, session, pending_only],
@@ -539,14 +553,16 @@ class Store:
     def decide(self, call_id: int, decision: dict[str, Any]) -> bool:
         """Record the decision of a pending approval; False if it was decided already (first one wins)."""
         with self.transaction():
-            (status,) = self.con.execute("SELECT status FROM calls WHERE id = ?", [call_id]).fetchone()
+            (status,) = self.con.execute("SELECT status FROM call_records WHERE id = ?", [call_id]).fetchone()
             if status != "started":
                 return False
             key = self.put_bytes(_blobs.canonical_json(decision))
+            # The gist of the decision also goes into meta, where the `approvals` view can read it.
+            gist = {k: decision.get(k) for k in ("approved", "by", "comment", "timed_out")}
             self.con.execute(
-                "UPDATE calls SET status = 'completed', response = ?, ended_at = ?, attempts = 1, "
-                "meta = json_merge_patch(meta, '{\"body\": \"decision\"}')::VARCHAR WHERE id = ?",
-                [key, now(), call_id],
+                "UPDATE call_records SET status = 'completed', response = ?, ended_at = ?, attempts = 1, "
+                "meta = json_merge_patch(meta, ?)::VARCHAR WHERE id = ?",
+                [key, now(), json.dumps({"body": "decision", "decision": gist}), call_id],
             )
         return True
 
@@ -559,57 +575,3 @@ class Store:
             yield
         finally:
             self.con = self.journal._connect()
-
-    # -- reading for people ----------------------------------------------------------------
-
-    def steps_of(self, session: str) -> list[dict[str, Any]]:
-        """The steps of a session in the order they were first run, with their call counts."""
-        rows = self.con.execute(
-            """SELECT s.name, s.status, s.epoch, s.updated_at,
-                      (SELECT count(*) FROM step_runs r WHERE r.session = s.session AND r.step = s.name),
-                      (SELECT count(*) FROM calls c WHERE c.session = s.session AND c.step = s.name
-                          AND c.epoch = s.epoch AND c.status = 'completed'),
-                      (SELECT coalesce(sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0)), 0)
-                          FROM calls c WHERE c.session = s.session AND c.step = s.name AND c.epoch = s.epoch)
-               FROM steps s WHERE s.session = ? ORDER BY s.created_at""",
-            [session],
-        ).fetchall()
-        keys = ("name", "status", "epoch", "updated_at", "runs", "calls", "tokens")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
-
-    def sessions_overview(self) -> list[dict[str, Any]]:
-        """One row per session: status, steps, calls, tokens, last activity."""
-        rows = self.con.execute(
-            """SELECT s.name, s.updated_at,
-                      (SELECT count(*) FROM steps t WHERE t.session = s.name),
-                      (SELECT count(*) FROM steps t WHERE t.session = s.name AND t.status = 'completed'),
-                      (SELECT list(DISTINCT t.status) FROM steps t WHERE t.session = s.name),
-                      (SELECT count(*) FROM calls c WHERE c.session = s.name AND c.status = 'completed'),
-                      (SELECT coalesce(sum(coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0)), 0)
-                         FROM calls c WHERE c.session = s.name)
-               FROM sessions s ORDER BY s.updated_at DESC"""
-        ).fetchall()
-        out = []
-        for name, updated, steps, completed, statuses, calls, tokens in rows:
-            statuses = set(statuses or [])
-            status = next((st for st in ("suspended", "running", "failed") if st in statuses), "completed")
-            out.append({"session": name, "status": status if steps else "empty", "steps": steps,
-                        "steps_completed": completed, "calls": calls, "tokens": int(tokens),
-                        "last_activity": updated})
-        return out
-
-    def session_calls(self, session: str) -> dict[str, list[dict[str, Any]]]:
-        """The calls of each step's current epoch, in the order they were made, by step name."""
-        rows = self.con.execute(
-            """SELECT c.step, c.id, c.seq, c.kind, c.name, c.model, c.status, c.attempts, c.latency_ms,
-                      c.prompt_tokens, c.completion_tokens, c.started_at
-               FROM calls c JOIN steps s ON s.session = c.session AND s.name = c.step AND s.epoch = c.epoch
-               WHERE c.session = ? AND c.status <> 'abandoned' ORDER BY c.id""",
-            [session],
-        ).fetchall()
-        keys = ("id", "seq", "kind", "name", "model", "status", "attempts", "latency_ms", "prompt_tokens",
-                "completion_tokens", "started_at")
-        calls: dict[str, list[dict[str, Any]]] = {}
-        for step, *values in rows:
-            calls.setdefault(step, []).append(dict(zip(keys, values, strict=True)))
-        return calls

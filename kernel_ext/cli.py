@@ -49,6 +49,22 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("session")
     show.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
     show.add_argument("--json", action="store_true", help="JSON for machines")
+    export = commands.add_parser("export", help="write a session as a standalone Python script",
+                                 description="The script runs with plain `python` and is durable the same way: "
+                                 "pointed at a journal it resumes from it.")
+    export.add_argument("session")
+    export.add_argument("-o", "--output", type=Path, required=True, help="the script to write")
+    export.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    sql = commands.add_parser("sql", help="query the journal (read-only)",
+                              description="Views: sessions, steps, calls, approvals (see the README).")
+    sql.add_argument("query")
+    sql.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    sql.add_argument("--json", action="store_true", help="JSON rows for machines")
+    prices = commands.add_parser("prices", help="show the price table, or load it from a file",
+                                 description="FILE is JSON or TOML: {model: {input: X, output: Y, currency: "
+                                 "EUR}} with prices per million prompt (input) and completion (output) tokens.")
+    prices.add_argument("file", nargs="?", type=Path)
+    prices.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
     return parser
 
 
@@ -70,30 +86,45 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args.notebook, session=args.session, journal=args.journal, output=args.output,
                    timeout=args.timeout, strict=args.strict)
-    if args.command == "approve":
-        from journal import Journal, JournalError
+    return _journal_command(args)
 
-        from .approvals import decide_from_cli
-        from .errors import StepError
 
-        try:
-            print(decide_from_cli(Journal(args.journal), args.session, args.key, not args.reject, args.comment))
-        except (StepError, JournalError) as exc:
-            print(f"durable approve: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        return EXIT_COMPLETED
-    if args.command in ("ls", "show"):
-        from journal import Journal, JournalError
+def _journal_command(args: argparse.Namespace) -> int:
+    """The commands that read or edit a journal; a journal error is one line and exit code 1."""
+    from journal import Journal, JournalError
 
-        from .inspect_cli import list_sessions, show_session
+    from .errors import StepError
 
-        try:
+    journal = Journal(args.journal)
+    try:
+        if args.command == "approve":
+            from .approvals import decide_from_cli
+
+            print(decide_from_cli(journal, args.session, args.key, not args.reject, args.comment))
+            return EXIT_COMPLETED
+        if args.command in ("ls", "show"):
+            from .inspect_cli import list_sessions, show_session
+
             if args.command == "ls":
-                return list_sessions(Journal(args.journal), args.json)
-            return show_session(Journal(args.journal), args.session, args.json)
-        except JournalError as exc:
-            print(f"durable {args.command}: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+                return list_sessions(journal, args.json)
+            return show_session(journal, args.session, args.json)
+        if args.command == "export":
+            from .export import export_from_journal
+
+            print(export_from_journal(journal, args.session, args.output))
+            return EXIT_COMPLETED
+        if args.command == "sql":
+            from .sql import print_query
+
+            return print_query(journal, args.query, args.json)
+        if args.command == "prices":
+            from .prices import load_prices, render_prices
+
+            print(load_prices(journal, args.file) if args.file else render_prices(journal))
+            return EXIT_COMPLETED
+    except (StepError, JournalError) as exc:
+        print(f"durable {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_USAGE
 
 

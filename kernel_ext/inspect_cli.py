@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 from journal import Journal
 
 from .cli_codes import EXIT_COMPLETED, EXIT_FAILED
+from .errors import StepError
+from .history import history_text, load_history
 
 
 def _when(value: Any) -> str:
@@ -24,38 +27,28 @@ def list_sessions(journal: Journal, as_json: bool) -> int:
         print(f"no sessions in {journal.path}")
         return EXIT_COMPLETED
     width = max(len("session"), *(len(s["session"]) for s in sessions))
-    print(f"{'session':<{width}}  {'status':<10} {'steps':>7} {'calls':>6} {'tokens':>8}  last activity")
+    priced = any(s["cost"] is not None for s in sessions)
+    cost_head = f" {'cost':>9}" if priced else ""
+    print(f"{'session':<{width}}  {'status':<10} {'steps':>7} {'calls':>6} {'tokens':>8}{cost_head}  "
+          "last activity")
     for s in sessions:
         steps = f"{s['steps_completed']}/{s['steps']}"
-        print(f"{s['session']:<{width}}  {s['status']:<10} {steps:>7} {s['calls']:>6} {s['tokens']:>8}  "
-              f"{_when(s['last_activity'])}")
+        cost = (f" {s['cost']:>9.4f}" if s["cost"] is not None else f" {'-':>9}") if priced else ""
+        pending = f"  ({s['pending_approvals']} approvals pending)" if s["pending_approvals"] else ""
+        print(f"{s['session']:<{width}}  {s['status']:<10} {steps:>7} {s['calls']:>6} {s['tokens']:>8}{cost}  "
+              f"{_when(s['last_activity'])}{pending}")
     return EXIT_COMPLETED
 
 
 def show_session(journal: Journal, session: str, as_json: bool) -> int:
-    with journal.open() as store:
-        known = {s["session"] for s in store.sessions_overview()}
-        if session not in known:
-            print(f"durable show: no session {session!r} in {journal.path}; sessions: "
-                  f"{', '.join(sorted(known)) or 'none'}")
-            return EXIT_FAILED
-        steps = store.steps_of(session)
-        calls = store.session_calls(session)
+    try:
+        history = load_history(journal, session)
+    except StepError as exc:
+        print(f"durable show: {exc}")
+        return EXIT_FAILED
     if as_json:
-        print(json.dumps({"session": session, "steps": [{**step, "calls": calls.get(step["name"], [])}
-                                                        for step in steps]}, default=str, indent=2))
+        print(json.dumps(asdict(history), default=str, indent=2))
         return EXIT_COMPLETED
-    print(f"session {session!r}  ({len(steps)} steps, journal {journal.path})")
-    for step in steps:
-        print(f"\nstep {step['name']!r}: {step['status']}, {step['runs']} runs, {step['calls']} calls, "
-              f"{step['tokens']} tokens, last run {_when(step['updated_at'])}")
-        for call in calls.get(step["name"], []):
-            model = f" [{call['model']}]" if call["model"] else ""
-            tokens = ""
-            if call["prompt_tokens"] is not None:
-                tokens = f"  {call['prompt_tokens']}+{call['completion_tokens'] or 0} tokens"
-            latency = f"  {call['latency_ms']:.0f} ms" if call["latency_ms"] is not None else ""
-            attempts = f"  {call['attempts']} attempts" if (call["attempts"] or 1) > 1 else ""
-            print(f"  {call['seq']:>3}. {call['kind']:<8} {call['name']}{model}  {call['status']}"
-                  f"{attempts}{latency}{tokens}")
+    print(f"journal {journal.path}")
+    print(history_text(history))
     return EXIT_COMPLETED

@@ -26,13 +26,16 @@ from journal import JournalError, digest
 
 from .errors import StepError
 from .outputs import OutputRecorder
+from .progress import ProgressLine
 from .runtime import current_session, session, settle
-from .status import render_approvals, render_status, summary_output
+from .status import render_approvals, render_status
 from .variables import VariableTracker, describe, restore
 
-_COMMANDS = "session NAME, status, restore, settle CALL_ID --value JSON|--retry, approvals"
+_COMMANDS = ("session NAME, status, history [SESSION], sql QUERY, fork NEW [--from STEP], forget STEP, "
+             "restore, settle CALL_ID --value JSON|--retry, approvals, prices [FILE], export PATH")
 _MAGIC = re.compile(r"%%durable(?=\s|$)")
 _RUNNER = "__durable_cell__"
+_LINE_COMMANDS = ("history", "sql", "fork", "forget", "prices", "export")  # handled by `_COMMAND(rest, text)`
 _pending: OrderedDict[str, str] = OrderedDict()  # cell bodies by hash, handed from transformer to runner
 _state: dict[str, Any] = {"cell_id": None, "number": None}  # of the cell being run
 
@@ -74,6 +77,7 @@ async def run_durable_cell(args: str, key: str) -> Any:
         raise UsageError("this %%durable cell was not prepared by kernel_ext; run the cell again")
     options = parse_argstring(_cell_arguments, args)
     name = options.name or _default_step_name(body)
+    current_session().note_cell("step", name, f"%%durable {args}".rstrip() + "\n" + body)
     main, last = _compile(shell, body)
     tracker = VariableTracker(body, shell.user_ns)
     try:
@@ -83,6 +87,7 @@ async def run_durable_cell(args: str, key: str) -> Any:
         raise UsageError(str(exc)) from None
     value = None
     recorder = OutputRecorder(shell)
+    progress = active.observer = ProgressLine()
     try:
         with recorder:
             result = eval(main, shell.user_global_ns, shell.user_ns)
@@ -97,11 +102,12 @@ async def run_durable_cell(args: str, key: str) -> Any:
     except BaseException as exc:
         active.outputs = recorder.outputs
         scope.__exit__(type(exc), exc, exc.__traceback__)
+        progress.finish(active, exc)
         raise
     active.outputs = recorder.outputs
     active.variables, unpicklable = tracker.changed()
     scope.__exit__(None, None, None)
-    _show_summary(active)
+    progress.finish(active)
     if unpicklable:
         print(f"durable: %durable restore cannot bring back {describe(unpicklable)} (not picklable); "
               "the step still replays through its calls", file=sys.stderr)
@@ -132,14 +138,6 @@ def _default_step_name(body: str) -> str:
     return f"cell-{cell_id}" if cell_id else f"cell-{digest(body.encode())[:8]}"
 
 
-def _show_summary(active: Any) -> None:
-    output = summary_output(active)
-    if output is not None:
-        from IPython.display import display
-
-        display(output["data"], raw=True, metadata=output["metadata"])
-
-
 def _run_sync(coroutine: Any) -> Any:
     """Drive a coroutine that never suspends; a cell magic has no event loop to wait on."""
     try:
@@ -162,6 +160,15 @@ class DurableMagics(Magics):
             --strict fails instead of sending any call live; --rerun sends every call live again.
         Line:  %durable session NAME   switch to (or create) the session NAME
                %durable status         the current session's steps and calls
+               %durable history [SESSION]
+                                       steps and calls to browse: requests, responses, tokens, cost
+               %durable sql QUERY      query the views sessions, steps, calls, approvals (read-only)
+               %durable fork NEW [--from STEP]
+                                       copy this session (up to and including STEP) into NEW and switch
+                                       to it; the original stays as it is
+               %durable forget STEP    STEP runs live next time; its records stay in history
+               %durable prices [FILE]  show the price table, or load it from a JSON/TOML file
+               %durable export PATH    write the session as a standalone Python script
                %durable restore        bring back the variables of the session's completed steps
                %durable approvals      pending and decided approvals of the session
                %durable settle ID --value JSON | --retry
@@ -171,9 +178,12 @@ class DurableMagics(Magics):
             return _run_sync(run_durable_cell(line, _prepare(cell)))
         words = line.split()
         if not words:
-            raise UsageError("usage: %durable session NAME | %durable status  (see %durable?)")
+            raise UsageError(f"usage: %durable COMMAND; commands: {_COMMANDS}  (see %durable?)")
         command, rest = words[0], words[1:]
         try:
+            handler = getattr(self, f"_{command}", None)
+            if command in _LINE_COMMANDS and handler is not None:
+                return handler(rest, line.split(None, 1)[1] if rest else "")
             if command == "session":
                 if len(rest) != 1:
                     raise UsageError("usage: %durable session NAME")
@@ -199,6 +209,59 @@ class DurableMagics(Magics):
         except (JournalError, StepError) as exc:
             raise UsageError(str(exc)) from None
         raise UsageError(f"unknown %durable command {command!r}; available: {_COMMANDS}")
+
+    def _history(self, rest: list[str], _text: str) -> Any:
+        from .history import history_view
+
+        if len(rest) > 1:
+            raise UsageError("usage: %durable history [SESSION]")
+        current = current_session()
+        return history_view(current.journal, rest[0] if rest else current.name)
+
+    def _sql(self, _rest: list[str], text: str) -> Any:
+        from .sql import run_query
+
+        if not text.strip():
+            raise UsageError("usage: %durable sql QUERY  (views: sessions, steps, calls, approvals)")
+        return run_query(current_session().journal, text)
+
+    def _fork(self, rest: list[str], _text: str) -> None:
+        upto = None
+        if len(rest) == 3 and rest[1] == "--from":
+            upto = rest[2]
+        elif len(rest) != 1:
+            raise UsageError("usage: %durable fork NEW [--from STEP]")
+        current = current_session()
+        with current.journal.open() as store:
+            copied = store.fork_session(current.name, rest[0], upto)
+        forked = session(rest[0], current.journal)
+        print(f"forked session {current.name!r} into {forked.name!r} ({len(copied)} steps: "
+              f"{', '.join(copied) or 'none'}); now in {forked.name!r}, where those steps replay and later "
+              f"steps run live. %durable session {current.name} goes back.")
+
+    def _forget(self, rest: list[str], _text: str) -> None:
+        if len(rest) != 1:
+            raise UsageError("usage: %durable forget STEP")
+        current = current_session()
+        with current.journal.open() as store:
+            store.forget_step(current.name, rest[0])
+        print(f"step {rest[0]!r} of session {current.name!r} runs live next time; "
+              "its recorded calls stay in history")
+
+    def _prices(self, rest: list[str], _text: str) -> None:
+        from .prices import load_prices, render_prices
+
+        if len(rest) > 1:
+            raise UsageError("usage: %durable prices [FILE]  (JSON or TOML: {model: {input, output, currency}})")
+        journal = current_session().journal
+        print(load_prices(journal, rest[0]) if rest else render_prices(journal))
+
+    def _export(self, rest: list[str], _text: str) -> None:
+        from .export import export_from_kernel
+
+        if len(rest) != 1:
+            raise UsageError("usage: %durable export PATH")
+        print(export_from_kernel(current_session(), rest[0]))
 
     def _restore(self) -> None:
         current = current_session()
@@ -241,18 +304,36 @@ def _remember_cell(info: Any) -> None:
     _state["number"] = count - 1 if getattr(info, "store_history", False) else count
 
 
+def _note_setup_cell(result: Any) -> None:
+    """Remember a plain cell that ran without error: an exported script runs it as its setup."""
+    source = getattr(result.info, "raw_cell", None)
+    if result.success and source and source.strip() and not _MAGIC.match(source):
+        current_session().note_cell("setup", None, source)
+
+
+def _note_earlier_cells(shell: Any) -> None:
+    # Cells run before the extension was loaded (the last one is the loading cell, which the
+    # post_run_cell event reports itself).
+    history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", [])
+    for source in history[1:-1]:
+        if source.strip() and not _MAGIC.match(source):
+            current_session().note_cell("setup", None, source)
+
+
 def _register_widgets() -> None:
     # The widgets package depends on kernel_ext; it plugs its views in when it is installed.
-    try:
-        import importlib
+    import contextlib
+    import importlib
 
-        importlib.import_module("widgets.approval").register()
-    except ImportError:
-        pass
+    for module in ("widgets.approval", "widgets.history"):
+        with contextlib.suppress(ImportError):  # ipywidgets is not installed
+            importlib.import_module(module).register()
 
 
 def load(shell: Any) -> None:
     _register_widgets()
+    _note_earlier_cells(shell)
+    shell.events.register("post_run_cell", _note_setup_cell)
     if transform_durable_cell not in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.append(transform_durable_cell)
     setattr(builtins, _RUNNER, run_durable_cell)
@@ -264,5 +345,6 @@ def unload(shell: Any) -> None:
     if transform_durable_cell in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.remove(transform_durable_cell)
     shell.events.unregister("pre_run_cell", _remember_cell)
+    shell.events.unregister("post_run_cell", _note_setup_cell)
     if hasattr(builtins, _RUNNER):
         delattr(builtins, _RUNNER)

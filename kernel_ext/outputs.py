@@ -17,8 +17,9 @@ DURABLE_METADATA = "durable"  # key of the metadata that marks our own summary o
 
 def step_summaries(notebook: Any) -> list[dict[str, Any]]:
     """The summary marks (step, replayed, live) that durable cells left in an executed notebook."""
-    return [o["metadata"][DURABLE_METADATA] for c in notebook.cells if c.cell_type == "code"
-            for o in c.get("outputs", []) if DURABLE_METADATA in o.get("metadata", {})]
+    marks = [o["metadata"][DURABLE_METADATA] for c in notebook.cells if c.cell_type == "code"
+             for o in c.get("outputs", []) if DURABLE_METADATA in o.get("metadata", {})]
+    return [m for m in marks if "state" not in m]  # not a progress line (running, or stopped by an error)
 
 
 class OutputRecorder:

@@ -15,7 +15,7 @@ import os
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -59,6 +59,8 @@ class ActiveStep:
     variables: dict[str, bytes] | None = None  # pickled variables the step assigned or mutated
     closed: bool = False
     replayed_from: tuple[datetime, datetime] | None = None  # when the replayed calls were recorded
+    tokens: int = 0  # of the calls so far, live and replayed
+    observer: Callable[[ActiveStep, str], None] | None = None  # told "replayed", "live" or "recorded"
     _seq: int = 0
     _ordinals: Counter[str] = field(default_factory=Counter)
     _failed: Counter[str] = field(default_factory=Counter)  # failed attempts of the call in progress
@@ -95,19 +97,30 @@ class ActiveStep:
             if recorded is not None and (recorded.status == "completed" or (
                     recorded.status == "failed" and kind != "llm")):
                 self.replayed += 1
+                self.tokens += recorded.tokens
                 if recorded.ended_at is not None:
                     first, last = self.replayed_from or (recorded.ended_at, recorded.ended_at)
                     self.replayed_from = (min(first, recorded.ended_at), max(last, recorded.ended_at))
-                return Claim(self._seq, fingerprint, ordinal, recorded, idempotency_key=key)
-            if recorded is not None and recorded.status == "started" and kind != "llm":
-                if not idempotent:
-                    raise InDoubtError(self.name, f"call {self._seq} ({describe}, journal call {recorded.id}, "
-                                       f"idempotency key {key})", recorded.id)
-                resume = recorded
-            if self.strict:
-                raise StrictReplayError(self.name, f"call {self._seq} ({describe})", self._difference(request))
-            self.live += 1
-            return Claim(self._seq, fingerprint, ordinal, None, attempts, resume, key)
+                claim = Claim(self._seq, fingerprint, ordinal, recorded, idempotency_key=key)
+                event = "replayed"
+            else:
+                if recorded is not None and recorded.status == "started" and kind != "llm":
+                    if not idempotent:
+                        raise InDoubtError(self.name, f"call {self._seq} ({describe}, journal call {recorded.id}, "
+                                           f"idempotency key {key})", recorded.id)
+                    resume = recorded
+                if self.strict:
+                    raise StrictReplayError(self.name, f"call {self._seq} ({describe})",
+                                            self._difference(request))
+                self.live += 1
+                claim = Claim(self._seq, fingerprint, ordinal, None, attempts, resume, key)
+                event = "live"
+        self._notify(event)
+        return claim
+
+    def _notify(self, event: str) -> None:
+        if self.observer is not None:
+            self.observer(self, event)
 
     def retry(self, claim: Claim) -> None:
         """Give back a live claim whose attempt failed, so that the retry takes its place."""
@@ -126,6 +139,8 @@ class ActiveStep:
                 self.run, seq=claim.seq, fingerprint=claim.fingerprint, ordinal=claim.ordinal,
                 attempts=claim.attempts, **row,
             )
+            self.tokens += sum(n or 0 for n in row.get("usage", ()))
+        self._notify("recorded")
 
     def start(self, claim: Claim, *, kind: str, name: str, request: Split, meta: dict[str, Any]) -> int:
         """Journal that a live call begins; returns its journal id (an in-doubt call keeps its own)."""
@@ -185,6 +200,8 @@ class Session:
         self.notebook = notebook
         self.holder = Holder.current(f"{_process_label()} for {notebook or name!r}")
         self._claimed = False
+        self._cells: list[tuple[str, str | None, str]] = []  # ran here, not yet in the journal
+        self._cells_seen: set[tuple[str, str | None, str]] = set()
 
     def __repr__(self) -> str:
         return f"Session({self.name!r}, journal={str(self.journal.path)!r})"
@@ -200,6 +217,7 @@ class Session:
             store.claim_session(self.name, self.holder, self.notebook)
             self._claimed = True
             run = store.begin_step(self.name, name, source, rerun=rerun)
+            self._flush_cells(store)
             # DURABLE_STRICT=1 (set by `durable run --strict`) makes every step a strict replay: CI mode.
             active = ActiveStep(self, run, store, strict or env_flag("DURABLE_STRICT"))
             token = _active.set(active)
@@ -218,6 +236,27 @@ class Session:
                 store.end_step(run, status, live=active.live, replayed=active.replayed,
                                outputs=active.outputs, error=error,
                                variables=active.variables if status == "completed" else None)
+
+    def note_cell(self, kind: str, step: str | None, source: str) -> None:
+        """Remember a notebook cell this kernel ran (`setup` or `step`), for exporting the session.
+
+        Kept in memory and written with the next step, so a plain cell costs no journal write.
+        """
+        cell = (kind, step, source)
+        if cell not in self._cells_seen:
+            self._cells_seen.add(cell)
+            self._cells.append(cell)
+
+    def flush_cells(self) -> None:
+        if self._cells:
+            with self.journal.open() as store:
+                self._flush_cells(store)
+
+    def _flush_cells(self, store: Store) -> None:
+        if self._cells:
+            kernel = f"{self.holder.host}:{self.holder.pid}:{self.holder.started}"
+            store.record_cells(self.name, kernel, self._cells)
+            self._cells = []
 
     def release(self) -> None:
         """Let another process drive this session (done at exit; a killed process is detected)."""

@@ -9,7 +9,7 @@ from .outputs import DURABLE_METADATA
 from .runtime import ActiveStep, Session
 
 
-def summary_output(active: ActiveStep) -> dict[str, Any] | None:
+def summary_output(active: ActiveStep, seconds: float | None = None) -> dict[str, Any] | None:
     """The one-line account shown under a durable cell: calls replayed (and when recorded), calls live."""
     if active.live + active.replayed == 0:
         return None
@@ -22,6 +22,10 @@ def summary_output(active: ActiveStep) -> dict[str, Any] | None:
         parts.append(f"{active.replayed} replayed from the journal{when}")
     if active.live:
         parts.append(f"{active.live} live, journaled")
+    if active.tokens:
+        parts.append(f"{active.tokens:,} tokens")
+    if seconds is not None:
+        parts.append(f"{seconds:.1f} s")
     text = f"durable step {active.name!r}: " + ", ".join(parts)
     mark = "\u21bb " if active.replayed else "\u2713 "
     return {

@@ -40,14 +40,21 @@ class Kernel:
     def execute(self, code: str, timeout: float = 60) -> tuple[str, list[dict[str, Any]]]:
         """Run code; return the reply status and the IOPub outputs in nbformat shape."""
         outputs: list[dict[str, Any]] = []
+        by_display_id: dict[str, dict[str, Any]] = {}
 
         def hook(msg: dict[str, Any]) -> None:
             kind, content = msg["header"]["msg_type"], msg["content"]
+            display_id = content.get("transient", {}).get("display_id")
             if kind == "stream":
                 outputs.append({"output_type": "stream", "name": content["name"], "text": content["text"]})
             elif kind in ("display_data", "execute_result"):
                 outputs.append({"output_type": kind, "data": content["data"],
                                 "metadata": content.get("metadata", {})})
+                if display_id:
+                    by_display_id[display_id] = outputs[-1]
+            elif kind == "update_display_data" and display_id in by_display_id:
+                # As a frontend does: the output shown under that display id changes in place.
+                by_display_id[display_id].update(data=content["data"], metadata=content.get("metadata", {}))
             elif kind == "error":
                 outputs.append({"output_type": "error", "ename": content["ename"], "evalue": content["evalue"]})
 

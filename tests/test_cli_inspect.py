@@ -1,4 +1,4 @@
-"""`durable ls` and `durable show` against a journal made by a real headless run."""
+"""`durable ls`, `show`, `sql` and `prices` against a journal made by a real headless run."""
 
 from __future__ import annotations
 
@@ -42,11 +42,51 @@ def test_ls_and_show_read_a_recorded_session(tmp_path, kernel_env, model_server)
 
     shown = _durable("show", "trip", env=kernel_env, cwd=tmp_path)
     assert shown.returncode == 0
-    assert "step 'research': completed" in shown.stdout and "step 'summary': completed" in shown.stdout
-    assert "llm      chat.completions [m]  completed" in shown.stdout and "tool     lookup  completed" in shown.stdout
+    assert "✓ research · completed · 4 calls" in shown.stdout and "✓ summary · completed · 1 calls" in shown.stdout
+    assert "1. llm chat.completions [m] · completed · live" in shown.stdout
+    assert "2. tool lookup · completed · live" in shown.stdout
     detail = json.loads(_durable("show", "trip", "--json", env=kernel_env, cwd=tmp_path).stdout)
     research = detail["steps"][0]
     assert research["name"] == "research" and [c["kind"] for c in research["calls"]] == ["llm", "tool"] * 2
 
     missing = _durable("show", "nope", env=kernel_env, cwd=tmp_path)
     assert missing.returncode == 1 and "no session 'nope'" in missing.stdout and "trip" in missing.stdout
+
+
+def test_sql_and_prices_over_a_recorded_session(tmp_path, kernel_env, model_server):
+    notebook = tmp_path / "trip.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(c) for c in CELLS]), notebook)
+    assert _durable("run", str(notebook), env=kernel_env, cwd=tmp_path).returncode == 0
+
+    table = _durable("sql", "SELECT step, kind, name FROM calls ORDER BY id", env=kernel_env, cwd=tmp_path)
+    assert table.returncode == 0
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["step", "kind", "name"] and lines[-1] == "(5 rows)"
+    assert lines[2].split() == ["research", "llm", "chat.completions"]
+    rows = json.loads(_durable("sql", "SELECT name, steps, calls, tokens, cost FROM sessions", "--json",
+                               env=kernel_env, cwd=tmp_path).stdout)
+    assert rows[0]["name"] == "trip" and rows[0]["steps"] == 2 and rows[0]["calls"] == 5
+    assert rows[0]["cost"] is None  # no price set: no cost shown as fact
+
+    prices = tmp_path / "prices.toml"
+    prices.write_text('[m]\ninput = 2.0\noutput = 8.0\ncurrency = "EUR"\n')
+    assert _durable("prices", str(prices), env=kernel_env, cwd=tmp_path).returncode == 0
+    (row,) = json.loads(_durable("sql", "SELECT sum(prompt_tokens) AS p, sum(completion_tokens) AS c, "
+                                 "sum(cost) AS cost, any_value(currency) AS currency FROM calls WHERE kind = 'llm'",
+                                 "--json", env=kernel_env, cwd=tmp_path).stdout)
+    assert row["p"] > 0 and abs(row["cost"] - (row["p"] * 2.0 + row["c"] * 8.0) / 1e6) < 1e-5
+    assert row["currency"] == "EUR"
+    assert "cost" in _durable("ls", env=kernel_env, cwd=tmp_path).stdout
+
+    # Queries people type cannot change the journal, and a mistake is one line that names the views.
+    refused = _durable("sql", "DELETE FROM call_records", env=kernel_env, cwd=tmp_path)
+    assert refused.returncode == 1 and "read-only" in refused.stderr and len(refused.stderr.splitlines()) == 1
+    typo = _durable("sql", "SELECT * FROM cals", env=kernel_env, cwd=tmp_path)
+    assert typo.returncode == 1 and "sessions, steps, calls, approvals" in typo.stderr
+    count = _durable("sql", "SELECT count(*) AS n FROM calls", "--json", env=kernel_env, cwd=tmp_path)
+    assert json.loads(count.stdout) == [{"n": 5}]
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"m": {"input": "cheap"}}')
+    wrong = _durable("prices", str(bad), env=kernel_env, cwd=tmp_path)
+    assert wrong.returncode == 1 and "needs non-negative numbers" in wrong.stderr

@@ -216,7 +216,11 @@ def test_fresh_journal_has_the_latest_schema_and_reopening_does_not_reapply(tmp_
         key = store.put_json({"kept": True})
     assert [r[0] for r in rows] == [v for v, _, _ in _schema.MIGRATIONS]
     assert max(r[0] for r in rows) == journal.SCHEMA_VERSION == _schema.LATEST
-    assert {"blobs", "sessions", "steps", "step_runs", "calls", "schema_version"} <= tables
+    assert {"blobs", "session_records", "step_records", "step_runs", "call_records", "prices", "cells",
+            "schema_version"} <= tables
+    with Journal(path).open() as store:
+        views = {r[0] for r in store.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert {"sessions", "steps", "calls", "approvals"} <= views
     for _ in range(2):
         with Journal(path).open() as store:
             assert store.con.execute("SELECT version, description, applied_at FROM schema_version").fetchall() == rows

@@ -1,4 +1,4 @@
 """ipywidgets views of durable sessions (approvals, history).
 
-Depends on kernel_ext and journal, never the reverse. Empty until those views land.
+Depends on kernel_ext and journal, never the reverse.
 """

@@ -1,0 +1,232 @@
+"""Reading a session for people, and the edits people make to one.
+
+What a person asks of a journal (status, history, SQL) reads the documented views
+`sessions`, `steps`, `calls` and `approvals`. The edits (forking a session, forgetting a step,
+setting prices, remembering the cells a kernel ran) never delete a record: a forgotten step's
+calls stay in history under their old epoch, and a fork is a copy.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import duckdb
+
+from . import _blobs
+from ._time import now as _now
+from .errors import JournalError
+
+
+class History:
+    """Mixed into `Store`: `con`, `fetch`, `put_bytes` and `transaction` come from there."""
+
+    con: duckdb.DuckDBPyConnection
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def steps_of(self, session: str) -> list[dict[str, Any]]:
+        """The steps of a session in the order they were first run, with their calls and tokens."""
+        rows = self.con.execute(
+            """SELECT name, status, epoch, created_at, updated_at, runs, calls, coalesce(tokens, 0),
+                      last_run_live, last_run_replayed, last_run_seconds, cost,
+                      (SELECT max(id) FROM step_runs r WHERE r.session = s.session AND r.step = s.name)
+               FROM steps s WHERE session = ? ORDER BY created_at""",
+            [session],
+        ).fetchall()
+        keys = ("name", "status", "epoch", "created_at", "updated_at", "runs", "calls", "tokens",
+                "last_run_live", "last_run_replayed", "last_run_seconds", "cost", "last_run_id")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def sessions_overview(self) -> list[dict[str, Any]]:
+        """One row per session: status, steps, calls, tokens, cost, last activity."""
+        rows = self.con.execute(
+            """SELECT s.name, s.updated_at, s.steps, s.calls, coalesce(s.tokens, 0), s.cost,
+                      (SELECT count(*) FROM steps t WHERE t.session = s.name AND t.status = 'completed'),
+                      (SELECT list(DISTINCT t.status) FROM steps t WHERE t.session = s.name),
+                      (SELECT count(*) FROM approvals a WHERE a.session = s.name AND a.status = 'pending')
+               FROM sessions s ORDER BY s.updated_at DESC"""
+        ).fetchall()
+        out = []
+        for name, updated, steps, calls, tokens, cost, completed, statuses, pending in rows:
+            statuses = set(statuses or [])
+            status = next((st for st in ("suspended", "running", "failed", "forgotten") if st in statuses),
+                          "completed")
+            out.append({"session": name, "status": status if steps else "empty", "steps": steps,
+                        "steps_completed": completed, "calls": calls, "tokens": int(tokens), "cost": cost,
+                        "pending_approvals": pending, "last_activity": updated})
+        return out
+
+    def session_calls(self, session: str) -> dict[str, list[dict[str, Any]]]:
+        """The calls of each step's current epoch, in the order they were made, by step name."""
+        rows = self.con.execute(
+            """SELECT step, id, run_id, seq, kind, name, model, status, attempts, latency_ms,
+                      prompt_tokens, completion_tokens, cost, currency, started_at
+               FROM calls WHERE session = ? AND current AND status <> 'abandoned' ORDER BY id""",
+            [session],
+        ).fetchall()
+        keys = ("id", "run_id", "seq", "kind", "name", "model", "status", "attempts", "latency_ms",
+                "prompt_tokens", "completion_tokens", "cost", "currency", "started_at")
+        calls: dict[str, list[dict[str, Any]]] = {}
+        for step, *values in rows:
+            calls.setdefault(step, []).append(dict(zip(keys, values, strict=True)))
+        return calls
+
+    def call_documents(self, call_id: int) -> dict[str, Any] | None:
+        """A call's row with its request and response as recorded (documents, bytes or a pickle)."""
+        row = self.con.execute(
+            "SELECT id, session, step, kind, name, model, status, request, response, meta FROM call_records "
+            "WHERE id = ?", [call_id],
+        ).fetchone()
+        if row is None:
+            return None
+        call = dict(zip(("id", "session", "step", "kind", "name", "model", "status", "request", "response",
+                         "meta"), row, strict=True))
+        call["meta"] = json.loads(call["meta"] or "{}")
+        call["request"] = _blobs.join_document(call["request"], self.fetch) if call["request"] else None
+        body, response = call["meta"].get("body"), call["response"]
+        if response is None:
+            call["response"] = None
+        elif body in ("json", "decision"):
+            call["response"] = _blobs.join_document(response, self.fetch)
+        else:
+            call["response"] = self.fetch(response)  # raw bytes (a stream) or a pickle
+        return call
+
+    # -- the cells a kernel ran (for export) ---------------------------------------------------
+
+    def record_cells(self, session: str, kernel: str, cells: list[tuple[str, str | None, str]]) -> None:
+        """Remember cells (kind, step, source) in the order `kernel` ran them."""
+        if not cells:
+            return
+        with self.transaction():
+            (last,) = self.con.execute(
+                "SELECT coalesce(max(position), 0) FROM cells WHERE session = ? AND kernel = ?", [session, kernel]
+            ).fetchone()
+            rows = [[session, kernel, last + i, kind, step, self.put_bytes(source.encode()), _now()]
+                    for i, (kind, step, source) in enumerate(cells, start=1)]
+            self.con.executemany("INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def cells_of(self, session: str) -> list[dict[str, Any]]:
+        """The cells the session's latest kernel ran, in order, each source once (its first run)."""
+        rows = self.con.execute(
+            """WITH latest AS (SELECT kernel FROM cells WHERE session = ? ORDER BY ran_at DESC LIMIT 1)
+               SELECT kind, step, source, min(position) AS first FROM cells
+               WHERE session = ? AND kernel = (SELECT kernel FROM latest)
+               GROUP BY kind, step, source ORDER BY first""",
+            [session, session],
+        ).fetchall()
+        return [{"kind": kind, "step": step, "source": self.fetch(source).decode()}
+                for kind, step, source, _ in rows]
+
+    def step_source(self, session: str, step: str) -> str | None:
+        row = self.con.execute(
+            "SELECT source FROM step_records WHERE session = ? AND name = ?", [session, step]
+        ).fetchone()
+        return self.fetch(row[0]).decode() if row and row[0] else None
+
+    # -- prices ----------------------------------------------------------------------------------
+
+    def set_prices(self, prices: dict[str, dict[str, Any]], source: str) -> None:
+        """Replace the price table: {model: {"input": per million, "output": per million, "currency"}}."""
+        rows = [[model, float(p["input"]), float(p["output"]), str(p.get("currency", "USD")), source, _now()]
+                for model, p in prices.items()]
+        with self.transaction():
+            self.con.execute("DELETE FROM prices")
+            if rows:
+                self.con.executemany("INSERT INTO prices VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def prices(self) -> list[dict[str, Any]]:
+        rows = self.con.execute(
+            "SELECT model, input_per_million, output_per_million, currency, source FROM prices ORDER BY model"
+        ).fetchall()
+        return [dict(zip(("model", "input", "output", "currency", "source"), r, strict=True)) for r in rows]
+
+    # -- edits -------------------------------------------------------------------------------------
+
+    def forget_step(self, session: str, step: str) -> int:
+        """Make `step` run live next time: its epoch moves on, its calls stay as history. Returns the epoch."""
+        with self.transaction():
+            row = self.con.execute(
+                "SELECT epoch FROM step_records WHERE session = ? AND name = ?", [session, step]
+            ).fetchone()
+            if row is None:
+                raise JournalError(f"session {session!r} has no step {step!r}; "
+                                   f"its steps: {', '.join(self._step_names(session)) or 'none'}")
+            self.con.execute(
+                "UPDATE step_records SET epoch = epoch + 1, status = 'forgotten', updated_at = ? "
+                "WHERE session = ? AND name = ?",
+                [_now(), session, step],
+            )
+        return row[0] + 1
+
+    def fork_session(self, session: str, new: str, upto: str | None = None) -> list[str]:
+        """Copy `session` into `new`: every step, or the steps first run up to and including `upto`.
+
+        The copies keep their recorded calls (current epoch), runs and variables, so the new
+        session replays the shared prefix; the original is not touched. Returns the copied steps.
+        """
+        with self.transaction():
+            if self.con.execute("SELECT 1 FROM session_records WHERE name = ?", [session]).fetchone() is None:
+                raise JournalError(f"no session {session!r} in this journal")
+            if self.con.execute("SELECT 1 FROM session_records WHERE name = ?", [new]).fetchone() is not None:
+                raise JournalError(f"session {new!r} exists already; pick another name for the fork")
+            names = self._step_names(session)
+            if upto is not None:
+                if upto not in names:
+                    raise JournalError(f"session {session!r} has no step {upto!r}; its steps: "
+                                       f"{', '.join(names) or 'none'}")
+                names = names[: names.index(upto) + 1]
+            self.con.execute(
+                "INSERT INTO session_records SELECT ?, notebook, ?, ?, NULL FROM session_records WHERE name = ?",
+                [new, _now(), _now(), session],
+            )
+            if names:
+                self._copy_steps(session, new, names)
+        return names
+
+    def _copy_steps(self, session: str, new: str, names: list[str]) -> None:
+        params = [new, session, names]
+        self.con.execute(
+            "INSERT INTO step_records SELECT ?, name, epoch, status, source, created_at, updated_at "
+            "FROM step_records WHERE session = ? AND list_contains(?, name)", params,
+        )
+        # Runs and calls get ids of their own; a call follows its run to the run's new id.
+        self.con.execute(
+            """CREATE TEMP TABLE run_map AS
+               SELECT r.id AS old, nextval('run_ids') AS new FROM step_runs r
+               JOIN step_records s ON s.session = r.session AND s.name = r.step AND s.epoch = r.epoch
+               WHERE r.session = ? AND list_contains(?, r.step)""",
+            [session, names],
+        )
+        try:
+            self.con.execute(
+                """INSERT INTO step_runs (id, session, step, epoch, started_at, ended_at, status, calls_live,
+                                          calls_replayed, outputs, error, variables)
+                   SELECT m.new, ?, r.step, r.epoch, r.started_at, r.ended_at,
+                          CASE WHEN r.status = 'running' THEN 'interrupted' ELSE r.status END,
+                          r.calls_live, r.calls_replayed, r.outputs, r.error, r.variables
+                   FROM step_runs r JOIN run_map m ON m.old = r.id""",
+                [new],
+            )
+            self.con.execute(
+                """INSERT INTO call_records
+                   SELECT nextval('call_ids'), ?, c.step, c.epoch, m.new, c.seq, c.fingerprint, c.ordinal,
+                          c.kind, c.name, c.model, c.status, c.request, c.response, c.meta, c.prompt_tokens,
+                          c.completion_tokens, c.attempts, c.started_at, c.ended_at, c.latency_ms
+                   FROM call_records c JOIN run_map m ON m.old = c.run_id ORDER BY c.id""",
+                [new],
+            )
+            self.con.execute(
+                """INSERT INTO cells SELECT ?, kernel, position, kind, step, source, ran_at FROM cells
+                   WHERE session = ? AND (kind = 'setup' OR list_contains(?, step))""",
+                params,
+            )
+        finally:
+            self.con.execute("DROP TABLE run_map")
+
+    def _step_names(self, session: str) -> list[str]:
+        rows = self.con.execute(
+            "SELECT name FROM step_records WHERE session = ? ORDER BY created_at", [session]
+        ).fetchall()
+        return [name for (name,) in rows]

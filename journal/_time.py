@@ -1,0 +1,10 @@
+"""Timestamps of the journal."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+
+def now() -> datetime:
+    """Naive UTC: DuckDB's TIMESTAMPTZ would make every read import pytz."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,71 @@
+"""The live status line under a running durable cell: calls so far (replayed, live), tokens, elapsed.
+
+One display updated in place (a display id), so a long agent loop shows one line, not hundreds;
+when the cell ends the same line becomes the step's summary. Updates are throttled, except when
+a live call starts: that is when a person wonders what the cell is waiting for.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from typing import Any
+
+from .outputs import DURABLE_METADATA
+from .runtime import ActiveStep
+from .status import summary_output
+
+_INTERVAL = 0.25  # seconds between two updates of the line
+
+
+class ProgressLine:
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self._shown = 0.0
+        self._handle: Any = None
+
+    def __call__(self, active: ActiveStep, event: str) -> None:
+        # Displays from other threads would lose the cell they belong to.
+        if threading.current_thread() is not threading.main_thread():
+            return
+        now = time.monotonic()
+        if event != "live" and self._handle is not None and now - self._shown < _INTERVAL:
+            return
+        self._shown = now
+        in_flight = f"; call {active.live + active.replayed} live…" if event == "live" else ""
+        text = (f"⟳ durable step {active.name!r}: {active.live + active.replayed} calls "
+                f"({active.replayed} replayed, {active.live} live), {active.tokens:,} tokens, "
+                f"{now - self.started:.1f} s{in_flight}")
+        state = {"step": active.name, "replayed": active.replayed, "live": active.live, "state": "running"}
+        self._show({"text/plain": text, "text/html": _html(text)}, {DURABLE_METADATA: state})
+
+    def finish(self, active: ActiveStep, error: BaseException | None = None) -> None:
+        """Turn the line into the step's summary (or say where a failed step stopped)."""
+        if error is None:
+            output = summary_output(active, time.monotonic() - self.started)
+            if output is not None:
+                self._show(output["data"], output["metadata"], final=True)
+            return
+        if self._handle is None:
+            return
+        text = (f"✗ durable step {active.name!r} stopped after {active.live + active.replayed} calls "
+                f"({active.replayed} replayed, {active.live} live; those are journaled), "
+                f"{type(error).__name__}")
+        state = {"step": active.name, "replayed": active.replayed, "live": active.live, "state": "stopped"}
+        self._show({"text/plain": text, "text/html": _html(text)}, {DURABLE_METADATA: state}, final=True)
+
+    def _show(self, data: dict[str, str], metadata: dict[str, Any], final: bool = False) -> None:
+        from IPython.display import display
+
+        if self._handle is None:
+            if final:
+                display(data, raw=True, metadata=metadata)
+            else:
+                self._handle = display(data, raw=True, metadata=metadata, display_id=True)
+        else:
+            self._handle.update(data, raw=True, metadata=metadata)
+
+
+def _html(text: str) -> str:
+    return f'<div style="font-size:85%;opacity:.75">{html.escape(text)}</div>'

@@ -1,0 +1,82 @@
+"""`%durable sql` and `durable sql`: read-only queries over the journal's documented views."""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+from typing import Any
+
+from journal import Journal
+
+from .cli_codes import EXIT_COMPLETED, EXIT_FAILED
+from .errors import StepError
+
+VIEWS = "sessions, steps, calls, approvals"
+
+
+class QueryTable:
+    """A query's result where pandas is not installed: shown as a table in a notebook or a terminal."""
+
+    def __init__(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
+        self.columns, self.rows = columns, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+    def __repr__(self) -> str:
+        cells = [[_text(v) for v in row] for row in self.rows]
+        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True))]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+        lines.append(f"({len(self.rows)} rows)")
+        return "\n".join(line.rstrip() for line in lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(_text(v))}</td>" for v in row) + "</tr>"
+                       for row in self.rows)
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table><p>{len(self.rows)} rows</p>"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _fetch(journal: Journal, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    import duckdb
+
+    with journal.open(read_only=True) as store:
+        try:
+            cursor = store.con.execute(query)
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise StepError(f"{first}  (the journal is read-only here; views: {VIEWS})") from None
+        if cursor.description is None:
+            return [], []
+        return [d[0] for d in cursor.description], cursor.fetchall()
+
+
+def run_query(journal: Journal, query: str) -> Any:
+    """The rows of `query`: a pandas DataFrame where pandas is installed, else a `QueryTable`."""
+    columns, rows = _fetch(journal, query)
+    try:
+        import pandas
+    except ImportError:
+        return QueryTable(columns, rows)
+    return pandas.DataFrame.from_records(rows, columns=columns)
+
+
+def print_query(journal: Journal, query: str, as_json: bool) -> int:
+    try:
+        columns, rows = _fetch(journal, query)
+    except StepError as exc:
+        print(f"durable sql: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    table = QueryTable(columns, rows)
+    print(json.dumps(table.records(), default=str, indent=2) if as_json else repr(table))
+    return EXIT_COMPLETED
