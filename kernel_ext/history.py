@@ -63,7 +63,7 @@ class StepView:
 
     def label(self) -> str:
         mark = {"completed": "✓", "failed": "✗", "suspended": "⏸", "running": "…"}.get(self.status, "·")
-        parts = [f"{mark} {self.name}", self.status, f"{len(self.calls)} calls"]
+        parts = [f"{mark} {self.name}", self.status, _count(len(self.calls), "call")]
         if self.live is not None:
             parts.append(f"last run {self.replayed} replayed, {self.live} live")
         if self.seconds is not None:
@@ -86,7 +86,12 @@ class SessionHistory:
         tokens = sum(s.tokens for s in self.steps)
         costs = [s.cost for s in self.steps if s.cost is not None]
         cost = f", {_money(sum(costs), None)} where priced" if costs else ""
-        return f"session {self.session!r}: {len(self.steps)} steps, {calls} calls, {tokens:,} tokens{cost}"
+        return (f"session {self.session!r}: {_count(len(self.steps), 'step')}, {_count(calls, 'call')}, "
+                f"{tokens:,} tokens{cost}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _money(value: float, currency: str | None) -> str:

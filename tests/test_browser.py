@@ -5,7 +5,8 @@ widget and clicks Approve; the cell goes on, and the journal holds the decision.
 Needs /usr/bin/chromium (`apt-get install -y chromium`) and the `browser` extra (also in `test`):
 without them this test fails, it never skips, because CI installs both. Screenshots land in
 test-artifacts/ under the repository root (git-ignored): approval-pending.png before the click,
-approval.png after it, failure-*.png when a stage times out.
+approval.png after it, history.png of the history widget (the notebook's last cell) with the approval
+selected, failure-*.png when a stage times out.
 """
 
 from __future__ import annotations
@@ -218,7 +219,7 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
-    for stale in [*ARTIFACTS.glob("approval*.png"), *ARTIFACTS.glob("failure-*.png")]:
+    for stale in [*ARTIFACTS.glob("approval*.png"), *ARTIFACTS.glob("history.png"), *ARTIFACTS.glob("failure-*.png")]:
         stale.unlink()
     echoed: list[bool] = []  # the kernel echoed the whole comment back: it has it before the click
 
@@ -291,6 +292,19 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
                 widget.scroll_into_view_if_needed()
                 page.screenshot(path=str(ARTIFACTS / "approval.png"))
             printed = outputs.filter(has_text="refund approved:").inner_text()
+            history = outputs.locator(".widget-vbox").filter(has_text="session 'approval_demo': 1 step,")
+            with ui.stage("the history widget renders and shows a selected call"):
+                expect(history).to_be_visible(timeout=60_000)
+                history.locator(".lm-AccordionPanel-title, .p-Accordion-title, .jupyter-widget-Collapse-header",
+                                has_text="refund").first.click()
+                calls = history.locator("select")
+                expect(calls).to_be_visible()
+                expect(calls.locator("option")).to_have_text([re.compile(r"^1\.\s+approval\s+refund-ana")])
+                calls.select_option(index=0)
+                expect(history).to_contain_text("Refund 120 EUR to Ana?")
+                expect(history).to_contain_text(COMMENT)  # the recorded decision, read back from the journal
+                history.scroll_into_view_if_needed()
+                page.screenshot(path=str(ARTIFACTS / "history.png"))
         finally:
             browser.close()
 
