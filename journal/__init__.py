@@ -6,6 +6,7 @@ Importable without IPython, ipywidgets or openai.
 from ._blobs import Split, canonical_json, digest, join_document, split_document
 from ._schema import LATEST as SCHEMA_VERSION
 from ._store import Holder, Journal, RecordedCall, StepRun, Store, default_path
+from ._time import now
 from .errors import JournalBusyError, JournalError, SchemaTooNewError, SessionHeldError
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "default_path",
     "digest",
     "join_document",
+    "now",
     "split_document",
 ]

@@ -75,7 +75,7 @@ class History:
     def call_documents(self, call_id: int) -> dict[str, Any] | None:
         """A call's row with its request and response as recorded (documents, bytes or a pickle)."""
         row = self.con.execute(
-            "SELECT id, session, step, kind, name, model, status, request, response, meta FROM call_records "
+            "SELECT id, session, step, kind, name, model, status, request, response, meta FROM call_rows "
             "WHERE id = ?", [call_id],
         ).fetchone()
         if row is None:
@@ -211,10 +211,9 @@ class History:
             )
             self.con.execute(
                 """INSERT INTO call_records
-                   SELECT nextval('call_ids'), ?, c.step, c.epoch, m.new, c.seq, c.fingerprint, c.ordinal,
-                          c.kind, c.name, c.model, c.status, c.request, c.response, c.meta, c.prompt_tokens,
-                          c.completion_tokens, c.attempts, c.started_at, c.ended_at, c.latency_ms
-                   FROM call_records c JOIN run_map m ON m.old = c.run_id ORDER BY c.id""",
+                   SELECT nextval('call_ids'), ?, c.step, c.epoch,
+                          json_merge_patch(c.doc, json_object('run_id', m.new))::VARCHAR
+                   FROM call_records c JOIN run_map m ON m.old = (c.doc->>'run_id')::BIGINT ORDER BY c.id""",
                 [new],
             )
             self.con.execute(

@@ -72,6 +72,10 @@ class Holder:
         return f"{self.label} (pid {self.pid} on {self.host})"
 
 
+def _stamp(moment: datetime) -> str:
+    return moment.isoformat(sep=" ")
+
+
 def _process_start(pid: int) -> str:
     """Start time of a running process ("" where /proc cannot tell, "dead" for a zombie)."""
     try:
@@ -118,6 +122,10 @@ class Journal:
         self.wait = wait
         self._known: set[str] = set()  # blob hashes known to be stored; blobs are never deleted
         self._identity: tuple[int, int] | None = None
+
+    def connect(self) -> Store:
+        """An open store the caller closes (`Store.close`); `open()` is the usual way."""
+        return Store(self, self._connect())
 
     @contextmanager
     def open(self, *, read_only: bool = False) -> Iterator[Store]:
@@ -206,18 +214,27 @@ class Store(History):
 
     # -- blobs ---------------------------------------------------------------------------
 
-    def put(self, *splits: _blobs.Split) -> None:
-        """Write the blobs of `splits` that the journal does not hold yet, in one statement."""
+    def put(self, *splits: _blobs.Split, verify: bool = True) -> None:
+        """Write the blobs of `splits` that the journal does not hold yet, in one statement.
+
+        Conversations are always checked link by link. Other blobs this process has not seen are
+        looked up first only with `verify`: a journaled call skips that query, since its result is
+        almost always new, and a rare second copy of a blob costs a row, never correctness.
+        """
         unique: dict[str, bytes] = {}
         for split in splits:
             unique.update(self._missing(split))
+        if verify and unique:
+            loose = [key for split in splits for key in split.blobs if key in unique]
+            for key in self._stored(loose) if loose else ():
+                del unique[key]
         if unique:
             params: list[Any] = []
             for key, data in unique.items():
                 codec, packed = _blobs.encode(data)
                 params += [key, codec, len(data), packed]
             values = ",".join(["(?, ?, ?, ?)"] * len(unique))
-            self.con.execute(f"INSERT OR IGNORE INTO blobs VALUES {values}", params)
+            self.con.execute(f"INSERT INTO blobs VALUES {values}", params)
         for split in splits:
             self.mark_known(split)
         if self._unsure is not None:
@@ -231,13 +248,15 @@ class Store(History):
                 if link[0] in self._known:
                     break
                 fresh.append(link)
-            # Only a process that has not seen this conversation yet asks the database.
-            stored = self._stored([link[0] for link in fresh]) if fresh else set()
+            # Only a process that has not seen this conversation yet asks the database. Items are
+            # asked for too: a message may have been stored before as part of a response.
+            stored = self._stored([key for link in fresh for key in (link[0], link[2])]) if fresh else set()
             for node, node_data, item, item_data in fresh:
                 if node in stored:
                     break
                 yield node, node_data
-                yield item, item_data
+                if item not in stored and item not in self._known:
+                    yield item, item_data
 
     def mark_known(self, split: _blobs.Split) -> None:
         """Remember that every blob of `split` is stored (it was written, or matched a record)."""
@@ -386,7 +405,7 @@ class Store(History):
         rows = self.con.execute(
             "SELECT c.id, c.fingerprint, c.ordinal, c.seq, c.kind, c.name, c.status, c.request, "
             "c.response, c.meta, c.ended_at, coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0), "
-            "b.codec, b.data FROM call_records c "
+            "b.codec, b.data FROM call_rows c "
             "LEFT JOIN blobs b ON b.hash = c.response "
             "WHERE c.session = ? AND c.step = ? AND c.epoch = ? AND c.status <> 'abandoned' ORDER BY c.id",
             [session, step, epoch],
@@ -436,33 +455,36 @@ class Store(History):
         journaled call pays for. A kill between them leaves unreferenced blobs, which are
         content-addressed and harmless; the call itself counts as not journaled.
         """
-        ended = now()
-        self.put(*(split for split in (request, response) if split is not None))
+        self.put(*(split for split in (request, response) if split is not None), verify=False)
+        return self._insert_call(run, {
+            "seq": seq, "fingerprint": fingerprint, "ordinal": ordinal, "kind": kind, "name": name,
+            "model": model, "status": status, "request": fingerprint if request is not None else None,
+            "response": response_key, "meta": meta, "prompt_tokens": usage[0], "completion_tokens": usage[1],
+            "attempts": attempts, "started_at": _stamp(started_at), "ended_at": _stamp(now()),
+        })
+
+    def _insert_call(self, run: StepRun, doc: dict[str, Any]) -> int:
         (call_id,) = self.con.execute(
-            f"INSERT INTO call_records VALUES (nextval('call_ids'), {', '.join(['?'] * 20)}) RETURNING id",
-            [
-                run.session, run.step, run.epoch, run.run_id, seq, fingerprint, ordinal,
-                kind, name, model, status, fingerprint if request is not None else None,
-                response_key, json.dumps(meta), usage[0], usage[1], attempts, started_at, ended,
-                (ended - started_at).total_seconds() * 1000,
-            ],
+            "INSERT INTO call_records VALUES (nextval('call_ids'), ?, ?, ?, ?) RETURNING id",
+            [run.session, run.step, run.epoch, json.dumps({"run_id": run.run_id, **doc})],
         ).fetchone()
         return call_id
+
+    def _patch_call(self, call_id: int, patch: dict[str, Any]) -> None:
+        # A JSON merge patch: keys set to None are removed, nested objects (meta) are merged.
+        self.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ?",
+                         [json.dumps(patch), call_id])
 
     def start_call(
         self, run: StepRun, *, seq: int, fingerprint: str, ordinal: int, kind: str, name: str,
         request: _blobs.Split, meta: dict[str, Any],
     ) -> int:
         """Journal that a call is about to run (a tool: its effect may happen before its result)."""
-        self.put(request)
-        (call_id,) = self.con.execute(
-            "INSERT INTO call_records (id, session, step, epoch, run_id, seq, fingerprint, ordinal, kind, name, "
-            "status, request, meta, attempts, started_at) VALUES (nextval('call_ids'), ?, ?, ?, ?, ?, ?, ?, ?, ?, "
-            "'started', ?, ?, 0, ?) RETURNING id",
-            [run.session, run.step, run.epoch, run.run_id, seq, fingerprint, ordinal, kind, name, fingerprint,
-             json.dumps(meta), now()],
-        ).fetchone()
-        return call_id
+        self.put(request, verify=False)
+        return self._insert_call(run, {
+            "seq": seq, "fingerprint": fingerprint, "ordinal": ordinal, "kind": kind, "name": name,
+            "status": "started", "request": fingerprint, "meta": meta, "attempts": 0, "started_at": _stamp(now()),
+        })
 
     def finish_call(
         self, call_id: int, *, status: str, response: _blobs.Split | None, response_key: str | None,
@@ -470,21 +492,16 @@ class Store(History):
     ) -> None:
         """Journal the outcome of a started call: `completed` with its result, or `failed` with its error.
 
-        `meta` replaces the start's meta, so it carries everything worth keeping (merging in SQL
-        costs a statement's worth of time).
+        `meta` is merged into the start's meta.
         """
         if response is not None:
-            self.put(response)
-        ended = now()
-        self.con.execute(
-            "UPDATE call_records SET status = ?, response = ?, meta = ?, attempts = ?, ended_at = ?, "
-            "latency_ms = date_diff('microsecond', started_at, ?::TIMESTAMP) / 1000.0 WHERE id = ?",
-            [status, response_key, json.dumps(meta), attempts, ended, ended, call_id],
-        )
+            self.put(response, verify=False)
+        self._patch_call(call_id, {"status": status, "response": response_key, "meta": meta, "attempts": attempts,
+                                   "ended_at": _stamp(now())})
 
     def call(self, call_id: int) -> dict[str, Any] | None:
         row = self.con.execute(
-            "SELECT id, session, step, epoch, kind, name, status, request, response, meta FROM call_records "
+            "SELECT id, session, step, epoch, kind, name, status, request, response, meta FROM call_rows "
             "WHERE id = ?",
             [call_id],
         ).fetchone()
@@ -499,16 +516,11 @@ class Store(History):
         if (value is None) == (not retry):
             raise ValueError("settle a call with either a value or retry=True")
         if retry:
-            self.con.execute("UPDATE call_records SET status = 'abandoned', ended_at = ? WHERE id = ?",
-                             [now(), call_id])
+            self._patch_call(call_id, {"status": "abandoned", "ended_at": _stamp(now())})
             return
         key = self.put_bytes(value)
-        self.con.execute(
-            "UPDATE call_records SET status = 'completed', response = ?, ended_at = ?, "
-            "meta = json_merge_patch(coalesce(meta, '{}'), '{\"settled\": true, \"body\": \"pickle\"}')::VARCHAR "
-            "WHERE id = ?",
-            [key, now(), call_id],
-        )
+        self._patch_call(call_id, {"status": "completed", "response": key, "ended_at": _stamp(now()),
+                                   "meta": {"settled": True, "body": "pickle"}})
 
     def latest_variables(self, session: str) -> dict[str, tuple[str, bytes]]:
         """The variables as of the session's last completed step runs: {name: (step, pickle)}.
@@ -535,7 +547,7 @@ class Store(History):
     def approvals(self, session: str | None = None, *, pending_only: bool = False) -> list[dict[str, Any]]:
         """Approval calls (pending ones have status `started`), newest last."""
         rows = self.con.execute(
-            "SELECT id, session, step, status, meta, response, started_at, ended_at FROM call_records "
+            "SELECT id, session, step, status, meta, response, started_at, ended_at FROM call_rows "
             "WHERE kind = 'approval' AND status IN ('started', 'completed') "
             "AND (? IS NULL OR session = ?) AND (NOT ? OR status = 'started') ORDER BY id",
             [session, session, pending_only],
@@ -553,17 +565,14 @@ class Store(History):
     def decide(self, call_id: int, decision: dict[str, Any]) -> bool:
         """Record the decision of a pending approval; False if it was decided already (first one wins)."""
         with self.transaction():
-            (status,) = self.con.execute("SELECT status FROM call_records WHERE id = ?", [call_id]).fetchone()
+            (status,) = self.con.execute("SELECT status FROM call_rows WHERE id = ?", [call_id]).fetchone()
             if status != "started":
                 return False
             key = self.put_bytes(_blobs.canonical_json(decision))
             # The gist of the decision also goes into meta, where the `approvals` view can read it.
             gist = {k: decision.get(k) for k in ("approved", "by", "comment", "timed_out")}
-            self.con.execute(
-                "UPDATE call_records SET status = 'completed', response = ?, ended_at = ?, attempts = 1, "
-                "meta = json_merge_patch(meta, ?)::VARCHAR WHERE id = ?",
-                [key, now(), json.dumps({"body": "decision", "decision": gist}), call_id],
-            )
+            self._patch_call(call_id, {"status": "completed", "response": key, "ended_at": _stamp(now()),
+                                       "attempts": 1, "meta": {"body": "decision", "decision": gist}})
         return True
 
     @contextmanager

@@ -23,6 +23,7 @@ from .errors import (  # noqa: E402
     ToolTimeoutError,
 )
 from .runtime import Session, current_session, session, settle, step  # noqa: E402
+from .script import run_async, script_session  # noqa: E402
 from .tools import Tool, arun_tool_calls, run_tool_calls, tool  # noqa: E402
 from .values import now, random, uuid  # noqa: E402
 
@@ -45,7 +46,9 @@ __all__ = [
     "load_ipython_extension",
     "now",
     "random",
+    "run_async",
     "run_tool_calls",
+    "script_session",
     "session",
     "settle",
     "step",

@@ -8,6 +8,11 @@ CLI can write to it. Using a pending approval without `await` (reading `.approve
 decision:`) suspends the step: it stops with `StepSuspended`, and its next run goes on from
 the decision. Where nobody can click (`durable run`, nbclient; DURABLE_HEADLESS=1) an
 undecided approval suspends at once. The decision is journaled before anything acts on it.
+
+A plain Python process (an exported script) has no widget. Run from a terminal, it asks there
+and journals the answer; a decision made meanwhile with `durable approve` counts as well. With
+no terminal (cron, CI, a service) it suspends at once: a scheduled job should end and say what
+it waits for rather than sit on a decision that may take days; its next run goes on from it.
 """
 
 from __future__ import annotations
@@ -16,13 +21,17 @@ import asyncio
 import getpass
 import json
 import re
+import select
+import shlex
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from journal import Journal, Split, digest, split_document
+from journal import Journal, Split, default_path, digest, split_document
 
 from .errors import StepError
 from .runtime import ActiveStep, active_step, env_flag
@@ -76,13 +85,13 @@ class StepSuspended(BaseException):  # noqa: N818 - it is a state, not a failure
 
     suspends_step = True  # read by Session.step, which records the run as suspended
 
-    def __init__(self, session: str, step: str, key: str, prompt: str) -> None:
+    def __init__(self, session: str, step: str, key: str, prompt: str, *, journal: str | None = None,
+                 script: bool = False) -> None:
         self.session, self.step, self.key, self.prompt = session, step, key, prompt
-        self.command = f"durable approve {session} {key} [--reject] [--comment TEXT]"
-        super().__init__(
-            f"step {step!r} is waiting for approval {key!r} ({prompt}). Decide in the approval widget, "
-            f"or run: {self.command}; then run the step again."
-        )
+        self.command = decide_command(session, key, journal)
+        how = "Decide with" if script else "Decide in the approval widget, or run"
+        then = "then run the script again" if script else "then run the step again"
+        super().__init__(f"step {step!r} is waiting for approval {key!r} ({prompt}). {how}: {self.command}; {then}.")
 
     def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
         return [f"\u23f8 {self}"]
@@ -126,7 +135,7 @@ class PendingApproval:
         return self._wait().__await__()
 
     async def _wait(self) -> Decision:
-        if _headless():
+        if _headless() or not _in_kernel():
             self._suspend()
         last_poll = 0.0
         with self.active.store.released():
@@ -143,7 +152,8 @@ class PendingApproval:
                 await asyncio.sleep(0.1)  # a click is handled while this coroutine sleeps
 
     def _suspend(self) -> None:
-        raise StepSuspended(self.active.session.name, self.active.name, self.key, self.prompt)
+        raise StepSuspended(self.active.session.name, self.active.name, self.key, self.prompt,
+                            journal=journal_option(self.journal), script=not _in_kernel())
 
     def __getattr__(self, name: str) -> Any:
         if name in {"approved", "rejected", "by", "at", "comment", "data", "timed_out"}:
@@ -194,6 +204,8 @@ def approve(prompt: str, *, key: str | None = None, details: Any = None,
     decided = _decision_of(active.store, call_id)  # decided elsewhere since the step began?
     if decided is None:
         decided = pending.expire()
+    if decided is None and _at_terminal():
+        decided = _ask_at_terminal(pending)
     return decided if decided is not None else pending
 
 
@@ -219,6 +231,81 @@ def _jsonable(value: Any) -> Any:
 
 def _headless() -> bool:
     return env_flag("DURABLE_HEADLESS")
+
+
+def _in_kernel() -> bool:
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def _at_terminal() -> bool:
+    """A plain process that a person runs in a terminal, so the question can be asked there."""
+    streams = (sys.stdin, sys.stdout)  # None in some services
+    return not _headless() and not _in_kernel() and all(s is not None and s.isatty() for s in streams)
+
+
+def _ask_at_terminal(pending: PendingApproval) -> Decision | None:
+    """Ask on the terminal; None if stdin closes unanswered (the step then suspends).
+
+    The journal is released while the question waits, so `durable approve` from another
+    terminal can decide instead; the first decision recorded wins.
+    """
+    active = pending.active
+    lines = [f"\u23f8 step {active.name!r} of session {active.session.name!r} asks: {pending.prompt}"]
+    if pending.details is not None:
+        lines.append(textwrap.indent(json.dumps(pending.details, indent=2, ensure_ascii=False), "    "))
+    if pending.deadline is not None:
+        lines.append(f"  (rejected automatically at {pending.deadline:%Y-%m-%d %H:%M:%S} UTC)")
+    elsewhere = decide_command(active.session.name, pending.key, journal_option(pending.journal))
+    lines.append(f"  (or from another terminal: {elsewhere})")
+    print("\n".join(lines), flush=True)
+    last_poll = 0.0
+    asked = False
+    with active.store.released():
+        while True:
+            if not asked:
+                print("approve? [y/n] ", end="", flush=True)
+                asked = True
+            if time.monotonic() - last_poll >= POLL_SECONDS:
+                last_poll = time.monotonic()
+                decision = pending.recorded()
+                if decision is None:  # not `or`: a rejection is a falsy Decision
+                    decision = pending.expire()
+                if decision is not None:
+                    print(f"\n{_describe(decision)}", flush=True)
+                    return decision
+            if not select.select([sys.stdin], [], [], 0.2)[0]:
+                continue
+            answer = sys.stdin.readline()
+            if not answer:
+                return None
+            approved = {"y": True, "yes": True, "n": False, "no": False}.get(answer.strip().lower())
+            if approved is None:
+                asked = False
+                continue
+            print("comment (optional, Enter to skip): ", end="", flush=True)
+            comment = sys.stdin.readline().strip()
+            decision = pending.decide(approved, comment=comment or None, by=f"{_who()} (tty)")
+            print(_describe(decision), flush=True)
+            return decision
+
+
+def _describe(decision: Decision) -> str:
+    verdict = "approved" if decision.approved else "rejected"
+    return f"{verdict} by {decision.by}" + (f": {decision.comment}" if decision.comment else "")
+
+
+def decide_command(session: str, key: str, journal: str | None = None) -> str:
+    """The `durable approve` command line that decides an approval."""
+    option = f" --journal {shlex.quote(journal)}" if journal else ""
+    return f"durable approve {shlex.quote(session)} {shlex.quote(key)}{option} [--reject] [--comment TEXT]"
+
+
+def journal_option(journal: Journal) -> str | None:
+    # The CLI finds the default journal by itself; any other needs naming, absolute so it works anywhere.
+    path = journal.path.resolve()
+    return None if path == default_path().resolve() else str(path)
 
 
 # The approval widget lives in the `widgets` package, which depends on this one; it registers

@@ -49,6 +49,15 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("session")
     show.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
     show.add_argument("--json", action="store_true", help="JSON for machines")
+    settle = commands.add_parser("settle", help="decide an in-doubt tool call (see its InDoubtError)",
+                                 description="--value JSON: it took effect and returned JSON; "
+                                 "--retry: it did not, run it again.")
+    settle.add_argument("session")
+    settle.add_argument("call_id", type=int)
+    outcome = settle.add_mutually_exclusive_group(required=True)
+    outcome.add_argument("--value", help="the call's result, as JSON (a string needs quotes: '\"done\"')")
+    outcome.add_argument("--retry", action="store_true", help="let the call run again on the next run")
+    settle.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
     export = commands.add_parser("export", help="write a session as a standalone Python script",
                                  description="The script runs with plain `python` and is durable the same way: "
                                  "pointed at a journal it resumes from it.")
@@ -108,6 +117,22 @@ def _journal_command(args: argparse.Namespace) -> int:
             if args.command == "ls":
                 return list_sessions(journal, args.json)
             return show_session(journal, args.session, args.json)
+        if args.command == "settle":
+            import json
+
+            from .runtime import session, settle
+
+            session(args.session, journal)
+            if args.retry:
+                print(settle(args.call_id, retry=True))
+            else:
+                try:
+                    value = json.loads(args.value)
+                except ValueError:
+                    raise StepError(f"--value takes JSON (a string needs quotes: '\"done\"'); "
+                                    f"got {args.value!r}") from None
+                print(settle(args.call_id, value=value))
+            return EXIT_COMPLETED
         if args.command == "export":
             from .export import export_from_journal
 

@@ -38,13 +38,14 @@ class StrictReplayError(DurableError):
 class InDoubtError(DurableError):
     """A tool call started and never finished (its process died inside it), and it is not idempotent."""
 
-    def __init__(self, step: str, call: str, call_id: int) -> None:
+    def __init__(self, step: str, call: str, call_id: int, session: str = "SESSION") -> None:
         self.step, self.call, self.call_id = step, call, call_id
         super().__init__(
             f"step {step!r}: {call} started but never finished (the process died inside it), and the tool is "
             f"not idempotent, so it is not run again blindly. Check whether it took effect, then settle it: "
             f"`%durable settle {call_id} --value JSON` if it did (JSON is its result), "
-            f"`%durable settle {call_id} --retry` if it did not."
+            f"`%durable settle {call_id} --retry` if it did not (from a terminal: "
+            f"`durable settle {session} {call_id} --value JSON|--retry`)."
         )
 
 

@@ -1,21 +1,36 @@
-"""`durable run`: execute a notebook headless (nbclient, a real kernel) as a durable session."""
+"""`durable run`: execute a notebook headless (nbclient, a real kernel) as a durable session.
+
+Killing the runner loses nothing. jupyter_client starts the kernel as a dependent child
+(JPY_PARENT_PID), and ipykernel's parent poller makes such a kernel exit within about a
+second of losing its parent, so the session it held is free again well before the next
+run's kernel is up (that takes a few seconds). What the kernel had journaled stays; the
+next run replays it and sends only the call that was in flight.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any, TextIO
 
-from journal import default_path
+from journal import Journal, JournalError, Store, default_path, now
 
+from .approvals import decide_command, journal_option
 from .cli_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_SUSPENDED, EXIT_USAGE
 from .outputs import step_summaries
+
+_SKIP_TAG = "skip-execution"  # nbclient does not run cells tagged so (its skip_cells_with_tag default)
 
 
 def run(path: Path, *, session: str | None, journal: Path | None, output: Path | None, timeout: float,
         strict: bool = False) -> int:
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, DeadKernelError
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     if not path.is_file():
         print(f"durable run: no notebook at {path}")
@@ -28,25 +43,204 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
         env["DURABLE_SESSION"] = session
     if strict:
         env["DURABLE_STRICT"] = "1"
+    progress = Progress(nb, sys.stderr)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.resolve().parent)}})
-    code, message = EXIT_COMPLETED, "completed"
+                            resources={"metadata": {"path": str(path.resolve().parent)}},
+                            on_cell_execute=progress.cell_started, on_cell_executed=progress.cell_finished)
+    since = now()
+    code, status, detail = EXIT_COMPLETED, "completed", None
     try:
         client.execute(cwd=str(path.resolve().parent), env=env)
     except CellExecutionError as exc:
         if exc.ename == "StepSuspended":
-            code, message = EXIT_SUSPENDED, f"suspended: {exc.evalue}"
+            code, status = EXIT_SUSPENDED, "suspended (waiting for a decision)"
         elif exc.ename == "StrictReplayError":
-            code, message = EXIT_FAILED, f"failed (strict): {exc.evalue}"
+            code, status, detail = EXIT_FAILED, "failed (strict)", exc.evalue
         else:
-            code, message = EXIT_FAILED, f"failed: {exc.ename}: {exc.evalue}"
-    except DeadKernelError as exc:
-        code, message = EXIT_FAILED, f"failed: the kernel died ({exc})"
+            code, status, detail = EXIT_FAILED, "failed", f"{progress.where()}: {exc.ename}: {exc.evalue}"
+    except CellTimeoutError:
+        code, status, detail = EXIT_FAILED, "failed", f"{progress.where()} ran longer than --timeout {timeout:g} s"
+    except DeadKernelError:
+        code, status, detail = EXIT_FAILED, "failed", f"the kernel died at {progress.where()}"
     finally:
+        progress.close()
         if output is not None:
-            nbformat.write(nb, output)
-    marks = step_summaries(nb)
-    replayed, live = sum(m["replayed"] for m in marks), sum(m["live"] for m in marks)
-    print(f"durable run {path.name}: {message}")
-    print(f"  steps finished: {len(marks)}; calls replayed: {replayed}, live: {live}; journal: {journal_path}")
+            _write_atomically(nb, output)
+    print(f"durable run {path.name}: {status} after {progress.elapsed():.1f} s")
+    for line in ([detail] if detail else []) + _summary(journal_path, since, step_summaries(nb)):
+        print(f"  {line}")
+    print(f"  journal: {journal_path}")
     return code
+
+
+class Progress:
+    """Where a run is, on stderr: a bar redrawn in place on a terminal, one line per cell in a log.
+
+    Its methods are nbclient's `on_cell_execute` and `on_cell_executed` hooks.
+    """
+
+    def __init__(self, notebook: Any, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.total = sum(1 for c in notebook.cells if c.cell_type == "code" and c.source.strip()
+                         and _SKIP_TAG not in c.metadata.get("tags", []))
+        self.done = 0
+        self.started = time.monotonic()
+        self.last: tuple[int, str] | None = None  # position and label of the latest cell started
+        self._cell_started = 0.0
+        self._running = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        try:
+            "\u2588\u2591".encode(getattr(stream, "encoding", None) or "ascii")
+            self._full, self._empty = "\u2588", "\u2591"
+        except (UnicodeEncodeError, LookupError):
+            self._full, self._empty = "#", "-"
+
+    def cell_started(self, cell: Any, cell_index: int, **_: Any) -> None:
+        with self._lock:
+            self.last = (self.done + 1, _cell_label(cell.source))
+            self._cell_started, self._running = time.monotonic(), True
+            if self.tty:
+                self._draw()
+        if self.tty and self._ticker is None:
+            # A long model call would otherwise freeze the line; the clock shows the run is alive.
+            self._ticker = threading.Thread(target=self._tick, name="durable-progress", daemon=True)
+            self._ticker.start()
+
+    def cell_finished(self, cell: Any, cell_index: int, execute_reply: dict[str, Any], **_: Any) -> None:
+        content = execute_reply.get("content", {})
+        if content.get("status", "ok") == "ok":
+            outcome = "ok"
+        elif content.get("ename") == "StepSuspended":
+            outcome = "suspended"
+        else:
+            outcome = f"failed ({content.get('ename', 'error')})"
+        with self._lock:
+            self.done += 1
+            self._running = False
+            if self.tty:
+                self._draw()
+            else:
+                self._line(outcome)
+
+    def close(self) -> None:
+        """End the display; a cell still running (its kernel died, the run timed out) is reported as stopped."""
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            if self._running and not self.tty:
+                self._line("stopped")
+            if self.tty and self.last is not None:
+                self.stream.write("\n")
+                self.stream.flush()
+            self._running = False
+
+    def where(self) -> str:
+        """The cell the run was in, for error messages."""
+        if self.last is None:
+            return "start-up"
+        position, label = self.last
+        return f"cell {position}/{self.total} ({label})"
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.5):
+            with self._lock:
+                if self._running:
+                    self._draw()
+
+    def _draw(self) -> None:
+        position, label = self.last or (0, "")
+        width = 20
+        filled = width * self.done // max(self.total, 1)
+        bar = self._full * filled + self._empty * (width - filled)
+        seconds = time.monotonic() - self._cell_started if self._running else self.elapsed()
+        # \x1b[K clears what a longer previous label left at the end of the line.
+        self.stream.write(f"\r{bar} {position}/{self.total}  {label}  {seconds:.1f} s\x1b[K")
+        self.stream.flush()
+
+    def _line(self, outcome: str) -> None:
+        position, label = self.last or (0, "")
+        seconds = time.monotonic() - self._cell_started
+        self.stream.write(f"[{position}/{self.total}] {label}: {outcome} in {seconds:.1f} s "
+                          f"({self.elapsed():.1f} s in all)\n")
+        self.stream.flush()
+
+
+def _cell_label(source: str) -> str:
+    """How a cell is named in the progress display: `step NAME` for a durable cell, else its first line."""
+    first = source.strip().split("\n", 1)[0].strip()
+    if first == "%%durable" or first.startswith("%%durable "):
+        # The step's name is the magic's one positional argument; options start with "-".
+        name = next((word for word in first.split()[1:] if not word.startswith("-")), None)
+        return f"step {name}" if name else "step (unnamed)"
+    return first if len(first) <= 40 else first[:39] + "\u2026"
+
+
+def _summary(journal_path: Path, since: datetime, marks: list[dict[str, Any]]) -> list[str]:
+    """What the run did, from the journal: steps, calls, tokens and pending approvals, per session."""
+    if not journal_path.is_file():
+        return ["no durable step ran"]
+    try:
+        # Waits (Journal's retry) while the kernel that just shut down still writes its release.
+        with Journal(journal_path).open() as store:
+            names = [s["session"] for s in store.sessions_overview()
+                     if s["last_activity"] is not None and s["last_activity"] >= since]
+            lines: list[str] = []
+            for name in names:
+                holder = store.session_holder(name)
+                if holder is not None and holder.is_alive():
+                    continue  # another process drives it right now: its activity is not this run's
+                lines += _session_summary(store, name, since, marks)
+    except JournalError as exc:
+        return [f"no summary: {exc}"]
+    return lines or ["no durable step ran"]
+
+
+def _session_summary(store: Store, name: str, since: datetime, marks: list[dict[str, Any]]) -> list[str]:
+    steps = [s for s in store.steps_of(name) if s["updated_at"] is not None and s["updated_at"] >= since]
+    by_status: dict[str, list[str]] = {}
+    for step in steps:
+        by_status.setdefault(step["status"], []).append(step["name"])
+    completed = by_status.pop("completed", [])
+    # A step's replayed calls leave no row, so they are counted from the marks the finished steps showed.
+    mine = [m for m in marks if m["step"] in completed]
+    whole = sum(1 for m in mine if m["live"] == 0 and m["replayed"] > 0)
+    text = f"session {name}: {_count(len(completed), 'step')} completed"
+    if whole:
+        text += f", {whole} of them replayed entirely"
+    for status, names in by_status.items():
+        # A step still 'running' after its run ended was cut off: its kernel died inside it.
+        shown = "interrupted" if status == "running" else status
+        text += f"; {len(names)} {shown} ({', '.join(names)})"
+    calls = [c for step_calls in store.session_calls(name).values() for c in step_calls]
+    live = [c for c in calls if c["started_at"] is not None and c["started_at"] >= since]
+    lines = [text, f"calls: {sum(m['replayed'] for m in mine)} replayed, {len(live)} live; "
+                   f"tokens: {_tokens(live):,} spent in this run, {_tokens(calls):,} in the session"]
+    journal = journal_option(store.journal)
+    for approval in store.approvals(name, pending_only=True):
+        lines.append(f"pending approval {approval['key']} (step {approval['step']}): {approval['prompt']}")
+        lines.append(f"  decide: {decide_command(name, approval['key'], journal)}; then run again")
+    return lines
+
+
+def _tokens(calls: list[dict[str, Any]]) -> int:
+    return sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in calls)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _write_atomically(nb: Any, output: Path) -> None:
+    # A runner killed while writing must not leave half a notebook where a whole one was.
+    import nbformat
+
+    partial = output.with_name(f".{output.name}.partial")
+    nbformat.write(nb, partial)
+    os.replace(partial, output)

@@ -223,7 +223,9 @@ class DurableMagics(Magics):
 
         if not text.strip():
             raise UsageError("usage: %durable sql QUERY  (views: sessions, steps, calls, approvals)")
-        return run_query(current_session().journal, text)
+        current = current_session()
+        current.close_journal()  # a process cannot hold the file read-write and read-only at once
+        return run_query(current.journal, text)
 
     def _fork(self, rest: list[str], _text: str) -> None:
         upto = None

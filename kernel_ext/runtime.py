@@ -24,6 +24,7 @@ from typing import Any
 
 from journal import Holder, Journal, RecordedCall, Split, StepRun, Store, digest
 
+from .cli_codes import EXIT_SUSPENDED
 from .errors import InDoubtError, StepError, StrictReplayError
 
 _active: contextvars.ContextVar[ActiveStep | None] = contextvars.ContextVar("durable_step", default=None)
@@ -107,7 +108,7 @@ class ActiveStep:
                 if recorded is not None and recorded.status == "started" and kind != "llm":
                     if not idempotent:
                         raise InDoubtError(self.name, f"call {self._seq} ({describe}, journal call {recorded.id}, "
-                                           f"idempotency key {key})", recorded.id)
+                                           f"idempotency key {key})", recorded.id, self.session.name)
                     resume = recorded
                 if self.strict:
                     raise StrictReplayError(self.name, f"call {self._seq} ({describe})",
@@ -135,9 +136,9 @@ class ActiveStep:
     def record(self, claim: Claim, **row: Any) -> None:
         """Journal a live call's result before the program sees it."""
         with self._lock:
+            row.setdefault("attempts", claim.attempts)
             self.store.record_call(
-                self.run, seq=claim.seq, fingerprint=claim.fingerprint, ordinal=claim.ordinal,
-                attempts=claim.attempts, **row,
+                self.run, seq=claim.seq, fingerprint=claim.fingerprint, ordinal=claim.ordinal, **row,
             )
             self.tokens += sum(n or 0 for n in row.get("usage", ()))
         self._notify("recorded")
@@ -160,9 +161,12 @@ class ActiveStep:
             return f"the recording of this step has no call at position {self._seq}"
         if recorded.request is None or request is None:
             return "its request differs from the recorded one"
-        return "request differs from the recording at " + first_difference(
-            self.store.get_json(recorded.request), request
-        )
+        before = self.store.get_json(recorded.request)
+        if before == request:
+            # The same request, recorded without a result: the recording stopped while it waited.
+            waiting = "undecided" if recorded.kind == "approval" else "in flight"
+            return f"the recording has this request but no result (it was still {waiting})"
+        return "request differs from the recording at " + first_difference(before, request)
 
 
 def first_difference(recorded: Any, current: Any, path: str = "") -> str:
@@ -201,7 +205,11 @@ class Session:
         self.holder = Holder.current(f"{_process_label()} for {notebook or name!r}")
         self._claimed = False
         self._cells: list[tuple[str, str | None, str]] = []  # ran here, not yet in the journal
-        self._cells_seen: set[tuple[str, str | None, str]] = set()
+        self._store: Store | None = None  # kept open for a moment after a step (see _open_journal)
+        self._closer: threading.Timer | None = None
+        self._journal_lock = threading.Lock()
+        self._cells_seen: dict[tuple[str, str | None, str], None] = {}  # in the order they first ran
+        self.exits_when_suspended = False  # an exported script: a suspended step ends it with exit code 3
 
     def __repr__(self) -> str:
         return f"Session({self.name!r}, journal={str(self.journal.path)!r})"
@@ -213,9 +221,10 @@ class Session:
         __tracebackhide__ = True
         if _active.get() is not None:
             raise StepError(f"step {name!r} cannot start inside step {_active.get().name!r}: steps do not nest")
-        with self.journal.open() as store:
-            store.claim_session(self.name, self.holder, self.notebook)
-            self._claimed = True
+        with self._open_journal() as store:
+            if not self._claimed:  # while this process lives, no other can take the session over
+                store.claim_session(self.name, self.holder, self.notebook)
+                self._claimed = True
             run = store.begin_step(self.name, name, source, rerun=rerun)
             self._flush_cells(store)
             # DURABLE_STRICT=1 (set by `durable run --strict`) makes every step a strict replay: CI mode.
@@ -237,6 +246,42 @@ class Session:
                                outputs=active.outputs, error=error,
                                variables=active.variables if status == "completed" else None)
 
+    @contextmanager
+    def _open_journal(self) -> Iterator[Store]:
+        """The journal for one step, left open for LINGER seconds after it.
+
+        Opening a DuckDB file costs more than replaying a whole step, so steps that follow
+        each other closely (Run All, a script's loop) share one connection; a moment later the
+        file is closed, so the CLI and other kernels can use it between cells.
+        """
+        with self._journal_lock:
+            if self._closer is not None:
+                self._closer.cancel()
+                self._closer = None
+            if self._store is None:
+                self._store = self.journal.connect()
+            store = self._store
+        try:
+            yield store
+        except BaseException:
+            self.close_journal()  # after a failure, start the next step from a fresh connection
+            raise
+        with self._journal_lock:
+            self._closer = threading.Timer(LINGER, self.close_journal)
+            self._closer.daemon = True
+            self._closer.start()
+
+    def close_journal(self) -> None:
+        """Close the connection kept open between steps (at once: another user is waiting for the file)."""
+        with self._journal_lock:
+            if self._closer is not None:
+                self._closer.cancel()
+                self._closer = None
+            store, self._store = self._store, None
+        if store is not None:
+            with contextlib.suppress(Exception):  # a process at exit must not fail on a busy file
+                store.close()
+
     def note_cell(self, kind: str, step: str | None, source: str) -> None:
         """Remember a notebook cell this kernel ran (`setup` or `step`), for exporting the session.
 
@@ -244,7 +289,7 @@ class Session:
         """
         cell = (kind, step, source)
         if cell not in self._cells_seen:
-            self._cells_seen.add(cell)
+            self._cells_seen[cell] = None
             self._cells.append(cell)
 
     def flush_cells(self) -> None:
@@ -260,6 +305,7 @@ class Session:
 
     def release(self) -> None:
         """Let another process drive this session (done at exit; a killed process is detected)."""
+        self.close_journal()
         if not self._claimed:
             return
         with self.journal.open() as store:
@@ -272,6 +318,7 @@ def _process_label() -> str:
 
 
 _current: Session | None = None
+LINGER = 1.0  # seconds a step's journal connection stays open for the next step
 
 
 def session(name: str, journal: Journal | str | os.PathLike[str] | None = None) -> Session:
@@ -281,9 +328,16 @@ def session(name: str, journal: Journal | str | os.PathLike[str] | None = None) 
         journal is None or Path(str(getattr(journal, "path", journal))) == _current.journal.path
     ):
         return _current
-    if _current is not None:
-        _release_quietly(_current)
+    previous = _current
+    if previous is not None:
+        _release_quietly(previous)
     _current = Session(name, journal, notebook=_notebook_path())
+    if previous is not None:
+        # The kernel's namespace still holds what the cells before the switch defined (imports,
+        # clients, tools), so an export of the new session needs them as its setup too.
+        for kind, step_name, source in previous._cells_seen:
+            if kind == "setup":
+                _current.note_cell(kind, step_name, source)
     return _current
 
 
@@ -301,8 +355,16 @@ def current_session() -> Session:
 def step(name: str, *, strict: bool = False, rerun: bool = False) -> Iterator[ActiveStep]:
     """`with step(NAME):` — a durable step of the current session (the script form of `%%durable`)."""
     __tracebackhide__ = True
-    with current_session().step(name, strict=strict, rerun=rerun) as active:
-        yield active
+    current = current_session()
+    try:
+        with current.step(name, strict=strict, rerun=rerun) as active:
+            yield active
+    except BaseException as exc:
+        if not (current.exits_when_suspended and getattr(exc, "suspends_step", False)):
+            raise
+        # Waiting for a person is not a failure: a scheduler sees exit code 3, a person the way on.
+        print(f"\u23f8 {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_SUSPENDED) from None
 
 
 _UNSET: Any = object()
@@ -350,6 +412,9 @@ def _release_quietly(current: Session) -> None:
 @atexit.register
 def _release_at_exit() -> None:
     if _current is not None:
+        # Cells run after the last step are still in memory; `durable export` reads them from the journal.
+        with contextlib.suppress(Exception):
+            _current.flush_cells()
         _release_quietly(_current)
 
 

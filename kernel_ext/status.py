@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
+from .approvals import decide_command, journal_option
 from .outputs import DURABLE_METADATA
 from .runtime import ActiveStep, Session
 
@@ -67,7 +68,8 @@ def render_approvals(session: Session) -> str:
     for a in approvals:
         decision = a["decision"]
         if decision is None:
-            state = f"PENDING since {a['requested_at']:%Y-%m-%d %H:%M} UTC: durable approve {session.name} {a['key']}"
+            state = (f"PENDING since {a['requested_at']:%Y-%m-%d %H:%M} UTC: "
+                     f"{decide_command(session.name, a['key'], journal_option(session.journal))}")
         else:
             verdict = "approved" if decision["approved"] else "rejected"
             comment = f" ({decision['comment']})" if decision.get("comment") else ""

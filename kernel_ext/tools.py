@@ -27,6 +27,7 @@ from typing import Any
 import cloudpickle
 
 from journal import Split, split_document
+from journal._time import now
 
 from .errors import RecordedToolError, ToolRejected, ToolTimeoutError
 from .runtime import ActiveStep, Claim, active_step
@@ -159,12 +160,30 @@ class _ToolCall:
     def _again(self, exc: Exception, attempt: int) -> bool:
         return attempt <= self.tool.retries and isinstance(exc, self.tool.retry_on)
 
-    def _start(self) -> int:
+    def _start(self) -> int | None:
+        """Journal the start of a tool that is not idempotent; None for one that is.
+
+        Only a start row tells, after a crash, that a call may have taken effect. An idempotent
+        tool simply runs again with the same key, so it is journaled once, with its outcome.
+        """
         self.meta = {"idempotent": self.tool.idempotent, "idempotency_key": self.claim.idempotency_key}
+        self.started = now()
+        if self.tool.idempotent and self.claim.resume is None:
+            return None
         return self.active.start(self.claim, kind="tool", name=self.tool.name, request=self.request,
                                  meta=self.meta)
 
-    def _complete(self, call_id: int, result: Any, attempts: int) -> Any:
+    def _outcome(self, call_id: int | None, status: str, response: Split | None, key: str | None,
+                 meta: dict[str, Any], attempts: int) -> None:
+        if call_id is None:
+            self.active.record(self.claim, kind="tool", name=self.tool.name, request=self.request,
+                               response=response, response_key=key, meta=meta, started_at=self.started,
+                               status=status, attempts=attempts)
+        else:
+            self.active.finish(call_id, status=status, response=response, response_key=key, meta=meta,
+                               attempts=attempts)
+
+    def _complete(self, call_id: int | None, result: Any, attempts: int) -> Any:
         try:
             data = cloudpickle.dumps(result)
         except Exception as exc:
@@ -173,11 +192,10 @@ class _ToolCall:
             self._fail(call_id, error, attempts)
             raise error from exc
         response = Split()
-        self.active.finish(call_id, status="completed", response=response, response_key=response.add(data),
-                           meta={**self.meta, "body": "pickle"}, attempts=attempts)
+        self._outcome(call_id, "completed", response, response.add(data), {**self.meta, "body": "pickle"}, attempts)
         return result
 
-    def _fail(self, call_id: int, exc: BaseException, attempts: int) -> None:
+    def _fail(self, call_id: int | None, exc: BaseException, attempts: int) -> None:
         kind = type(exc)
         meta = {**self.meta, "body": "pickle",
                 "error": {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(exc)}}
@@ -186,8 +204,7 @@ class _ToolCall:
             key = response.add(cloudpickle.dumps(exc))
         except Exception:  # noqa: BLE001 - the type and message are journaled anyway
             response = None
-        self.active.finish(call_id, status="failed", response=response, response_key=key, meta=meta,
-                           attempts=attempts)
+        self._outcome(call_id, "failed", response, key, meta, attempts)
 
     def _replay(self) -> Any:
         recorded = self.claim.recorded  # loaded with its response blob (None for an unpicklable error)

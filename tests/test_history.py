@@ -127,7 +127,7 @@ def test_fork_replays_the_shared_prefix_diverges_after_it_and_leaves_the_origina
         kernel.ok(_step(name, prompt))
     assert model_server.stats()["requests"] == 3
     with Journal(tmp_path / "journal.duckdb").open() as store:
-        original = store.con.execute("SELECT id, step, status, fingerprint FROM call_records "
+        original = store.con.execute("SELECT id, step, status, fingerprint FROM call_rows "
                                      "WHERE session = 'trip' ORDER BY id").fetchall()
 
     out = kernel.ok("%durable fork alt --from b")
@@ -139,7 +139,7 @@ def test_fork_replays_the_shared_prefix_diverges_after_it_and_leaves_the_origina
     assert model_server.stats()["requests"] == 4  # after the fork point the new session goes its own way
 
     with Journal(tmp_path / "journal.duckdb").open() as store:
-        assert store.con.execute("SELECT id, step, status, fingerprint FROM call_records "
+        assert store.con.execute("SELECT id, step, status, fingerprint FROM call_rows "
                                  "WHERE session = 'trip' ORDER BY id").fetchall() == original
         steps = store.con.execute("SELECT session, name, calls FROM steps ORDER BY session, name").fetchall()
     assert steps == [("alt", "a", 1), ("alt", "b", 1), ("alt", "c", 1),

@@ -437,6 +437,7 @@ def test_api_keys_and_auth_headers_never_reach_the_journal(tmp_path):
                                            messages=[{"role": "user", "content": "with a key in the query"}])
         requests = server.requests()
     assert len(requests) == 6 and all(r["authorized"] for r in requests)
+    kernel_ext.current_session().close_journal()  # it stays open a moment after a step, for the next one
     con = duckdb.connect(str(path), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM calls WHERE status = 'completed'").fetchone()[0] == 6
@@ -525,3 +526,28 @@ def test_a_users_own_durable_key_is_not_taken_for_a_reference():
         for node, node_data, item, item_data in links:
             blobs[node], blobs[item] = node_data, item_data
     assert join_document(key, blobs.__getitem__) == document
+
+
+def test_a_journal_of_an_earlier_schema_keeps_its_calls_through_the_migrations(tmp_path):
+    path = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute("CREATE TABLE schema_version (version INTEGER NOT NULL, description VARCHAR, "
+                "applied_at TIMESTAMP NOT NULL DEFAULT now())")
+    for version, description, statements in _schema.MIGRATIONS[:3]:  # as release 3 left it
+        for statement in statements:
+            con.execute(statement)
+        con.execute("INSERT INTO schema_version (version, description) VALUES (?, ?)", [version, description])
+    con.execute("INSERT INTO session_records VALUES ('s', NULL, now(), now(), NULL)")
+    con.execute("INSERT INTO step_records VALUES ('s', 'a', 1, 'completed', NULL, now(), now())")
+    con.execute("INSERT INTO blobs VALUES ('h1', 0, 2, 'ok'::BLOB)")
+    con.execute("""INSERT INTO call_records VALUES (7, 's', 'a', 1, 3, 1, 'fp', 0, 'llm', 'chat.completions', 'm',
+                   'completed', 'fp', 'h1', '{"status": 200}', 10, 5, 2, TIMESTAMP '2026-01-02 03:04:05',
+                   TIMESTAMP '2026-01-02 03:04:06', 1000.0)""")
+    con.close()
+    with Journal(path).open() as store:
+        (row,) = store.con.execute("SELECT id, session, step, kind, model, status, attempts, prompt_tokens, "
+                                   "completion_tokens, latency_ms, started_at FROM calls").fetchall()
+        assert row[:9] == (7, "s", "a", "llm", "m", "completed", 2, 10, 5) and row[9] == 1000.0
+        assert str(row[10]) == "2026-01-02 03:04:05"
+        assert store.call(7)["meta"] == '{"status":200}' and store.fetch("h1") == b"ok"
+        assert store.steps_of("s")[0]["tokens"] == 15

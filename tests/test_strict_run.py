@@ -33,7 +33,7 @@ def test_strict_run_replays_offline_and_fails_on_an_edited_prompt(tmp_path, kern
 
     replayed = _run(notebook, "--strict", env=kernel_env)
     assert replayed.returncode == 0, replayed.stdout
-    assert "calls replayed: 1, live: 0" in replayed.stdout
+    assert "calls: 1 replayed, 0 live" in replayed.stdout
     assert model_server.stats()["requests"] == 1
 
     edited = nbformat.read(notebook, as_version=4)

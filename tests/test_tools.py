@@ -201,3 +201,19 @@ def test_an_idempotent_tool_in_doubt_runs_again_with_the_same_key(tmp_path):
     assert done.returncode == 0, done.stderr
     keys = ledger.read_text().splitlines()
     assert len(keys) == 2 and keys[0] == keys[1]  # the provider sees one key twice and can deduplicate
+
+
+def test_an_in_doubt_call_of_a_script_is_settled_from_the_terminal(tmp_path):
+    journal, ledger = tmp_path / "j.duckdb", tmp_path / "ledger"
+    _run(journal, "once", ledger, "die")
+    stopped = _run(journal, "once", ledger, "live")
+    assert "durable settle tools " in stopped.stderr
+    call_id = stopped.stderr.split("durable settle tools ")[1].split()[0]
+    settle_cli = [sys.executable, "-m", "kernel_ext.cli", "settle", "tools", call_id, "--journal", str(journal)]
+    bad = subprocess.run([*settle_cli, "--value", "sent"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "--value takes JSON" in bad.stderr
+    done = subprocess.run([*settle_cli, "--value", '"sent to ana"'], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "settled as done" in done.stdout, done.stderr
+    again = _run(journal, "once", ledger, "live")
+    assert again.returncode == 0 and again.stdout.strip() == "sent to ana"
+    assert len(ledger.read_text().splitlines()) == 1
