@@ -337,11 +337,15 @@ class Store(History):
 
     def begin_step(self, session: str, step: str, source: str | None, *, rerun: bool = False) -> StepRun:
         """Open a run of `step` and load its recorded calls for replay."""
+        # Replaying a whole session runs this once per step, so it spends as few statements as it can.
+        source_split = _blobs.Split()
+        source_key = source_split.add(source.encode()) if source is not None else None
         with self.transaction():
-            source_key = self.put_bytes(source.encode()) if source is not None else None
             row = self.con.execute(
-                "SELECT epoch FROM step_records WHERE session = ? AND name = ?", [session, step]
+                "SELECT epoch, status, source FROM step_records WHERE session = ? AND name = ?", [session, step]
             ).fetchone()
+            if source_key is not None and (row is None or row[2] != source_key):
+                self.put(source_split)
             if row is None:
                 epoch = 1
                 self.con.execute(
@@ -355,18 +359,19 @@ class Store(History):
                     "updated_at = ? WHERE session = ? AND name = ?",
                     [epoch, source_key, now(), session, step],
                 )
-            # A run still 'running' belongs to a process that died inside it: the caller holds
-            # the session, so nothing else can be running this step.
-            self.con.execute(
-                "UPDATE step_runs SET status = 'interrupted' WHERE session = ? AND step = ? AND status = 'running'",
-                [session, step],
-            )
-            (run_id,) = self.con.execute("SELECT nextval('run_ids')").fetchone()
-            self.con.execute(
+            if row is not None and row[1] == "running":
+                # A run still 'running' belongs to a process that died inside it: the caller holds
+                # the session, so nothing else can be running this step.
+                self.con.execute(
+                    "UPDATE step_runs SET status = 'interrupted' WHERE session = ? AND step = ? "
+                    "AND status = 'running'",
+                    [session, step],
+                )
+            (run_id,) = self.con.execute(
                 "INSERT INTO step_runs (id, session, step, epoch, started_at, status) "
-                "VALUES (?, ?, ?, ?, ?, 'running')",
-                [run_id, session, step, epoch, now()],
-            )
+                "VALUES (nextval('run_ids'), ?, ?, ?, ?, 'running') RETURNING id",
+                [session, step, epoch, now()],
+            ).fetchone()
         self.con.execute("UPDATE session_records SET updated_at = ? WHERE name = ?", [now(), session])
         recorded = self._recorded(session, step, epoch)
         return StepRun(session, step, epoch, run_id, recorded, self._items_of(recorded))
