@@ -15,6 +15,7 @@ A stored document keeps its shape; split-off parts are replaced by references:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -73,6 +74,17 @@ def decode(codec: int, data: bytes) -> bytes:
     if codec == RAW:
         return bytes(data)
     raise ValueError(f"unknown blob codec {codec}; this journal was written by a newer durable-kernel")
+
+
+def pack_inline(data: bytes) -> list[Any]:
+    """A blob as it is kept inside a JSON row: [codec, base64 of the encoded bytes]."""
+    codec, packed = encode(data)
+    return [codec, base64.b64encode(packed).decode()]
+
+
+def unpack_inline(entry: list[Any]) -> bytes:
+    codec, packed = entry
+    return decode(codec, base64.b64decode(packed))
 
 
 Link = tuple[str, bytes, str, bytes]  # node hash, node, item hash, item

@@ -83,14 +83,21 @@ class History:
         call = dict(zip(("id", "session", "step", "kind", "name", "model", "status", "request", "response",
                          "meta"), row, strict=True))
         call["meta"] = json.loads(call["meta"] or "{}")
-        call["request"] = _blobs.join_document(call["request"], self.fetch) if call["request"] else None
+        (inline,) = self.con.execute(
+            "SELECT (doc->'blobs')::VARCHAR FROM call_records WHERE id = ?", [call_id]).fetchone()
+        kept = json.loads(inline) if inline else {}
+
+        def fetch(key: str) -> bytes:  # the call's own small blobs first (see Store._inline)
+            return _blobs.unpack_inline(kept[key]) if key in kept else self.fetch(key)
+
+        call["request"] = _blobs.join_document(call["request"], fetch) if call["request"] else None
         body, response = call["meta"].get("body"), call["response"]
         if response is None:
             call["response"] = None
         elif body in ("json", "decision"):
-            call["response"] = _blobs.join_document(response, self.fetch)
+            call["response"] = _blobs.join_document(response, fetch)
         else:
-            call["response"] = self.fetch(response)  # raw bytes (a stream) or a pickle
+            call["response"] = fetch(response)  # raw bytes (a stream) or a pickle
         return call
 
     # -- the cells a kernel ran (for export) ---------------------------------------------------

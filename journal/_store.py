@@ -72,6 +72,9 @@ class Holder:
         return f"{self.label} (pid {self.pid} on {self.host})"
 
 
+_INLINE_LIMIT = 4096  # characters of encoded blobs a tool call keeps in its own row
+
+
 def _stamp(moment: datetime) -> str:
     return moment.isoformat(sep=" ")
 
@@ -277,8 +280,14 @@ class Store(History):
 
     def fetch(self, key: str) -> bytes:
         row = self.con.execute("SELECT codec, data FROM blobs WHERE hash = ?", [key]).fetchone()
-        if row is None:
-            raise KeyError(f"blob {key} is missing from the journal")
+        if row is None:  # a small blob of a tool call, kept in the call's row (see _inline)
+            found = self.con.execute(
+                "SELECT json_extract(doc, ?)::VARCHAR FROM call_records WHERE json_exists(doc, ?) LIMIT 1",
+                [f'$.blobs."{key}"'] * 2,
+            ).fetchone()
+            if found is None:
+                raise KeyError(f"blob {key} is missing from the journal")
+            return _blobs.unpack_inline(json.loads(found[0]))
         return _blobs.decode(row[0], row[1])
 
     def put_bytes(self, data: bytes) -> str:
@@ -408,30 +417,43 @@ class Store(History):
 
     def _recorded(self, session: str, step: str, epoch: int) -> list[RecordedCall]:
         rows = self.con.execute(
-            "SELECT c.id, c.fingerprint, c.ordinal, c.seq, c.kind, c.name, c.status, c.request, "
-            "c.response, c.meta, c.ended_at, coalesce(c.prompt_tokens, 0) + coalesce(c.completion_tokens, 0), "
-            "b.codec, b.data FROM call_rows c "
-            "LEFT JOIN blobs b ON b.hash = c.response "
-            "WHERE c.session = ? AND c.step = ? AND c.epoch = ? AND c.status <> 'abandoned' ORDER BY c.id",
+            "SELECT id, doc FROM call_records WHERE session = ? AND step = ? AND epoch = ? ORDER BY id",
             [session, step, epoch],
         ).fetchall()
-        recorded = []
-        for *head, meta, ended_at, tokens, codec, data in rows:
-            call = RecordedCall(*head, json.loads(meta) if meta else {}, ended_at, tokens)
-            if data is not None:
-                call.data = _blobs.decode(codec, data)
+        recorded, wanted = [], []
+        docs = [(call_id, json.loads(text)) for call_id, text in rows]
+        # A small result may be kept in an earlier call's row (the same value returned twice).
+        kept = {key: entry for _, doc in docs for key, entry in (doc.get("blobs") or {}).items()}
+        for call_id, doc in docs:
+            if doc["status"] == "abandoned":
+                continue
+            ended = doc.get("ended_at")
+            call = RecordedCall(call_id, doc["fingerprint"], doc["ordinal"], doc["seq"], doc["kind"], doc["name"],
+                                doc["status"], doc.get("request"), doc.get("response"), doc.get("meta") or {},
+                                datetime.fromisoformat(ended) if ended else None,
+                                (doc.get("prompt_tokens") or 0) + (doc.get("completion_tokens") or 0))
+            if call.response in kept:
+                call.data = _blobs.unpack_inline(kept[call.response])
+            elif call.response is not None:
+                wanted.append(call)
             recorded.append(call)
+        if wanted:
+            found = self._blobs_by_hash([call.response for call in wanted])
+            for call in wanted:
+                # Rarely, the value was kept in a row of another step: fetch() looks there.
+                call.data = found[call.response] if call.response in found else self.fetch(call.response)
         return recorded
+
+    def _blobs_by_hash(self, keys: list[str]) -> dict[str, bytes]:
+        rows = self.con.execute(
+            "SELECT hash, codec, data FROM blobs WHERE hash IN (SELECT unnest(?))", [sorted(set(keys))]
+        ).fetchall()
+        return {key: _blobs.decode(codec, data) for key, codec, data in rows}
 
     def _items_of(self, recorded: list[RecordedCall]) -> dict[str, bytes]:
         """The items (assistant messages) that replaying these calls will need, in one query."""
-        keys = sorted({key for call in recorded if call.data for key in _blobs.item_references(call.data)})
-        if not keys:
-            return {}
-        rows = self.con.execute(
-            "SELECT hash, codec, data FROM blobs WHERE hash IN (SELECT unnest(?))", [keys]
-        ).fetchall()
-        return {key: _blobs.decode(codec, data) for key, codec, data in rows}
+        keys = [key for call in recorded if call.data for key in _blobs.item_references(call.data)]
+        return self._blobs_by_hash(keys) if keys else {}
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -460,20 +482,56 @@ class Store(History):
         journaled call pays for. A kill between them leaves unreferenced blobs, which are
         content-addressed and harmless; the call itself counts as not journaled.
         """
-        self.put(*(split for split in (request, response) if split is not None), verify=False)
-        return self._insert_call(run, {
+        splits = [split for split in (request, response) if split is not None]
+        inline = self._inline(splits) if kind != "llm" else None
+        if inline is None:
+            self.put(*splits, verify=False)
+        return self._insert_call(run, splits, {
             "seq": seq, "fingerprint": fingerprint, "ordinal": ordinal, "kind": kind, "name": name,
             "model": model, "status": status, "request": fingerprint if request is not None else None,
             "response": response_key, "meta": meta, "prompt_tokens": usage[0], "completion_tokens": usage[1],
             "attempts": attempts, "started_at": _stamp(started_at), "ended_at": _stamp(now()),
-        })
+        }, inline)
 
-    def _insert_call(self, run: StepRun, doc: dict[str, Any]) -> int:
+    def _insert_call(self, run: StepRun, splits: list[_blobs.Split], doc: dict[str, Any],
+                     inline: dict[str, Any] | None = None) -> int:
+        if inline:
+            doc["blobs"] = inline
         (call_id,) = self.con.execute(
             "INSERT INTO call_records VALUES (nextval('call_ids'), ?, ?, ?, ?) RETURNING id",
             [run.session, run.step, run.epoch, json.dumps({"run_id": run.run_id, **doc})],
         ).fetchone()
+        self._stored_inline(splits, inline)
         return call_id
+
+    def _stored_inline(self, splits: list[_blobs.Split], inline: dict[str, Any] | None) -> None:
+        # Known only once the row that holds them is written (put() does the same for `blobs`).
+        if inline is not None:
+            for split in splits:
+                self.mark_known(split)
+            if self._unsure is not None:
+                self._unsure.update(inline)
+
+    def _inline(self, splits: list[_blobs.Split]) -> dict[str, Any] | None:
+        """The new blobs of a tool or value call, if they are small enough to ride in its row.
+
+        A statement is what a journaled call pays for, so a small tool call's arguments and result
+        go into its own row instead of a second insert into `blobs`. Conversations (chains) never
+        do: their messages must be found by hash when later requests send them again.
+        """
+        inline: dict[str, Any] = {}
+        size = 0
+        for split in splits:
+            if split.chains:
+                return None
+            for key, data in split.blobs.items():
+                if key in self._known or key in inline:
+                    continue
+                inline[key] = entry = _blobs.pack_inline(data)
+                size += len(entry[1])
+                if size > _INLINE_LIMIT:
+                    return None
+        return inline
 
     def _patch_call(self, call_id: int, patch: dict[str, Any]) -> None:
         # A JSON merge patch: keys set to None are removed, nested objects (meta) are merged.
@@ -485,11 +543,13 @@ class Store(History):
         request: _blobs.Split, meta: dict[str, Any],
     ) -> int:
         """Journal that a call is about to run (a tool: its effect may happen before its result)."""
-        self.put(request, verify=False)
-        return self._insert_call(run, {
+        inline = self._inline([request])
+        if inline is None:
+            self.put(request, verify=False)
+        return self._insert_call(run, [request], {
             "seq": seq, "fingerprint": fingerprint, "ordinal": ordinal, "kind": kind, "name": name,
             "status": "started", "request": fingerprint, "meta": meta, "attempts": 0, "started_at": _stamp(now()),
-        })
+        }, inline)
 
     def finish_call(
         self, call_id: int, *, status: str, response: _blobs.Split | None, response_key: str | None,
@@ -499,10 +559,17 @@ class Store(History):
 
         `meta` is merged into the start's meta.
         """
+        patch = {"status": status, "response": response_key, "meta": meta, "attempts": attempts,
+                 "ended_at": _stamp(now())}
+        inline = None
         if response is not None:
-            self.put(response, verify=False)
-        self._patch_call(call_id, {"status": status, "response": response_key, "meta": meta, "attempts": attempts,
-                                   "ended_at": _stamp(now())})
+            inline = self._inline([response])
+            if inline is None:
+                self.put(response, verify=False)
+            elif inline:
+                patch["blobs"] = inline
+        self._patch_call(call_id, patch)
+        self._stored_inline([response] if response is not None else [], inline)
 
     def call(self, call_id: int) -> dict[str, Any] | None:
         row = self.con.execute(

@@ -551,3 +551,38 @@ def test_a_journal_of_an_earlier_schema_keeps_its_calls_through_the_migrations(t
         assert str(row[10]) == "2026-01-02 03:04:05"
         assert store.call(7)["meta"] == '{"status":200}' and store.fetch("h1") == b"ok"
         assert store.steps_of("s")[0]["tokens"] == 15
+
+
+REPLAY_SMALL_VALUES = """
+import sys
+import kernel_ext
+from kernel_ext import step, tool
+runs = []
+
+@tool
+def lookup(city: str) -> dict:
+    runs.append(city)
+    return {"city": "same answer"}
+
+for name in ("first", "second"):
+    kernel_ext.session(name, journal=sys.argv[1])
+    with step("a"):
+        print(lookup("x"), lookup("y"))
+    with step("b"):
+        print(lookup("z"))
+print("RAN", len(runs))
+"""
+
+
+def test_small_tool_values_kept_in_call_rows_replay_in_a_fresh_process(tmp_path):
+    # The same small result, kept once in the first row that returned it, serves later calls in
+    # the same step, in another step and in another session: every replay finds it.
+    path = tmp_path / "j.duckdb"
+    first = _python(REPLAY_SMALL_VALUES, str(path))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.splitlines()[-1] == "RAN 6"
+    again = _python(REPLAY_SMALL_VALUES, str(path))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == first.stdout.splitlines()[:-1] + ["RAN 0"]
+    with Journal(path).open() as store:
+        assert _blob_rows(store) <= 4  # step sources and outputs; the tool values live in their rows
