@@ -9,9 +9,10 @@ calls stay in history under their old epoch, and a fork is a copy.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
 from . import _blobs
 from ._time import now as _now

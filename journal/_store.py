@@ -23,9 +23,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
+if TYPE_CHECKING:
+    import duckdb
 
 from . import _blobs
 from ._history import History
@@ -145,6 +146,9 @@ class Journal:
             store.close()
 
     def _connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        # Imported here: duckdb takes longer to import than the whole extension may take to load.
+        import duckdb
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.wait
         delay = 0.02
@@ -205,6 +209,8 @@ class Store(History):
             yield
             self.con.execute("COMMIT")
         except BaseException:
+            import duckdb
+
             with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
                 self.con.execute("ROLLBACK")
             self._known.difference_update(self._unsure)  # written, then rolled back: not stored

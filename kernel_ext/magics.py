@@ -322,18 +322,17 @@ def _note_earlier_cells(shell: Any) -> None:
             current_session().note_cell("setup", None, source)
 
 
-def _register_widgets() -> None:
+def _register_widgets(shell: Any) -> None:
     # The widgets package depends on kernel_ext; it plugs its views in when it is installed.
     import contextlib
     import importlib
 
-    for module in ("widgets.approval", "widgets.history"):
-        with contextlib.suppress(ImportError):  # ipywidgets is not installed
-            importlib.import_module(module).register()
+    with contextlib.suppress(ImportError):
+        importlib.import_module("widgets").register(shell)
 
 
 def load(shell: Any) -> None:
-    _register_widgets()
+    _register_widgets(shell)
     _note_earlier_cells(shell)
     shell.events.register("post_run_cell", _note_setup_cell)
     if transform_durable_cell not in shell.input_transformers_cleanup:

@@ -12,26 +12,14 @@ from typing import Any
 import ipywidgets as w
 from IPython.display import display
 
-from kernel_ext import approvals
 from kernel_ext.approvals import Decision, PendingApproval
+
+from ._cells import main_thread_cells
 
 # Keys whose values are money or quantities a reviewer must not miss.
 _STANDOUT = ("amount", "price", "total", "cost", "sum", "eur", "usd", "refund", "charge", "quantity")
 
 
-# Cells executing on the kernel's main thread (IPython's pre_execute/post_execute, counted in register()).
-_main_thread_cells = 0
-
-
-def _count_cells(delta: int) -> Callable[[], None]:
-    def count() -> None:
-        global _main_thread_cells
-        if threading.current_thread() is threading.main_thread():
-            _main_thread_cells = max(0, _main_thread_cells + delta)
-    return count
-
-
-_cell_started, _cell_finished = _count_cells(1), _count_cells(-1)
 
 
 class _AcknowledgedTextarea(w.Textarea):
@@ -46,7 +34,7 @@ class _AcknowledgedTextarea(w.Textarea):
 
     def _handle_msg(self, msg: dict[str, Any]) -> None:
         super()._handle_msg(msg)
-        if _main_thread_cells and threading.current_thread() is threading.main_thread():
+        if main_thread_cells() and threading.current_thread() is threading.main_thread():
             _acknowledge(msg)
 
 
@@ -145,15 +133,3 @@ def _pending(pending: PendingApproval) -> ApprovalView:
 
 def _decided(*, key: str, prompt: str, details: Any, decision: Decision) -> None:
     display(ApprovalView(key=key, prompt=prompt, details=details, decision=decision))
-
-
-def register() -> None:
-    with contextlib.suppress(ImportError):
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        if shell is not None and _cell_started not in shell.events.callbacks["pre_execute"]:
-            shell.events.register("pre_execute", _cell_started)
-            shell.events.register("post_execute", _cell_finished)
-    approvals.presenters.update(pending=_pending, decided_view=lambda view, d: view.show_decision(d),
-                                decided=_decided)

@@ -48,7 +48,3 @@ class HistoryView(w.VBox):
         bundle["text/html"] = history.history_html(self.history, details)
         bundle["text/plain"] = history.history_text(self.history)
         return bundle
-
-
-def register() -> None:
-    history.presenters["history"] = HistoryView
