@@ -1,39 +1,33 @@
-"""Storage benchmark: journal file size after an N-turn growing chat (design target: <= 0.2 MB at 200 turns).
+"""Workload 3: the store's size on disk after an agent's growing conversation.
 
-Method (printed again by the script):
-- A ScriptedModelServer (a deterministic local stand-in, not a model) answers every chat completion over real
-  loopback HTTP with a reply of exactly --message-chars characters (default 500).
-- In a fresh temporary directory, `kernel_ext.session("bench", journal=DIR/"j.duckdb")` gets its own journal,
-  and ONE `with kernel_ext.step("chat"):` block runs the whole conversation through the real `openai` client.
-- Turn t appends one user message of exactly --message-chars characters: English-like words drawn from a fixed
-  64-word vocabulary by random.Random(t) (realistic, compressible text, not random bytes). It then sends the
-  whole list with `client.chat.completions.create(model=..., messages=messages)` and appends the reply message
-  as the SDK returned it (`reply.choices[0].message`, as OpenAI's examples do); with --assistant-dict it appends
-  `{"role": "assistant", "content": text}` instead, which is not byte-identical to the response's message.
-- The end of the step closes the journal, which checkpoints it. Size = j.duckdb plus any leftover WAL file.
-- The same is run with 0 turns (an empty session and step: the baseline), with 200 turns, and with --turns, so
-  the per-turn increment can be checked for linearity. Also shown: unique message content (sum of message
-  lengths) and what a "store the whole history on every call" design needs (sum over turns of the JSON length
-  of the messages sent). MB = 1,000,000 bytes.
-
-Run: python bench/storage.py [--turns 200] [--message-chars 500]
+Sizes do not depend on timing, so the harness runs these children two at a time; each child serves its own
+scripted model in a thread rather than sharing the harness's.
+Child: python -m bench.storage SYSTEM DIR TURNS
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import tempfile
+import sys
 from pathlib import Path
+from typing import Any
 
-import duckdb
-import openai
+from bench.child import emit, spawn
+from bench.rows import Context, Row, Table, at_most
+from bench.systems import (
+    DBOS,
+    DURABLE,
+    LANGGRAPH,
+    MODEL,
+    dbos_init,
+    journal_path,
+    langgraph_saver,
+    store_bytes,
+    thread,
+)
 
-import kernel_ext
-from kernel_ext.scripted_model import ScriptedModelServer
-
-TARGET_TURNS, TARGET_BYTES = 200, 200_000
+CHARS = 500
 VOCAB = (
     "the", "agent", "reads", "a", "ticket", "and", "checks", "order", "status", "before", "it", "writes", "reply",
     "to", "customer", "about", "refund", "policy", "shipping", "delay", "invoice", "account", "billing", "address",
@@ -44,7 +38,61 @@ VOCAB = (
 )
 
 
-def user_text(turn: int, chars: int) -> str:
+def _linear(table: Table) -> bool:
+    short, long = table["storage_short"][DURABLE], table["storage_long"][DURABLE]
+    return short is not None and long is not None and long <= 5.5 * short
+
+
+ROWS = [
+    Row("storage_short", "3. Storage after a {short}-turn growing chat", "MB",
+        "One agent run (one durable step; one DBOS workflow; one LangGraph graph invocation) holds a "
+        "conversation: each turn appends a {chars}-character user message (English-like words, seeded), sends the "
+        "whole history to the scripted model (real loopback HTTP, replies of exactly {chars} characters) and "
+        "appends the reply. durable-kernel journals the call inside `with step(...)`; DBOS makes the model call a "
+        "`@DBOS.step()` that returns the `ChatCompletion` (DBOS stores step outputs, not step inputs); LangGraph "
+        "runs a `StateGraph(MessagesState)` whose one node does a turn and loops back to itself, checkpointed by "
+        "`SqliteSaver` after every turn (`durability=\"sync\"`). Requests are sent with the client's generic "
+        "`client.post(\"/chat/completions\", ...)`: the bytes sent and recorded are those of "
+        "`chat.completions.create`, without the SDK's per-message request validation, which alone takes minutes "
+        "at 1,000 turns. Size = every file the store left after a clean close. MB = 10^6 bytes.",
+        target="<= 0.2 MB", met=at_most("storage_short", 0.2)),
+    Row("storage_long", "3. Storage after a {long}-turn growing chat", "MB",
+        "As above with {long} turns. Storage linear in the unique content grows about 5x from {short} to {long} "
+        "turns (less, with a fixed baseline); storing the whole history at every step grows about 25x.",
+        target="linear: <= 5.5 x the {short}-turn size", met=_linear),
+]
+DETAILS = {
+    "storage_growth": ("growth per turn between the two runs", "KB"),
+    "storage_unique": ("unique message content of the long chat", "MB"),
+    "storage_whole_history": ("whole history stored on every call (sum of the JSON of each request's messages)",
+                              "MB"),
+}
+
+
+def measure(system: str, ctx: Context) -> dict[str, Any]:
+    short, long = ctx.scale.turns
+    results = {}
+    for turns in (short, long):
+        workdir = ctx.workdir / f"turns-{turns}"
+        workdir.mkdir()
+        results[turns] = spawn("storage", system, workdir, turns, cwd=workdir)
+    out = results[long]
+    metrics: dict[str, Any] = {
+        "storage_short": results[short]["bytes"] / 1e6,
+        "storage_long": out["bytes"] / 1e6,
+        "storage_growth": (out["bytes"] - results[short]["bytes"]) / (long - short) / 1e3,
+        "storage_unique": out["unique"] / 1e6,
+        "storage_whole_history": out["whole_history"] / 1e6,
+    }
+    if out.get("tables"):
+        metrics["note:storage_tables"] = (
+            f"durable-kernel journal after {long} turns, DuckDB blocks per table (pragma_storage_info; "
+            f"{out['block_size']:,}-byte blocks, {out['used_blocks']} used in all): "
+            + ", ".join(f"{name} {blocks}" for name, blocks in out["tables"].items()))
+    return metrics
+
+
+def user_text(turn: int, chars: int = CHARS) -> str:
     rng, words, size = random.Random(turn), [], 0
     while size <= chars:
         words.append(rng.choice(VOCAB))
@@ -52,84 +100,122 @@ def user_text(turn: int, chars: int) -> str:
     return " ".join(words)[:chars]
 
 
-def run(turns: int, chars: int, server: ScriptedModelServer, workdir: Path, as_dict: bool) -> dict:
-    path = workdir / f"turns{turns}" / "j.duckdb"
-    client = openai.OpenAI(base_url=server.base_url, api_key="sk-bench", max_retries=0)
-    messages: list = []
-    naive = unique = 0
-    with kernel_ext.session(f"bench-{turns}", journal=path).step("chat"):
+class Chat:
+    """The client side of the conversation, plus what it would cost to store the whole history at every call."""
+
+    def __init__(self, base_url: str) -> None:
+        import openai
+
+        self.client = openai.OpenAI(base_url=base_url, api_key="sk-bench", max_retries=0)
+        self.unique = self.whole_history = self._history_json = 0
+
+    def ask(self, messages: list[dict[str, str]]) -> Any:
+        from openai.types.chat import ChatCompletion
+
+        return self.client.post("/chat/completions", body={"model": MODEL, "messages": messages},
+                                cast_to=ChatCompletion)
+
+    def count(self, message: dict[str, str]) -> None:
+        self.unique += len(message["content"])
+        self._history_json += len(json.dumps(message)) + 2  # ", " between messages in the list
+
+    def sent(self) -> None:
+        self.whole_history += self._history_json
+
+
+def _durable(workdir: Path, turns: int, chat: Chat) -> dict[str, Any]:
+    import kernel_ext
+
+    messages: list[dict[str, str]] = []
+    with kernel_ext.session("bench-chat", journal=journal_path(workdir)).step("chat"):
         for turn in range(turns):
-            messages.append({"role": "user", "content": user_text(turn, chars)})
-            sent = [m if isinstance(m, dict) else m.model_dump(exclude_unset=True) for m in messages]
-            naive += len(json.dumps(sent))  # what storing the whole history on every call costs
-            reply = client.chat.completions.create(model="scripted-chat", messages=messages)
-            message = reply.choices[0].message
-            assert len(message.content) == chars, len(message.content)
-            messages.append({"role": "assistant", "content": message.content} if as_dict else message)
-            unique += 2 * chars
-    files = sorted(path.parent.glob("j.duckdb*"))
-    return {"turns": turns, "size": sum(f.stat().st_size for f in files), "files": [f.name for f in files],
-            "unique": unique, "naive": naive, "path": path, "requests": server.stats()["requests"]}
+            messages.append({"role": "user", "content": user_text(turn)})
+            chat.count(messages[-1])
+            chat.sent()
+            messages.append({"role": "assistant", "content": chat.ask(messages).choices[0].message.content})
+            chat.count(messages[-1])
+    kernel_ext.current_session().release()
+    return _duckdb_blocks(journal_path(workdir))
 
 
-def breakdown(path: Path) -> list[str]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        n, stored, raw = con.execute(
-            "SELECT count(*), coalesce(sum(octet_length(data)), 0), coalesce(sum(size), 0) FROM blobs").fetchone()
-        db = con.execute("SELECT block_size, total_blocks, used_blocks, free_blocks FROM pragma_database_size()"
-                         ).fetchone()
-        lines = [f"  blobs: {n} rows, {stored:,} bytes stored ({raw:,} uncompressed)",
-                 f"  blocks: {db[1]} x {db[0]} B (used {db[2]}, free {db[3]})"]
-        tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall()]
-        per = {}
-        for table in tables:
-            (per[table],) = con.execute(
-                f"SELECT count(DISTINCT block_id) FROM pragma_storage_info('{table}') WHERE block_id >= 0"
+def _duckdb_blocks(path: Path) -> dict[str, Any]:
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as con:
+        block_size, used = con.execute("SELECT block_size, used_blocks FROM pragma_database_size()").fetchone()
+        tables = {}
+        for (name,) in con.execute("SELECT table_name FROM duckdb_tables() ORDER BY 1").fetchall():
+            (tables[name],) = con.execute(
+                "SELECT count(DISTINCT block_id) FROM pragma_storage_info(?) WHERE block_id >= 0", [name]
             ).fetchone()
-        lines.append("  data blocks per table (pragma_storage_info): " + ", ".join(f"{t}={b}" for t, b in per.items())
-                     + f"; other used blocks (blobs.hash index, metadata): {db[2] - sum(per.values())}")
-        return lines
+    return {"tables": tables, "block_size": block_size, "used_blocks": used}
+
+
+def _dbos(workdir: Path, turns: int, chat: Chat) -> dict[str, Any]:
+    from dbos import DBOS as Dbos
+
+    dbos_init(workdir, "bench-chat")
+
+    @Dbos.step(name="call_model")
+    def call_model(messages: list[dict[str, str]]) -> Any:
+        return chat.ask(messages)
+
+    @Dbos.workflow(name="chat")
+    def conversation(n: int) -> int:
+        messages: list[dict[str, str]] = []
+        for turn in range(n):
+            messages.append({"role": "user", "content": user_text(turn)})
+            chat.count(messages[-1])
+            chat.sent()
+            messages.append({"role": "assistant", "content": call_model(messages).choices[0].message.content})
+            chat.count(messages[-1])
+        return len(messages)
+
+    Dbos.launch()
+    try:
+        assert conversation(turns) == 2 * turns
     finally:
-        con.close()
+        Dbos.destroy()
+    return {}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--turns", type=int, default=TARGET_TURNS, help="turns of the long run (default 200)")
-    parser.add_argument("--message-chars", type=int, default=500, help="characters per message (default 500)")
-    parser.add_argument("--assistant-dict", action="store_true",
-                        help='append {"role": "assistant", "content": text} instead of the reply message object')
-    args = parser.parse_args(argv)
-    chars = args.message_chars
-    print(__doc__.split("Run:")[0].strip(), end="\n\n")
-    results = {}
-    with ScriptedModelServer(reply_chars=chars) as server, tempfile.TemporaryDirectory() as tmp:
-        for turns in sorted({0, TARGET_TURNS, args.turns}):
-            server.reset()
-            results[turns] = r = run(turns, chars, server, Path(tmp), args.assistant_dict)
-            assert r["requests"] == turns, r
-            print(f"{turns:>5} turns: {r['size']:>10,} bytes = {r['size'] / 1e6:.3f} MB   files {r['files']}")
-            print(f"             unique message content {r['unique']:>12,} bytes; "
-                  f"whole-history-per-call design {r['naive']:>14,} bytes = {r['naive'] / 1e6:.2f} MB")
-            if turns:
-                print("\n".join(breakdown(r["path"])))
-    base = results[0]["size"]
-    print(f"\nbaseline (empty session + step): {base:,} bytes")
-    previous = (0, base)
-    for turns in sorted(t for t in results if t):
-        size = results[turns]["size"]
-        per_turn = (size - base) / turns
-        step = (size - previous[1]) / (turns - previous[0])
-        print(f"{turns:>5} turns: {per_turn:,.0f} bytes/turn over baseline; {step:,.0f} bytes/turn since "
-              f"{previous[0]} turns (2 messages x {chars} chars = {2 * chars} raw bytes/turn)")
-        previous = (turns, size)
-    size = results[TARGET_TURNS]["size"]
-    verdict = "PASS" if size <= TARGET_BYTES else "MISS"
-    print(f"\n{verdict}: {size / 1e6:.3f} MB at {TARGET_TURNS} turns of {chars}-char messages "
-          f"(target <= {TARGET_BYTES / 1e6:.1f} MB)")
-    return 0
+def _langgraph(workdir: Path, turns: int, chat: Chat) -> dict[str, Any]:
+    from langchain_core.messages import convert_to_openai_messages
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    def turn(state: MessagesState) -> dict[str, Any]:
+        user = {"role": "user", "content": user_text(len(state["messages"]) // 2)}
+        chat.count(user)
+        chat.sent()
+        reply = chat.ask(convert_to_openai_messages(state["messages"]) + [user]).choices[0].message.content
+        chat.count({"role": "assistant", "content": reply})
+        return {"messages": [user, {"role": "assistant", "content": reply}]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("turn", turn)
+    graph.add_edge(START, "turn")
+    graph.add_conditional_edges("turn", lambda state: "turn" if len(state["messages"]) < 2 * turns else END)
+    saver = langgraph_saver(workdir)
+    try:
+        app = graph.compile(checkpointer=saver)
+        final = app.invoke({"messages": []}, thread("chat", recursion_limit=turns + 10), durability="sync")
+        assert len(final["messages"]) == 2 * turns
+    finally:
+        saver.conn.close()  # the last connection's close merges the WAL into the file
+    return {}
+
+
+def main(argv: list[str]) -> None:
+    system, workdir, turns = argv[0], Path(argv[1]), int(argv[2])
+    from kernel_ext.scripted_model import ScriptedModelServer
+
+    with ScriptedModelServer(reply_chars=CHARS) as server:
+        chat = Chat(server.base_url)
+        runner = {DURABLE: _durable, DBOS: _dbos, LANGGRAPH: _langgraph}[system]
+        extra = runner(workdir, turns, chat)
+        assert server.stats()["requests"] == turns, server.stats()
+    emit({"bytes": store_bytes(workdir), "unique": chat.unique, "whole_history": chat.whole_history, **extra})
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main(sys.argv[1:])
