@@ -20,7 +20,7 @@ from .errors import JournalError
 
 
 class History:
-    """Mixed into `Store`: `con`, `fetch`, `put_bytes` and `transaction` come from there."""
+    """Mixed into `Store`: `con`, `fetch`, `put`, `put_bytes` and `transaction` come from there."""
 
     con: duckdb.DuckDBPyConnection
 
@@ -107,13 +107,17 @@ class History:
         """Remember cells (kind, step, source) in the order `kernel` ran them."""
         if not cells:
             return
+        sources = _blobs.Split()
+        keys = [sources.add(source.encode()) for _, _, source in cells]
         with self.transaction():
+            self.put(sources)  # every source in one statement, not one per cell
             (last,) = self.con.execute(
                 "SELECT coalesce(max(position), 0) FROM cells WHERE session = ? AND kernel = ?", [session, kernel]
             ).fetchone()
-            rows = [[session, kernel, last + i, kind, step, self.put_bytes(source.encode()), _now()]
-                    for i, (kind, step, source) in enumerate(cells, start=1)]
-            self.con.executemany("INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            rows = [[session, kernel, last + i, kind, step, key, _now()]
+                    for i, ((kind, step, _), key) in enumerate(zip(cells, keys, strict=True), start=1)]
+            self.con.execute("INSERT INTO cells VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(rows)),
+                             [value for row in rows for value in row])
 
     def cells_of(self, session: str) -> list[dict[str, Any]]:
         """The cells the session's latest kernel ran, in order, each source once (its first run)."""

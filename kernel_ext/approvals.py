@@ -143,13 +143,18 @@ class PendingApproval:
                 decision = self._clicked
                 if decision is None and time.monotonic() - last_poll >= POLL_SECONDS:
                     last_poll = time.monotonic()
-                    decision = self.recorded()
-                    if decision is None:  # not `or`: a rejection is a falsy Decision
-                        decision = self.expire()
+                    decision = self.poll()
                 if decision is not None:
                     _show_decision(self, decision)
                     return decision
                 await asyncio.sleep(0.1)  # a click is handled while this coroutine sleeps
+
+    def poll(self) -> Decision | None:
+        """A decision made elsewhere (the CLI, another terminal) meanwhile, or the timeout's rejection."""
+        decision = self.recorded()
+        if decision is None:  # not `or`: a rejection is a falsy Decision
+            decision = self.expire()
+        return decision
 
     def _suspend(self) -> None:
         raise StepSuspended(self.active.session.name, self.active.name, self.key, self.prompt,
@@ -269,9 +274,7 @@ def _ask_at_terminal(pending: PendingApproval) -> Decision | None:
                 asked = True
             if time.monotonic() - last_poll >= POLL_SECONDS:
                 last_poll = time.monotonic()
-                decision = pending.recorded()
-                if decision is None:  # not `or`: a rejection is a falsy Decision
-                    decision = pending.expire()
+                decision = pending.poll()
                 if decision is not None:
                     print(f"\n{_describe(decision)}", flush=True)
                     return decision

@@ -11,6 +11,12 @@ from .cli_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
 _JOURNAL_HELP = "journal file (default: $DURABLE_JOURNAL, else .durable/journal.duckdb here)"
 
 
+def _reads_journal(command: argparse.ArgumentParser, *, json: bool = False) -> None:
+    command.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    if json:
+        command.add_argument("--json", action="store_true", help="JSON for machines")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="durable", description="Durable execution for LLM agents in Jupyter notebooks."
@@ -30,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                               "1 failed, 2 usage error.")
     run.add_argument("notebook", type=Path)
     run.add_argument("--session", help="session name (default: the notebook's name)")
-    run.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    _reads_journal(run)
     run.add_argument("--strict", action="store_true",
                      help="replay only: any call that would go live fails the run (CI mode)")
     run.add_argument("-o", "--output", type=Path, help="write the executed notebook here")
@@ -41,14 +47,12 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("key", help="the approval's key, as `durable run` or %%durable approvals prints it")
     approve.add_argument("--reject", action="store_true", help="reject instead of approving")
     approve.add_argument("--comment", help="why")
-    approve.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    _reads_journal(approve)
     ls = commands.add_parser("ls", help="sessions of a journal with status, steps, calls, tokens")
-    ls.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
-    ls.add_argument("--json", action="store_true", help="JSON for machines")
+    _reads_journal(ls, json=True)
     show = commands.add_parser("show", help="a session's steps and calls")
     show.add_argument("session")
-    show.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
-    show.add_argument("--json", action="store_true", help="JSON for machines")
+    _reads_journal(show, json=True)
     settle = commands.add_parser("settle", help="decide an in-doubt tool call (see its InDoubtError)",
                                  description="--value JSON: it took effect and returned JSON; "
                                  "--retry: it did not, run it again.")
@@ -57,23 +61,22 @@ def _parser() -> argparse.ArgumentParser:
     outcome = settle.add_mutually_exclusive_group(required=True)
     outcome.add_argument("--value", help="the call's result, as JSON (a string needs quotes: '\"done\"')")
     outcome.add_argument("--retry", action="store_true", help="let the call run again on the next run")
-    settle.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    _reads_journal(settle)
     export = commands.add_parser("export", help="write a session as a standalone Python script",
                                  description="The script runs with plain `python` and is durable the same way: "
                                  "pointed at a journal it resumes from it.")
     export.add_argument("session")
     export.add_argument("-o", "--output", type=Path, required=True, help="the script to write")
-    export.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    _reads_journal(export)
     sql = commands.add_parser("sql", help="query the journal (read-only)",
                               description="Views: sessions, steps, calls, approvals (see the README).")
     sql.add_argument("query")
-    sql.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
-    sql.add_argument("--json", action="store_true", help="JSON rows for machines")
+    _reads_journal(sql, json=True)
     prices = commands.add_parser("prices", help="show the price table, or load it from a file",
                                  description="FILE is JSON or TOML: {model: {input: X, output: Y, currency: "
                                  "EUR}} with prices per million prompt (input) and completion (output) tokens.")
     prices.add_argument("file", nargs="?", type=Path)
-    prices.add_argument("--journal", type=Path, help=_JOURNAL_HELP)
+    _reads_journal(prices)
     return parser
 
 
