@@ -59,16 +59,12 @@ __all__ = [
 
 
 def _enable_journaling() -> None:
-    # Importing openai costs more than the whole extension may take to load, so the client is
-    # wrapped once something else has imported it (see _hooks).
-    from ._hooks import after_import
+    # SDKs are wrapped once something else has imported them (importing openai alone costs more
+    # than the whole extension may take to load); threads carry the open step from now on.
+    from . import integrations, threads
 
-    def install(_module: Any) -> None:
-        from . import llm
-
-        llm.install()
-
-    after_import("openai._base_client", install)
+    threads.install()
+    integrations.enable()
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -222,6 +222,10 @@ def _session_summary(store: Store, name: str, since: datetime, marks: list[dict[
     live = [c for c in calls if c["started_at"] is not None and c["started_at"] >= since]
     lines = [text, f"calls: {sum(m['replayed'] for m in mine)} replayed, {len(live)} live; "
                    f"tokens: {_tokens(live):,} spent in this run, {_tokens(calls):,} in the session"]
+    ran = {step["name"] for step in steps}
+    for mark in marks:
+        if mark["step"] in ran:
+            lines += [f"warning, step {mark['step']}: {w}" for w in mark.get("warnings", ())]
     journal = journal_option(store.journal)
     for approval in store.approvals(name, pending_only=True):
         lines.append(f"pending approval {approval['key']} (step {approval['step']}): {approval['prompt']}")

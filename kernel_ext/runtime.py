@@ -28,11 +28,63 @@ from .cli_codes import EXIT_SUSPENDED
 from .errors import InDoubtError, StepError, StrictReplayError
 
 _active: contextvars.ContextVar[ActiveStep | None] = contextvars.ContextVar("durable_step", default=None)
+# Set while a journaled call runs live: what it sends is its own, not a request that escaped the journal.
+_journaled: contextvars.ContextVar[bool] = contextvars.ContextVar("durable_journaled", default=False)
+_open_steps: list[ActiveStep] = []  # steps open in this process, in any thread or context
+_forked = False  # a forked child must not write into its parent's journal
 
 
 def active_step() -> ActiveStep | None:
-    """The step open in this context, if any."""
-    return _active.get()
+    """The step open in this context, if any.
+
+    A context can outlive its step (a thread the step started, still running), so a closed
+    step is no step.
+    """
+    active = _active.get()
+    if active is None or active.closed or _forked:
+        return None
+    return active
+
+
+@contextmanager
+def journaled_call() -> Iterator[None]:
+    """Mark the live run of a journaled call, so the network it uses is not reported as unjournaled."""
+    token = _journaled.set(True)
+    try:
+        yield
+    finally:
+        _journaled.reset(token)
+
+
+def in_journaled_call() -> bool:
+    return _journaled.get()
+
+
+def outside_steps(what: str) -> None:
+    """Report a call that no step can claim although steps are open (a thread started before them).
+
+    It is not journaled; each open step says so once in its summary, naming the call and the thread.
+    """
+    if _forked:
+        return
+    thread = threading.current_thread().name
+    for open_step in list(_open_steps):
+        open_step.warn(f"{what} from thread {thread!r} could not be attributed to this step and {{were}} "
+                       "not journaled; start that thread inside the step")
+
+
+def steps_open() -> bool:
+    return bool(_open_steps)
+
+
+def _after_fork() -> None:
+    global _forked
+    _forked = True
+    _open_steps.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 @dataclass
@@ -62,6 +114,7 @@ class ActiveStep:
     replayed_from: tuple[datetime, datetime] | None = None  # when the replayed calls were recorded
     tokens: int = 0  # of the calls so far, live and replayed
     observer: Callable[[ActiveStep, str], None] | None = None  # told "replayed", "live" or "recorded"
+    warnings: dict[str, int] = field(default_factory=dict)  # what this step could not journal, and how often
     _seq: int = 0
     _ordinals: Counter[str] = field(default_factory=Counter)
     _failed: Counter[str] = field(default_factory=Counter)  # failed attempts of the call in progress
@@ -118,6 +171,28 @@ class ActiveStep:
                 event = "live"
         self._notify(event)
         return claim
+
+    def warn(self, message: str) -> None:
+        """Something of this step escaped the journal: said once, with a count, in the step's summary.
+
+        `message` may hold {n} (the count), {s} (a plural s) and {were} (was or were).
+        """
+        with self._lock:
+            self.warnings[message] = self.warnings.get(message, 0) + 1
+
+    def fetch(self, key: str) -> bytes:
+        """A blob of this step's recording (the journal's connection is shared by the step's threads)."""
+        with self._lock:
+            return self.store.fetch(key)
+
+    def mark_known(self, split: Split) -> None:
+        with self._lock:
+            self.store.mark_known(split)
+
+    def warning_lines(self) -> list[str]:
+        with self._lock:
+            counted = list(self.warnings.items())
+        return [m.format(n=n, s="" if n == 1 else "s", were="was" if n == 1 else "were") for m, n in counted]
 
     def _notify(self, event: str) -> None:
         if self.observer is not None:
@@ -230,6 +305,7 @@ class Session:
             # DURABLE_STRICT=1 (set by `durable run --strict`) makes every step a strict replay: CI mode.
             active = ActiveStep(self, run, store, strict or env_flag("DURABLE_STRICT"))
             token = _active.set(active)
+            _open_steps.append(active)
             status, error = "failed", None
             try:
                 yield active
@@ -242,6 +318,8 @@ class Session:
             finally:
                 _active.reset(token)
                 active.closed = True
+                with contextlib.suppress(ValueError):
+                    _open_steps.remove(active)
                 store.end_step(run, status, live=active.live, replayed=active.replayed,
                                outputs=active.outputs, error=error,
                                variables=active.variables if status == "completed" else None)

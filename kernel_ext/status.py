@@ -12,7 +12,8 @@ from .runtime import ActiveStep, Session
 
 def summary_output(active: ActiveStep, seconds: float | None = None) -> dict[str, Any] | None:
     """The one-line account shown under a durable cell: calls replayed (and when recorded), calls live."""
-    if active.live + active.replayed == 0:
+    warnings = active.warning_lines()
+    if active.live + active.replayed == 0 and not warnings:
         return None
     parts = []
     if active.replayed:
@@ -25,17 +26,23 @@ def summary_output(active: ActiveStep, seconds: float | None = None) -> dict[str
         parts.append(f"{active.live} live, journaled")
     if active.tokens:
         parts.append(f"{active.tokens:,} tokens")
+    if not parts:
+        parts.append("no call journaled")
     if seconds is not None:
         parts.append(f"{seconds:.1f} s")
     text = f"durable step {active.name!r}: " + ", ".join(parts)
     mark = "\u21bb " if active.replayed else "\u2713 "
+    state: dict[str, Any] = {"step": active.name, "replayed": active.replayed, "live": active.live}
+    if warnings:
+        state["warnings"] = warnings
     return {
         "output_type": "display_data",
         "data": {
-            "text/plain": mark + text,
-            "text/html": f'<div style="font-size:85%;opacity:.75">{mark}{html.escape(text)}</div>',
+            "text/plain": "\n".join([mark + text, *(f"\u26a0 {w}" for w in warnings)]),
+            "text/html": f'<div style="font-size:85%;opacity:.75">{mark}{html.escape(text)}</div>'
+            + "".join(f'<div style="color:#b45309">\u26a0 {html.escape(w)}</div>' for w in warnings),
         },
-        "metadata": {DURABLE_METADATA: {"step": active.name, "replayed": active.replayed, "live": active.live}},
+        "metadata": {DURABLE_METADATA: state},
     }
 
 

@@ -20,8 +20,9 @@ import importlib
 import inspect
 import json
 import time
+import types
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import cloudpickle
@@ -30,7 +31,7 @@ from journal import Split, split_document
 from journal._time import now
 
 from .errors import RecordedToolError, ToolRejected, ToolTimeoutError
-from .runtime import ActiveStep, Claim, active_step
+from .runtime import ActiveStep, Claim, active_step, journaled_call, outside_steps, steps_open
 
 IDEMPOTENCY_PARAMETER = "idempotency_key"
 
@@ -49,6 +50,18 @@ class Tool:
         self.signature = inspect.signature(fn)
         self.is_async = inspect.iscoroutinefunction(fn)
         functools.update_wrapper(self, fn)
+        # Frameworks that build their own tool from a function (the Agents SDK's @function_tool,
+        # Pydantic AI's @agent.tool_plain) inspect it as a function: its signature (without the
+        # key, which is the runtime's to give), and whether it is a coroutine function.
+        self.__signature__ = self.signature.replace(
+            parameters=[p for p in self.signature.parameters.values() if p.name != IDEMPOTENCY_PARAMETER])
+        for attribute in ("__code__", "__defaults__", "__kwdefaults__"):
+            if hasattr(fn, attribute):
+                setattr(self, attribute, getattr(fn, attribute))
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        # A descriptor like a function: a tool defined in a class binds to its instance.
+        return self if instance is None else types.MethodType(self, instance)
 
     def __repr__(self) -> str:
         return f"<tool {self.name}{self.signature}>"
@@ -63,6 +76,8 @@ class Tool:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         active = active_step()
         if active is None:
+            if steps_open():
+                outside_steps(f"{{n}} call{{s}} of tool {self.name}")
             if IDEMPOTENCY_PARAMETER in self.signature.parameters:
                 bound = self.signature.bind_partial(*args, **kwargs)
                 if IDEMPOTENCY_PARAMETER not in bound.arguments:  # not durable here: a fresh key per call
@@ -95,16 +110,60 @@ class Tool:
         return go(pending)  # a pending approval suspends the step here, when it is read
 
 
+@dataclasses.dataclass(frozen=True)
+class _FrameworkTool:
+    """The journaling policy of a tool defined by an agent framework: run once, no retries of ours."""
+
+    name: str
+    idempotent: bool = False
+    retries: int = 0
+    backoff: float = 0.0
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    timeout: float | None = None
+    signature: inspect.Signature = inspect.Signature()
+
+    def fn(self, run: Callable[[], Any]) -> Any:
+        return run()
+
+
+def call_tool(name: str, arguments: Mapping[str, Any], run: Callable[[], Any], *, idempotent: bool = False) -> Any:
+    """Run a framework's tool call as a journaled tool call of the open step (a plain call outside one).
+
+    `arguments` identify the call (with the tool's name); `run()` does it. The same rules as
+    `@tool`: run once, the recorded result (or error) on replay, in doubt after a crash inside it.
+    """
+    active = active_step()
+    if active is None:
+        if steps_open():
+            outside_steps(f"{{n}} call{{s}} of tool {name}")
+        return run()
+    return _ToolCall(_FrameworkTool(name, idempotent), active, (run,), {}, arguments=arguments).run()
+
+
+async def acall_tool(name: str, arguments: Mapping[str, Any], run: Callable[[], Awaitable[Any]], *,
+                     idempotent: bool = False) -> Any:
+    """`call_tool` for a tool run by awaiting `run()`."""
+    active = active_step()
+    if active is None:
+        if steps_open():
+            outside_steps(f"{{n}} call{{s}} of tool {name}")
+        return await run()
+    return await _ToolCall(_FrameworkTool(name, idempotent), active, (run,), {}, arguments=arguments).run_async()
+
+
 class _ToolCall:
-    def __init__(self, tool: Tool, active: ActiveStep, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, tool: Tool | _FrameworkTool, active: ActiveStep, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], *, arguments: Mapping[str, Any] | None = None) -> None:
         self.tool, self.active, self.args, self.kwargs = tool, active, args, kwargs
-        bound = tool.signature.bind_partial(*args, **kwargs)
+        bound = tool.signature.bind_partial(*args, **kwargs) if arguments is None else None
         self.request = Split()
-        self.document = {"tool": tool.name, "args": _jsonable(_without_key(bound.arguments))}
+        given = bound.arguments if bound is not None else arguments
+        self.document = {"tool": tool.name, "args": _jsonable(_without_key(given))}
         self.fingerprint = split_document(self.document, self.request)
         self.claim: Claim = active.claim(self.fingerprint, f"tool {tool.name}", self.document, kind="tool",
                                          idempotent=tool.idempotent)
-        if IDEMPOTENCY_PARAMETER in tool.signature.parameters and IDEMPOTENCY_PARAMETER not in bound.arguments:
+        if bound is not None and IDEMPOTENCY_PARAMETER in tool.signature.parameters and (
+                IDEMPOTENCY_PARAMETER not in bound.arguments):
             self.kwargs = {**kwargs, IDEMPOTENCY_PARAMETER: self.claim.idempotency_key}
 
     def run(self) -> Any:
@@ -113,7 +172,8 @@ class _ToolCall:
         call_id = self._start()
         for attempt in range(1, self.tool.retries + 2):
             try:
-                result = self._invoke()
+                with journaled_call():
+                    result = self._invoke()
             except Exception as exc:
                 if self._again(exc, attempt):
                     time.sleep(self.tool.backoff * 2 ** (attempt - 1))
@@ -129,7 +189,8 @@ class _ToolCall:
         call_id = self._start()
         for attempt in range(1, self.tool.retries + 2):
             try:
-                result = await asyncio.wait_for(self.tool.fn(*self.args, **self.kwargs), self.tool.timeout)
+                with journaled_call():
+                    result = await asyncio.wait_for(self.tool.fn(*self.args, **self.kwargs), self.tool.timeout)
             except Exception as exc:
                 if isinstance(exc, asyncio.TimeoutError):
                     exc = self._timeout_error()

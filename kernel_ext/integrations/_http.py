@@ -1,15 +1,10 @@
-"""Journaling and replay of `openai` client calls.
+"""HTTP-level journaling shared by the model SDKs built on httpx (openai, anthropic, and so on).
 
-Every request of the `openai` client, sync or async, streamed or not, for chat completions,
-responses, embeddings or anything else, ends in `SyncAPIClient._send_request` /
-`AsyncAPIClient._send_request`, right where the HTTP request leaves. Wrapping these two
-methods on the base classes covers clients created before and after the extension loads,
-and keeps the SDK's own parsing: a replayed call is a recorded HTTP response handed back to
-the SDK, so it returns exactly the Python type a live call returns, and a recorded stream is
-parsed again as a stream.
-
-The SDK retries 429/5xx and timeouts itself, calling `_send_request` once per attempt; a
-failed attempt gives its place back so that the retry is the same call (see ActiveStep.retry).
+An integration hands over one HTTP attempt, right where the SDK sends it, and a way to send it
+live. A replayed call is the recorded HTTP response handed back to the SDK, so it returns exactly
+the Python type a live call returns, and a recorded stream is parsed again as a stream. The SDKs
+retry 429/5xx and timeouts themselves, one attempt at a time; a failed attempt gives its place
+back so that the retry is the same call (see ActiveStep.retry).
 
 What is stored: the request's method, path (relative to the client's base URL), query (minus
 anything that looks like a credential) and JSON body; the response status, a few harmless
@@ -18,92 +13,63 @@ headers and the body. Request headers are never stored: they carry the API key.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
-import httpx2
-
 from journal import RecordedCall, Split, join_document, split_document
-from journal._store import now
+from journal._time import now
 
-from .runtime import ActiveStep, Claim, active_step
+from ..runtime import ActiveStep, Claim, journaled_call
 
-_KEPT_HEADERS = frozenset(
-    {"content-type", "content-encoding", "x-request-id", "openai-model", "openai-processing-ms", "openai-version"}
-)
+_KEPT_HEADERS = frozenset({"content-type", "content-encoding", "x-request-id", "request-id", "openai-model",
+                           "openai-processing-ms", "openai-version"})
 _CREDENTIAL = re.compile(r"key|token|secret|sig|auth|password", re.IGNORECASE)
 REPLAYED_HEADER = "x-durable-replayed"
 
-_originals: dict[type, Callable[..., Any]] = {}
+
+def send(active: ActiveStep, base_url: Any, request: Any, stream: bool, live: Callable[[], Any]) -> Any:
+    """Journal one HTTP attempt of a model SDK, or replay it: `live()` sends it for real."""
+    call = HttpCall(base_url, request)
+    claim = call.claim(active)
+    if claim.recorded is not None:
+        return call.replay(active, claim.recorded, stream)
+    started = now()
+    try:
+        with journaled_call():
+            response = live()
+    except BaseException:
+        active.retry(claim)
+        raise
+    return call.finish(active, claim, response, stream, started, asynchronous=False)
 
 
-def install() -> None:
-    """Route the `openai` client's HTTP sends through the journal (idempotent)."""
-    from openai._base_client import AsyncAPIClient, SyncAPIClient
-
-    for cls in (SyncAPIClient, AsyncAPIClient):
-        if "_send_request" not in cls.__dict__:
-            raise RuntimeError(
-                f"this openai version has no {cls.__name__}._send_request; durable-kernel cannot journal "
-                "its calls. Install an openai release supported by durable-kernel."
-            )
-    if SyncAPIClient in _originals:
-        return
-    _originals[SyncAPIClient] = sync_original = SyncAPIClient._send_request
-    _originals[AsyncAPIClient] = async_original = AsyncAPIClient._send_request
-
-    def _send_request(self: Any, request: httpx2.Request, *, stream: bool, **kwargs: Any) -> httpx2.Response:
-        active = active_step()
-        if active is None:
-            return sync_original(self, request, stream=stream, **kwargs)
-        call = LLMCall(self, request)
-        claim = call.claim(active)
-        if claim.recorded is not None:
-            return call.replay(active, claim.recorded, stream)
-        started = now()
-        try:
-            response = sync_original(self, request, stream=stream, **kwargs)
-        except BaseException:
-            active.retry(claim)
-            raise
-        return call.finish(active, claim, response, stream, started)
-
-    async def _async_send_request(
-        self: Any, request: httpx2.Request, *, stream: bool, **kwargs: Any
-    ) -> httpx2.Response:
-        active = active_step()
-        if active is None:
-            return await async_original(self, request, stream=stream, **kwargs)
-        call = LLMCall(self, request)
-        claim = call.claim(active)
-        if claim.recorded is not None:
-            return call.replay(active, claim.recorded, stream)
-        started = now()
-        try:
-            response = await async_original(self, request, stream=stream, **kwargs)
-        except BaseException:
-            active.retry(claim)
-            raise
-        return call.finish(active, claim, response, stream, started)
-
-    SyncAPIClient._send_request = _send_request
-    AsyncAPIClient._send_request = _async_send_request
+async def send_async(active: ActiveStep, base_url: Any, request: Any, stream: bool,
+                     live: Callable[[], Awaitable[Any]]) -> Any:
+    call = HttpCall(base_url, request)
+    claim = call.claim(active)
+    if claim.recorded is not None:
+        return call.replay(active, claim.recorded, stream)
+    started = now()
+    try:
+        with journaled_call():
+            response = await live()
+    except BaseException:
+        active.retry(claim)
+        raise
+    return call.finish(active, claim, response, stream, started, asynchronous=True)
 
 
-def uninstall() -> None:
-    for cls, original in _originals.items():
-        cls._send_request = original
-    _originals.clear()
+class HttpCall:
+    """One HTTP request of a model SDK, as the journal identifies and stores it."""
 
-
-class LLMCall:
-    """One request of the `openai` client, as the journal identifies and stores it."""
-
-    def __init__(self, client: Any, request: httpx2.Request) -> None:
+    def __init__(self, base_url: Any, request: Any) -> None:
         self.request = request
-        base = str(client.base_url).rstrip("/") + "/"
+        self.http = sys.modules[type(request).__module__.partition(".")[0]]  # httpx or httpx2
+        base = str(base_url).rstrip("/") + "/"
         url = str(request.url).partition("?")[0]
         path = url[len(base):] if url.startswith(base) else request.url.path.lstrip("/")
         query = [(k, v) for k, v in request.url.params.multi_items() if not _CREDENTIAL.search(k)]
@@ -124,28 +90,28 @@ class LLMCall:
         describe = self.name + (f", model {self.model}" if self.model else "")
         return active.claim(self.fingerprint, describe, self.document)
 
-    def replay(self, active: ActiveStep, recorded: RecordedCall, stream: bool) -> httpx2.Response:
-        active.store.mark_known(self.split)  # it matched a recording, so its blobs are stored
+    def replay(self, active: ActiveStep, recorded: RecordedCall, stream: bool) -> Any:
+        active.mark_known(self.split)  # it matched a recording, so its blobs are stored
         meta = recorded.meta
         root, preloaded = recorded.data, active.run.blobs
 
         def fetch(key: str) -> bytes:
             if key == recorded.response and root is not None:
                 return root
-            return preloaded[key] if key in preloaded else active.store.fetch(key)
+            return preloaded[key] if key in preloaded else active.fetch(key)
 
         if meta.get("body") == "json":
             body = json.dumps(join_document(recorded.response, fetch)).encode()
         else:
             body = fetch(recorded.response)
         headers = {**meta.get("headers", {}), REPLAYED_HEADER: recorded.ended_at.isoformat() + "Z"}
+        http = self.http
         if stream:
-            return httpx2.Response(meta["status"], headers=headers, stream=httpx2.ByteStream(body),
-                                   request=self.request)
-        return httpx2.Response(meta["status"], headers=headers, content=body, request=self.request)
+            return http.Response(meta["status"], headers=headers, stream=http.ByteStream(body), request=self.request)
+        return http.Response(meta["status"], headers=headers, content=body, request=self.request)
 
-    def finish(self, active: ActiveStep, claim: Claim, response: httpx2.Response, stream: bool,
-               started: Any) -> httpx2.Response:
+    def finish(self, active: ActiveStep, claim: Claim, response: Any, stream: bool, started: Any, *,
+               asynchronous: bool) -> Any:
         """Journal a live response (a stream once it has been read to its end) and return it."""
         if not response.is_success:
             active.retry(claim)  # the SDK may retry it; it is the same call
@@ -156,13 +122,13 @@ class LLMCall:
 
         if not stream:
             record(response.content, True)
-        elif isinstance(response.stream, httpx2.AsyncByteStream):
-            response.stream = _AsyncTee(response.stream, record)
         else:
-            response.stream = _SyncTee(response.stream, record)
+            # Chosen by the path the call took, not by the stream's type: some transports hand a
+            # sync call a stream that is also an async one.
+            response.stream = _tee(self.http, asynchronous)(response.stream, record)
         return response
 
-    def _record(self, active: ActiveStep, claim: Claim, response: httpx2.Response, body: bytes,
+    def _record(self, active: ActiveStep, claim: Claim, response: Any, body: bytes,
                 decoded: bool, stream: bool, started: Any) -> None:
         if active.closed:
             return  # the stream was read after its step ended; the step will send it live next time
@@ -220,7 +186,7 @@ class _Tee:
     """
 
     _FINAL_EVENTS = (b"data: [DONE]", b"event: response.completed", b"event: response.incomplete",
-                     b"event: response.failed")
+                     b"event: response.failed", b"event: message_stop")
 
     def __init__(self, inner: Any, on_complete: Callable[[bytes, bool], None]) -> None:
         self.inner, self.on_complete = inner, on_complete
@@ -236,7 +202,7 @@ class _Tee:
             self.on_complete(body, False)
 
 
-class _SyncTee(_Tee, httpx2.SyncByteStream):
+class _SyncTee(_Tee):
     def __iter__(self) -> Iterator[bytes]:
         for chunk in self.inner:
             self.chunks.append(chunk)
@@ -248,7 +214,7 @@ class _SyncTee(_Tee, httpx2.SyncByteStream):
         self.inner.close()
 
 
-class _AsyncTee(_Tee, httpx2.AsyncByteStream):
+class _AsyncTee(_Tee):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         async for chunk in self.inner:
             self.chunks.append(chunk)
@@ -258,3 +224,20 @@ class _AsyncTee(_Tee, httpx2.AsyncByteStream):
     async def aclose(self) -> None:
         self._finish(False)
         await self.inner.aclose()
+
+
+_tees: dict[tuple[str, bool], type] = {}
+
+
+def _tee(http: Any, asynchronous: bool) -> type:
+    """The tee class for httpx or httpx2: each checks that a stream is its own ByteStream type."""
+    key = (http.__name__, asynchronous)
+    if key not in _tees:
+        bases = (_AsyncTee, http.AsyncByteStream) if asynchronous else (_SyncTee, http.SyncByteStream)
+        _tees[key] = type(bases[0].__name__, bases, {})
+    return _tees[key]
+
+
+# The model SDK client whose HTTP attempt is being sent, for SDKs whose send has no seam of its own
+# (see anthropic.py): the HTTP library's send journals it (see outbound_http.py).
+sending: contextvars.ContextVar[Any] = contextvars.ContextVar("durable_sdk_sending", default=None)
