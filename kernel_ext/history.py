@@ -165,7 +165,7 @@ def _llm_detail(detail: CallDetail, request: Any, response: Any, meta: dict[str,
     if not isinstance(body, dict):
         detail.sections.append(("request", _json(request)))
         return
-    messages = body.get("messages", body.get("input"))
+    messages = body.get("messages", body.get("input", body.get("contents")))  # openai, anthropic; gemini
     if isinstance(messages, str):
         messages = [{"role": "user", "content": messages}]
     if isinstance(messages, list) and all(isinstance(m, dict) for m in messages):
@@ -174,7 +174,7 @@ def _llm_detail(detail: CallDetail, request: Any, response: Any, meta: dict[str,
         detail.conversation = [(_role(m), _message_text(m)) for m in shown]
     elif messages is not None:
         detail.sections.append(("input", _json(messages)))
-    options = {k: v for k, v in body.items() if k not in ("messages", "input", "tools")}
+    options = {k: v for k, v in body.items() if k not in ("messages", "input", "contents", "tools")}
     if body.get("tools"):
         options["tools"] = [(t.get("function") or t).get("name") for t in body["tools"] if isinstance(t, dict)]
     detail.sections.append(("request options", _json(options)))
@@ -197,6 +197,7 @@ def _message_text(message: dict[str, Any]) -> str:
         parts.append(content)
     elif isinstance(content, list):
         parts += [c.get("text", "") if isinstance(c, dict) else str(c) for c in content]
+    parts += [p["text"] for p in message.get("parts") or [] if isinstance(p, dict) and "text" in p]  # gemini
     for call in message.get("tool_calls") or []:
         function = call.get("function", {})
         parts.append(f"→ {function.get('name')}({function.get('arguments', '')})")

@@ -105,9 +105,12 @@ async def run_durable_cell(args: str, key: str) -> Any:
         progress.finish(active, exc)
         raise
     active.outputs = recorder.outputs
-    active.variables, unpicklable = tracker.changed()
+    active.variables, unpicklable, secret = tracker.changed()
     scope.__exit__(None, None, None)
     progress.finish(active)
+    if secret:
+        print(f"durable: {describe(secret)} not journaled (holds a credential); after %durable restore, "
+              "re-run this cell to bring it back", file=sys.stderr)
     if unpicklable:
         print(f"durable: %durable restore cannot bring back {describe(unpicklable)} (not picklable); "
               "the step still replays through its calls", file=sys.stderr)

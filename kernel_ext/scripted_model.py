@@ -1,16 +1,30 @@
-"""A scripted stand-in for an OpenAI-compatible model server. It is NOT a model.
+"""A scripted stand-in for the OpenAI, Anthropic and Gemini HTTP APIs. It is NOT a model.
 
-``ScriptedModelServer`` speaks enough of the OpenAI HTTP API (chat completions, responses,
-embeddings, models) over real loopback HTTP for the real ``openai`` client to use it, but every
-answer is a deterministic function of the request: identical requests get byte-identical bodies.
+``ScriptedModelServer`` speaks enough of these HTTP APIs over real loopback HTTP for the real clients
+to use them, and labels every text it makes up with "[scripted]":
+
+- OpenAI: ``/v1/chat/completions``, ``/v1/responses``, ``/v1/embeddings``, ``GET /v1/models``
+  (``openai.OpenAI(base_url=server.base_url)``; the OpenAI Agents SDK and Pydantic AI go through it);
+- Anthropic Messages: ``/v1/messages`` (``anthropic.Anthropic(base_url=server.url)``), see
+  ``kernel_ext.scripted.anthropic``;
+- Gemini: ``/{v1,v1beta,v1alpha}/models/{model}:generateContent`` and ``:streamGenerateContent``
+  (``google.genai.Client(http_options={"base_url": server.url})``), see ``kernel_ext.scripted.gemini``.
+
+Every answer is a deterministic function of the request: identical requests get byte-identical
+bodies, whether streamed or not (``stream`` changes framing, never content). Chat completions,
+responses, messages and Gemini all script tool calls the same way: while the request offers a
+function tool and fewer tool results follow the latest user prompt than ``tool_rounds`` (the
+server's, or the request's ``metadata.tool_rounds``), the answer calls the first offered tool with
+arguments made up from its JSON schema; then it answers with text. Each API module documents what
+counts as a tool result there.
+
 It counts and logs requests and injects faults on demand (error statuses, delays, hangs, and a
-"hold" that parks call k so a test can SIGKILL the client while that call is in flight).
-
-A test in another process drives a server started with ``python -m kernel_ext.scripted_model``
-through ``/_control/`` (stats, requests, reset, configure, release, held). Control requests are
-not counted. Faults apply to every counted request (anything outside ``/_control/``), decided in
-arrival order. The Responses endpoint always answers with text; only chat completions script tool
-calls. Standard library only, on purpose: the stand-in must not share code with the client it tests.
+"hold" that parks call k so a test can SIGKILL the client while that call is in flight). A test in
+another process drives a server started with ``python -m kernel_ext.scripted_model`` through
+``/_control/`` (stats, requests, reset, configure, release, held). Control requests are not counted.
+Faults apply to every counted request (anything outside ``/_control/``) of every API, decided in
+arrival order; errors come in the shape of the API the path belongs to. Standard library only, on
+purpose: the stand-in must not share code with the clients it tests.
 """
 
 from __future__ import annotations
@@ -22,7 +36,6 @@ import copy
 import hashlib
 import json
 import random
-import re
 import signal
 import socket
 import socketserver
@@ -35,17 +48,35 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, final
 from urllib.parse import parse_qs, urlsplit
 
-_VOCAB = ("lisbon", "amber", "cobalt", "delta", "ember", "fjord", "granite", "harbor",
-          "indigo", "juniper", "kestrel", "lumen", "meadow", "nimbus", "orchid", "pylon")
+from .scripted import anthropic as scripted_anthropic
+from .scripted import gemini as scripted_gemini
+from .scripted import responses as scripted_responses
+from .scripted.common import (
+    DEFAULT_MODEL,
+    BadRequest,
+    chunks,
+    created,
+    pieces,
+    reply_text,
+    request_hash,
+    schema_args,
+    text_of,
+    tool_rounds_for,
+    words,
+)
+
 _FINGERPRINT = "fp_scripted"
-# Fields that change framing, not meaning: a streamed answer must equal the non-streamed one.
-_TRANSPORT_KEYS = frozenset({"stream", "stream_options"})
 _ERRORS = {  # status -> (type, code), mirroring what OpenAI sends
     400: ("invalid_request_error", None), 404: ("invalid_request_error", "unknown_url"),
     408: ("timeout", None), 429: ("requests", "rate_limit_exceeded"), 500: ("server_error", None),
     503: ("server_error", "service_unavailable"), 529: ("overloaded_error", "overloaded"),
 }
-_MODELS = ("scripted-chat", "scripted-embed")
+_MODELS = (DEFAULT_MODEL, "scripted-embed")
+_ROUTES = frozenset({("POST", "/v1/chat/completions"), ("POST", "/v1/responses"), ("POST", "/v1/embeddings"),
+                     ("GET", "/v1/models"), ("POST", "/v1/messages")})
+# Where each SDK puts its key: openai and anthropic 2.x a bearer token (older anthropic x-api-key),
+# google-genai x-goog-api-key.
+_KEY_HEADERS = ("Authorization", "x-api-key", "x-goog-api-key")
 
 
 def _ints(value: Any) -> list[int]:
@@ -59,77 +90,16 @@ _FAULTS: dict[str, Callable[[Any], Any]] = {  # configure() option -> coercion; 
 }
 
 
-class _BadRequest(Exception):
-    pass
-
-
-def _hash(body: Any) -> str:
-    if isinstance(body, dict):
-        body = {k: v for k, v in body.items() if k not in _TRANSPORT_KEYS}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _created(h: str) -> int:
-    # Derived from the hash rather than the clock so identical requests stay byte-identical.
-    return 1_700_000_000 + int(h[:6], 16)
-
-
-def _word(seed: str) -> str:
-    d = hashlib.sha256(seed.encode()).hexdigest()
-    return f"{_VOCAB[int(d[:2], 16) % len(_VOCAB)]}-{d[2:6]}"
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
-        return " ".join(p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _words(*texts: str) -> int:
-    return max(1, sum(len(t.split()) for t in texts))
-
-
-def _reply_text(h: str, snippet: str, reply_chars: int) -> str:
-    words = [f"[scripted] reply {h[:8]} to: {snippet[:60]}"]
-    size = len(words[0])
-    while size < reply_chars:
-        words.append(_VOCAB[hashlib.sha256(f"{h}/pad/{len(words)}".encode()).digest()[0] % len(_VOCAB)])
-        size += 1 + len(words[-1])
-    text = " ".join(words)
-    return text[:reply_chars] if reply_chars > 0 else text
-
-
-def _pieces(text: str, words: int = 3) -> list[str]:
-    # Every character lands in exactly one token, so "".join(pieces) == text.
-    tokens = re.findall(r"\S+\s*|\s+", text)
-    return ["".join(tokens[i:i + words]) for i in range(0, len(tokens), words)]
-
-
-def _schema_value(schema: Any, seed: str) -> Any:
-    schema = schema if isinstance(schema, dict) else {}
-    if schema.get("enum"):
-        return schema["enum"][0]
-    if "const" in schema:
-        return schema["const"]
-    kind = schema.get("type", "string")
-    if isinstance(kind, list):  # ["string", "null"]: nullable, prefer the concrete type
-        kind = next((k for k in kind if k != "null"), "null")
-    small = int(hashlib.sha256(seed.encode()).hexdigest()[:4], 16)
-    simple = {"integer": 1 + small % 9, "number": 1 + (small % 900) / 100, "boolean": True,
-              "array": [], "object": {}, "null": None}
-    return simple[kind] if kind in simple else _word(seed)
+def _api_of(path: str) -> str:
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
+        return "anthropic"
+    return "gemini" if scripted_gemini.owns(path) else "openai"
 
 
 def _tool_call(tool: dict[str, Any], h: str) -> dict[str, Any]:
     fn = tool["function"]
-    params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
-    props = params.get("properties") if isinstance(params.get("properties"), dict) else {}
-    names = params["required"] if isinstance(params.get("required"), list) else list(props)
-    args = {name: _schema_value(props.get(name), f"{h}/{name}") for name in names}
     return {"id": f"call_{h[:12]}", "type": "function",
-            "function": {"name": fn.get("name", ""), "arguments": json.dumps(args)}}
+            "function": {"name": fn.get("name", ""), "arguments": json.dumps(schema_args(fn.get("parameters"), h))}}
 
 
 def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -145,26 +115,23 @@ def _pick_tool(body: dict[str, Any]) -> dict[str, Any] | None:
 def _chat_completion(body: dict[str, Any], tool_rounds: int, reply_chars: int) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise _BadRequest("'messages' must be a list of message objects")
-    h = _hash(body)
+        raise BadRequest("'messages' must be a list of message objects")
+    h = request_hash(body)
     last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
     tool_results = sum(m.get("role") == "tool" for m in messages[last_user + 1:])
-    meta = body.get("metadata")
-    if isinstance(meta, dict) and str(meta.get("tool_rounds", "")).isdigit():
-        tool_rounds = int(meta["tool_rounds"])
     tool = _pick_tool(body)
-    if tool is not None and tool_results < tool_rounds:
+    if tool is not None and tool_results < tool_rounds_for(body, tool_rounds):
         call = _tool_call(tool, h)
         message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None,
                                    "tool_calls": [call]}
         finish, produced = "tool_calls", call["function"]["arguments"]
     else:
-        snippet = next((_text_of(m.get("content")) for m in reversed(messages)
+        snippet = next((text_of(m.get("content")) for m in reversed(messages)
                         if m.get("role") in ("user", "tool")), "")
-        produced = _reply_text(h, snippet, reply_chars)
+        produced = reply_text(h, snippet, reply_chars)
         message, finish = {"role": "assistant", "content": produced, "refusal": None}, "stop"
-    prompt, completion = _words(*(_text_of(m.get("content")) for m in messages)), _words(produced)
-    return {"id": f"chatcmpl-{h[:24]}", "object": "chat.completion", "created": _created(h),
+    prompt, completion = words(*(text_of(m.get("content")) for m in messages)), words(produced)
+    return {"id": f"chatcmpl-{h[:24]}", "object": "chat.completion", "created": created(h),
             "model": body.get("model") or _MODELS[0], "system_fingerprint": _FINGERPRINT,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
@@ -185,69 +152,13 @@ def _chat_chunks(done: dict[str, Any], include_usage: bool) -> Iterator[dict[str
         fn = call["function"]
         yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                      "function": {"name": fn["name"], "arguments": ""}}]})
-        args = fn["arguments"]
-        for start in range(0, len(args), 12):
-            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": args[start:start + 12]}}]})
-    for piece in [] if calls else _pieces(choice["message"]["content"]):
+        for part in chunks(fn["arguments"]):
+            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": part}}]})
+    for piece in [] if calls else pieces(choice["message"]["content"]):
         yield chunk({"content": piece})
     yield chunk({}, choice["finish_reason"])
     if include_usage:
         yield {**chunk({}), "choices": [], "usage": done["usage"]}
-
-
-def _response(body: dict[str, Any], reply_chars: int) -> dict[str, Any]:
-    given = body.get("input")
-    if isinstance(given, str):
-        items: list[Any] = [{"role": "user", "content": given}]
-    elif isinstance(given, list):
-        items = [i for i in given if isinstance(i, dict)]
-    else:
-        raise _BadRequest("'input' must be a string or a list of input items")
-    texts = [_text_of(i.get("content")) or _text_of(i.get("output")) for i in items]
-    snippet = next((texts[k] for k in reversed(range(len(items)))
-                    if items[k].get("role") == "user" or items[k].get("type") == "function_call_output"), "")
-    h = _hash(body)
-    text = _reply_text(h, snippet, reply_chars)
-    prompt, completion = _words(_text_of(body.get("instructions")), *texts), _words(text)
-    item = {"id": f"msg_{h[:24]}", "type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
-    return {
-        "id": f"resp_{h[:24]}", "object": "response", "created_at": _created(h), "status": "completed",
-        "completed_at": _created(h), "background": False, "error": None, "incomplete_details": None,
-        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-        "metadata": body.get("metadata") or {}, "model": body.get("model") or _MODELS[0],
-        "output": [item], "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": body.get("previous_response_id"),
-        "reasoning": {"effort": None, "summary": None}, "service_tier": "default",
-        "temperature": body.get("temperature", 1.0), "text": {"format": {"type": "text"}},
-        "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
-        "top_p": body.get("top_p", 1.0), "truncation": "disabled", "user": None,
-        "usage": {"input_tokens": prompt, "output_tokens": completion, "total_tokens": prompt + completion,
-                  "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-                  "output_tokens_details": {"reasoning_tokens": 0}},
-    }
-
-
-def _response_events(done: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    # The SDK's responses.stream() accumulator insists on this full lifecycle, in this order.
-    pending = {**done, "status": "in_progress", "completed_at": None, "output": [], "usage": None}
-    item = done["output"][0]
-    part = item["content"][0]
-    where = {"item_id": item["id"], "output_index": 0}
-    events: list[tuple[str, dict[str, Any]]] = [
-        ("response.created", {"response": pending}), ("response.in_progress", {"response": pending}),
-        ("response.output_item.added", {"output_index": 0, "item": {**item, "status": "in_progress",
-                                                                    "content": []}}),
-        ("response.content_part.added", {**where, "content_index": 0, "part": {**part, "text": ""}}),
-        *(("response.output_text.delta", {**where, "content_index": 0, "delta": p, "logprobs": []})
-          for p in _pieces(part["text"])),
-        ("response.output_text.done", {**where, "content_index": 0, "text": part["text"], "logprobs": []}),
-        ("response.content_part.done", {**where, "content_index": 0, "part": part}),
-        ("response.output_item.done", {"output_index": 0, "item": item}),
-        ("response.completed", {"response": done}),
-    ]
-    for seq, (kind, payload) in enumerate(events):
-        yield kind, {"type": kind, "sequence_number": seq, **payload}
 
 
 def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
@@ -255,7 +166,7 @@ def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
     if isinstance(given, str) or (isinstance(given, list) and given and isinstance(given[0], int)):
         given = [given]  # one string, or one pre-tokenised input
     if not isinstance(given, list) or not given:
-        raise _BadRequest("'input' must be a non-empty string or list")
+        raise BadRequest("'input' must be a non-empty string or list")
     model, data, tokens = body.get("model") or _MODELS[1], [], 0
     for index, one in enumerate(given):
         digest = hashlib.sha256(json.dumps([model, one]).encode()).digest()
@@ -265,7 +176,7 @@ def _embeddings(body: dict[str, Any]) -> dict[str, Any]:
         if body.get("encoding_format") == "base64":
             wire = base64.b64encode(struct.pack("<8f", *vector)).decode()
         data.append({"object": "embedding", "index": index, "embedding": wire})
-        tokens += len(one) if isinstance(one, list) else _words(str(one))
+        tokens += len(one) if isinstance(one, list) else words(str(one))
     return {"object": "list", "data": data, "model": model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
@@ -494,24 +405,28 @@ class _Handler(BaseHTTPRequestHandler):
                 body = json.loads(raw)
             except ValueError:
                 bad_json = True
-        plan = owner._admit(url.path, body, "Authorization" in self.headers)
+        plan = owner._admit(url.path, body, any(key in self.headers for key in _KEY_HEADERS))
         if plan.wait:
             plan.gate.wait()
         if (plan.delay > 0 and owner._stopping.wait(plan.delay)) or owner._stopping.is_set():
             self.close_connection = True  # stopping: drop the request unanswered, like a dead upstream
             return
+        api = _api_of(url.path)
         if plan.status is not None:
-            return self._error(plan.entry, plan.status, "Scripted fault injected.", plan.retry_after)
-        route = (self.command, url.path)
-        if route not in {("POST", "/v1/chat/completions"), ("POST", "/v1/responses"),
-                         ("POST", "/v1/embeddings"), ("GET", "/v1/models")}:
-            return self._error(plan.entry, 404, f"Invalid URL ({self.command} {url.path})")
+            return self._error(plan.entry, plan.status, "Scripted fault injected.", plan.retry_after, api)
+        gemini = scripted_gemini.PATH.fullmatch(url.path)
+        if (self.command, url.path) not in _ROUTES and not (
+                self.command == "POST" and gemini and gemini["method"] in scripted_gemini.METHODS):
+            return self._error(plan.entry, 404, f"Invalid URL ({self.command} {url.path})", api=api)
         if bad_json or (self.command == "POST" and not isinstance(body, dict)):
-            return self._error(plan.entry, 400, "We could not parse the JSON body of your request.")
+            return self._error(plan.entry, 400, "We could not parse the JSON body of your request.", api=api)
         try:
-            self._model(url.path, body or {}, plan)
-        except _BadRequest as exc:
-            self._error(plan.entry, 400, str(exc))
+            if gemini:
+                self._gemini(gemini["model"], gemini["method"], parse_qs(url.query), body or {}, plan)
+            else:
+                self._model(url.path, body or {}, plan)
+        except BadRequest as exc:
+            self._error(plan.entry, 400, str(exc), api=api)
 
     def _model(self, path: str, body: dict[str, Any], plan: _Plan) -> None:
         if path == "/v1/models":
@@ -520,12 +435,16 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(plan.entry, 200, {"object": "list", "data": data})
         if path == "/v1/embeddings":
             return self._json(plan.entry, 200, _embeddings(body))
-        if path == "/v1/responses":
-            done = _response(body, plan.reply_chars)
+        if path in ("/v1/responses", "/v1/messages"):
+            if path == "/v1/responses":
+                done = scripted_responses.response(body, plan.tool_rounds, plan.reply_chars)
+                events = scripted_responses.response_events(done)
+            else:
+                done = scripted_anthropic.message(body, plan.tool_rounds, plan.reply_chars)
+                events = scripted_anthropic.message_events(done)
             if not body.get("stream"):
                 return self._json(plan.entry, 200, done)
-            return self._sse(plan.entry, (f"event: {kind}\ndata: {json.dumps(event)}\n\n"
-                                          for kind, event in _response_events(done)))
+            return self._sse(plan.entry, (f"event: {kind}\ndata: {json.dumps(event)}\n\n" for kind, event in events))
         done = _chat_completion(body, plan.tool_rounds, plan.reply_chars)
         if not body.get("stream"):
             return self._json(plan.entry, 200, done)
@@ -533,6 +452,17 @@ class _Handler(BaseHTTPRequestHandler):
         usage = isinstance(options, dict) and bool(options.get("include_usage"))
         events = [f"data: {json.dumps(c)}\n\n" for c in _chat_chunks(done, usage)]
         self._sse(plan.entry, [*events, "data: [DONE]\n\n"])
+
+    def _gemini(self, model: str, method: str, query: dict[str, list[str]], body: dict[str, Any],
+                plan: _Plan) -> None:
+        done = scripted_gemini.generate(model, body, plan.tool_rounds, plan.reply_chars)
+        if method == "generateContent":
+            return self._json(plan.entry, 200, done)
+        parts = scripted_gemini.stream_chunks(done)
+        if query.get("alt") != ["sse"]:  # without alt=sse Google streams one JSON array instead
+            return self._json(plan.entry, 200, parts)
+        # Google ends its SSE events with CRLF pairs; the SDK must cope with those, so send them.
+        self._sse(plan.entry, (f"data: {json.dumps(part)}\r\n\r\n" for part in parts))
 
     def _control(self, name: str, query: dict[str, list[str]], raw: bytes) -> None:
         owner, verb = self.server.owner, (self.command, name)
@@ -563,14 +493,18 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(None, 400, str(exc))
 
     def _error(self, entry: dict[str, Any] | None, status: int, message: str,
-               retry_after: float = 0.0) -> None:
-        kind, code = _ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+               retry_after: float = 0.0, api: str = "openai") -> None:
         headers = {}
-        if status in (429, 503):
-            # openai-python ignores a Retry-After of 0 and backs off ~0.5s instead, so also send the
-            # retry-after-ms header it prefers, with at least 1 ms, to keep test retries instant.
+        if status in (429, 503, 529):
+            # openai-python and anthropic ignore a Retry-After of 0 and back off ~0.5s instead, so also
+            # send the retry-after-ms header they prefer, with at least 1 ms, to keep test retries instant.
             headers = {"Retry-After": f"{retry_after:g}",
                        "retry-after-ms": str(max(1, round(retry_after * 1000)))}
+        if api == "anthropic":
+            return self._json(entry, status, scripted_anthropic.error_body(status, message), headers)
+        if api == "gemini":
+            return self._json(entry, status, scripted_gemini.error_body(status, message), headers)
+        kind, code = _ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
         error = {"message": message, "type": kind, "param": None, "code": code}
         self._json(entry, status, {"error": error}, headers)
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import cloudpickle
 
+from .secrets import holds_secret
+
 _IGNORED = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 
 
@@ -74,10 +76,12 @@ class VariableTracker:
             and (data := _pickle(namespace[name])) is not None
         }
 
-    def changed(self) -> tuple[dict[str, bytes], list[str]]:
-        """({name: pickle} of what the step assigned or mutated, names that could not be pickled)."""
+    def changed(self) -> tuple[dict[str, bytes], list[str], list[str]]:
+        """({name: pickle} of what the step assigned or mutated, names that could not be pickled,
+        names left out because their value holds a credential)."""
         pickles: dict[str, bytes] = {}
         unpicklable: list[str] = []
+        secret: list[str] = []
         for name in sorted(self.assigned | set(self.before)):
             if name not in self.namespace or not _candidate(name, self.namespace[name]):
                 continue
@@ -86,8 +90,11 @@ class VariableTracker:
                 if name in self.assigned:
                     unpicklable.append(name)
             elif name in self.assigned or hashlib.blake2b(data, digest_size=16).digest() != self.before[name]:
-                pickles[name] = data
-        return pickles, unpicklable
+                if holds_secret(data):
+                    secret.append(name)
+                else:
+                    pickles[name] = data
+        return pickles, unpicklable, secret
 
 
 def restore(values: Mapping[str, tuple[str, bytes]], namespace: dict[str, Any]) -> tuple[list[str], list[str]]:

@@ -123,8 +123,9 @@ class HttpCall:
         if not stream:
             record(response.content, True)
         else:
-            # Chosen by the path the call took, not by the stream's type: some transports hand a
-            # sync call a stream that is also an async one.
+            # Built on the HTTP library of the client that sent it (LiteLLM hands the openai client an
+            # httpx client, where the SDK's own is httpx2; each library accepts only its own stream
+            # types), and chosen by the path the call took.
             response.stream = _tee(self.http, asynchronous)(response.stream, record)
         return response
 

@@ -14,42 +14,39 @@ from types import ModuleType
 from typing import Any
 
 from . import Integration, Unsupported, _http
+from ._patch import Patches
 
-_originals: dict[type, Callable[..., Any]] = {}
+_patches = Patches()
 
 
 def install(module: ModuleType) -> None:
-    sync_client, async_client = module.SyncAPIClient, module.AsyncAPIClient
-    for cls in (sync_client, async_client):
+    for cls in (module.SyncAPIClient, module.AsyncAPIClient):
         if "_attempt_request" not in cls.__dict__:
             raise Unsupported(f"this anthropic release has no {cls.__name__}._attempt_request")
-    if sync_client in _originals:
-        return
-    _originals[sync_client] = sync_attempt = sync_client._attempt_request
-    _originals[async_client] = async_attempt = async_client._attempt_request
+    _patches.wrap(module.SyncAPIClient, "_attempt_request", _mark_sync)
+    _patches.wrap(module.AsyncAPIClient, "_attempt_request", _mark_async)
 
+
+def _mark_sync(attempt: Callable[..., Any]) -> Callable[..., Any]:
     def _attempt_request(self: Any, *args: Any, **kwargs: Any) -> Any:
         token = _http.sending.set(self)
         try:
-            return sync_attempt(self, *args, **kwargs)
+            return attempt(self, *args, **kwargs)
         finally:
             _http.sending.reset(token)
 
-    async def _async_attempt_request(self: Any, *args: Any, **kwargs: Any) -> Any:
+    return _attempt_request
+
+
+def _mark_async(attempt: Callable[..., Any]) -> Callable[..., Any]:
+    async def _attempt_request(self: Any, *args: Any, **kwargs: Any) -> Any:
         token = _http.sending.set(self)
         try:
-            return await async_attempt(self, *args, **kwargs)
+            return await attempt(self, *args, **kwargs)
         finally:
             _http.sending.reset(token)
 
-    sync_client._attempt_request = _attempt_request
-    async_client._attempt_request = _async_attempt_request
+    return _attempt_request
 
 
-def uninstall() -> None:
-    for cls, original in _originals.items():
-        cls._attempt_request = original
-    _originals.clear()
-
-
-INTEGRATION = Integration("anthropic", ("anthropic._base_client",), install, uninstall)
+INTEGRATION = Integration("anthropic", ("anthropic._base_client",), install, _patches.undo)

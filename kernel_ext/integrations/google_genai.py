@@ -11,8 +11,10 @@ Request headers (the API key travels in one) are never stored.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -21,49 +23,63 @@ from journal._time import now
 
 from ..runtime import ActiveStep, Claim, active_step, journaled_call
 from . import Integration, Unsupported
+from ._patch import Patches
 
 _METHODS = ("request", "request_streamed", "async_request", "async_request_streamed")
-_originals: dict[str, Callable[..., Any]] = {}
+_patches = Patches()
 
 
 class GenaiCall:
     """One call of the google-genai client, as the journal identifies and stores it."""
 
-    def __init__(self, method: str, path: str, body: Any, stream: bool) -> None:
+    def __init__(self, active: ActiveStep, method: str, path: str, body: Any, stream: bool) -> None:
+        self.active = active
         # The request dict may hold enums and other values the SDK turns into JSON when it sends.
         document = json.loads(json.dumps(body, default=str))
         self.split = Split()
         self.document = {"method": method.upper(), "path": path, "body": document, "stream": stream}
-        self.fingerprint = split_document(self.document, self.split)
-        self.model, _, verb = path.partition(":")
-        self.name = "genai." + (verb or path.replace("/", "."))
-        self.model = self.model.rpartition("/")[2] or None
+        fingerprint = split_document(self.document, self.split)
+        model, _, verb = path.partition(":")
+        self.name, self.model = "genai." + (verb or path.replace("/", ".")), model.rpartition("/")[2] or None
+        self.claim: Claim = active.claim(fingerprint, f"{self.name}, model {self.model}", self.document)
+        self.started = now()
 
-    def claim(self, active: ActiveStep) -> Claim:
-        return active.claim(self.fingerprint, f"{self.name}, model {self.model}", self.document)
-
-    def replayed_bodies(self, active: ActiveStep, claim: Claim) -> list[str]:
-        recorded = claim.recorded
-        active.mark_known(self.split)
+    def recorded(self) -> list[str] | None:
+        """The recorded answer's JSON texts (one, or a stream's chunks), or None: it goes live."""
+        recorded = self.claim.recorded
+        if recorded is None:
+            return None
+        self.active.mark_known(self.split)
 
         def fetch(key: str) -> bytes:
-            return recorded.data if key == recorded.response and recorded.data is not None else (
-                active.run.blobs.get(key) or active.fetch(key))
+            if key == recorded.response and recorded.data is not None:
+                return recorded.data
+            return self.active.run.blobs.get(key) or self.active.fetch(key)
 
         return [json.dumps(chunk) for chunk in join_document(recorded.response, fetch)]
 
-    def record(self, active: ActiveStep, claim: Claim, bodies: list[str], started: Any) -> None:
-        if active.closed:
+    @contextmanager
+    def live(self) -> Iterator[None]:
+        """The live call: what it sends is journaled; if it fails, its retry takes its place."""
+        try:
+            with journaled_call():
+                yield
+        except BaseException:
+            self.active.retry(self.claim)
+            raise
+
+    def record(self, bodies: list[str]) -> None:
+        if self.active.closed:
             return  # a stream read after its step ended goes live again next time
         chunks = [json.loads(body) if body else {} for body in bodies]
         response = Split()
         key = split_document(chunks, response)
-        usage = next((c.get("usageMetadata") for c in reversed(chunks) if isinstance(c, dict)
-                      and c.get("usageMetadata")), None) or {}
-        active.record(claim, kind="llm", name=self.name, model=self.model, request=self.split, response=response,
-                      response_key=key, started_at=started,
-                      usage=(usage.get("promptTokenCount"), usage.get("candidatesTokenCount")),
-                      meta={"status": 200, "stream": len(bodies) != 1 or self.document["stream"], "body": "chunks"})
+        usage = next((c["usageMetadata"] for c in reversed(chunks) if isinstance(c, dict)
+                      and c.get("usageMetadata")), {})
+        self.active.record(self.claim, kind="llm", name=self.name, model=self.model, request=self.split,
+                           response=response, response_key=key, started_at=self.started,
+                           usage=(usage.get("promptTokenCount"), usage.get("candidatesTokenCount")),
+                           meta={"status": 200, "stream": self.document["stream"], "body": "chunks"})
 
 
 def install(module: ModuleType) -> None:
@@ -71,110 +87,84 @@ def install(module: ModuleType) -> None:
     missing = [name for name in _METHODS if name not in client.__dict__]
     if missing:
         raise Unsupported(f"this google-genai release has no BaseApiClient.{missing[0]}")
-    if _originals:
-        return
-    _originals.update({name: client.__dict__[name] for name in _METHODS})
-    response_type = module.SdkHttpResponse
-    request, streamed = _originals["request"], _originals["request_streamed"]
-    async_request, async_streamed = _originals["async_request"], _originals["async_request_streamed"]
+    answer: Callable[[str], Any] = lambda body: module.SdkHttpResponse(  # noqa: E731
+        headers={"content-type": "application/json"}, body=body)
 
-    def answer(body: str) -> Any:
-        return response_type(headers={"content-type": "application/json"}, body=body)
+    def request(original: Callable[..., Any]) -> Callable[..., Any]:
+        def journaled(self: Any, method: str, path: str, body: Any, *args: Any, **kwargs: Any) -> Any:
+            active = active_step()
+            if active is None:
+                return original(self, method, path, body, *args, **kwargs)
+            call = GenaiCall(active, method, path, body, stream=False)
+            if (recorded := call.recorded()) is not None:
+                return answer(recorded[0])
+            with call.live():
+                response = original(self, method, path, body, *args, **kwargs)
+            call.record([response.body or ""])
+            return response
 
-    def request_journaled(self: Any, method: str, path: str, body: Any, *args: Any, **kwargs: Any) -> Any:
-        active = active_step()
-        if active is None:
-            return request(self, method, path, body, *args, **kwargs)
-        call = GenaiCall(method, path, body, stream=False)
-        claim = call.claim(active)
-        if claim.recorded is not None:
-            return answer(call.replayed_bodies(active, claim)[0])
-        started = now()
-        try:
-            with journaled_call():
-                response = request(self, method, path, body, *args, **kwargs)
-        except BaseException:
-            active.retry(claim)
-            raise
-        call.record(active, claim, [response.body or ""], started)
-        return response
+        return journaled
 
-    def streamed_journaled(self: Any, method: str, path: str, body: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
-        active = active_step()
-        if active is None:
-            yield from streamed(self, method, path, body, *args, **kwargs)
-            return
-        call = GenaiCall(method, path, body, stream=True)
-        claim = call.claim(active)
-        if claim.recorded is not None:
-            for chunk in call.replayed_bodies(active, claim):
-                yield answer(chunk)
-            return
-        started, bodies = now(), []
-        try:
-            with journaled_call():
-                chunks = streamed(self, method, path, body, *args, **kwargs)
+    def request_streamed(original: Callable[..., Any]) -> Callable[..., Any]:
+        def journaled(self: Any, method: str, path: str, body: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            active = active_step()
+            if active is None:
+                yield from original(self, method, path, body, *args, **kwargs)
+                return
+            call = GenaiCall(active, method, path, body, stream=True)
+            if (recorded := call.recorded()) is not None:
+                yield from map(answer, recorded)
+                return
+            with call.live():  # the request is sent when the first chunk is asked for
+                chunks = original(self, method, path, body, *args, **kwargs)
                 first = next(chunks, None)
-        except BaseException:
-            active.retry(claim)
-            raise
-        if first is not None:
-            bodies.append(first.body)
-            yield first
-            for chunk in chunks:
+            bodies = []
+            for chunk in [] if first is None else itertools.chain([first], chunks):
                 bodies.append(chunk.body)
                 yield chunk
-        call.record(active, claim, bodies, started)  # only a stream read to its end
+            call.record(bodies)  # only a stream read to its end
 
-    async def async_request_journaled(self: Any, method: str, path: str, body: Any, *args: Any,
-                                      **kwargs: Any) -> Any:
-        active = active_step()
-        if active is None:
-            return await async_request(self, method, path, body, *args, **kwargs)
-        call = GenaiCall(method, path, body, stream=False)
-        claim = call.claim(active)
-        if claim.recorded is not None:
-            return answer(call.replayed_bodies(active, claim)[0])
-        started = now()
-        try:
-            with journaled_call():
-                response = await async_request(self, method, path, body, *args, **kwargs)
-        except BaseException:
-            active.retry(claim)
-            raise
-        call.record(active, claim, [response.body or ""], started)
-        return response
+        return journaled
 
-    async def async_streamed_journaled(self: Any, method: str, path: str, body: Any, *args: Any,
-                                       **kwargs: Any) -> AsyncIterator[Any]:
-        active = active_step()
-        if active is None:
-            return await async_streamed(self, method, path, body, *args, **kwargs)
-        call = GenaiCall(method, path, body, stream=True)
-        claim = call.claim(active)
-        if claim.recorded is not None:
-            return _replay_chunks([answer(chunk) for chunk in call.replayed_bodies(active, claim)])
-        started = now()
-        try:
-            with journaled_call():
-                chunks = await async_streamed(self, method, path, body, *args, **kwargs)
-        except BaseException:
-            active.retry(claim)
-            raise
-        return _record_chunks(chunks, lambda bodies: call.record(active, claim, bodies, started))
+    def async_request(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def journaled(self: Any, method: str, path: str, body: Any, *args: Any, **kwargs: Any) -> Any:
+            active = active_step()
+            if active is None:
+                return await original(self, method, path, body, *args, **kwargs)
+            call = GenaiCall(active, method, path, body, stream=False)
+            if (recorded := call.recorded()) is not None:
+                return answer(recorded[0])
+            with call.live():
+                response = await original(self, method, path, body, *args, **kwargs)
+            call.record([response.body or ""])
+            return response
 
-    client.request = request_journaled
-    client.request_streamed = streamed_journaled
-    client.async_request = async_request_journaled
-    client.async_request_streamed = async_streamed_journaled
+        return journaled
+
+    def async_request_streamed(original: Callable[..., Any]) -> Callable[..., Any]:
+        async def journaled(self: Any, method: str, path: str, body: Any, *args: Any, **kwargs: Any) -> Any:
+            active = active_step()
+            if active is None:
+                return await original(self, method, path, body, *args, **kwargs)
+            call = GenaiCall(active, method, path, body, stream=True)
+            if (recorded := call.recorded()) is not None:
+                return _replayed(map(answer, recorded))
+            with call.live():
+                chunks = await original(self, method, path, body, *args, **kwargs)
+            return _recorded(chunks, call.record)
+
+        return journaled
+
+    for name, make in zip(_METHODS, (request, request_streamed, async_request, async_request_streamed), strict=True):
+        _patches.wrap(client, name, make)
 
 
-async def _replay_chunks(chunks: list[Any]) -> AsyncIterator[Any]:
+async def _replayed(chunks: Iterator[Any]) -> AsyncIterator[Any]:
     for chunk in chunks:
         yield chunk
 
 
-async def _record_chunks(chunks: AsyncIterator[Any], done: Callable[[list[str]], None]) -> AsyncIterator[Any]:
+async def _recorded(chunks: AsyncIterator[Any], done: Callable[[list[str]], None]) -> AsyncIterator[Any]:
     bodies = []
     async for chunk in chunks:
         bodies.append(chunk.body)
@@ -182,13 +172,4 @@ async def _record_chunks(chunks: AsyncIterator[Any], done: Callable[[list[str]],
     done(bodies)
 
 
-def uninstall() -> None:
-    if _originals:
-        import google.genai._api_client as module
-
-        for name, original in _originals.items():
-            setattr(module.BaseApiClient, name, original)
-        _originals.clear()
-
-
-INTEGRATION = Integration("google_genai", ("google.genai._api_client",), install, uninstall)
+INTEGRATION = Integration("google_genai", ("google.genai._api_client",), install, _patches.undo)

@@ -15,42 +15,38 @@ from typing import Any
 
 from ..runtime import active_step
 from . import Integration, Unsupported, _http
+from ._patch import Patches
 
-_originals: dict[type, Callable[..., Any]] = {}
+_patches = Patches()
 
 
 def install(module: ModuleType) -> None:
-    sync_client, async_client = module.SyncAPIClient, module.AsyncAPIClient
-    for cls in (sync_client, async_client):
+    for cls in (module.SyncAPIClient, module.AsyncAPIClient):
         if "_send_request" not in cls.__dict__:
             raise Unsupported(f"this openai release has no {cls.__name__}._send_request")
-    if sync_client in _originals:
-        return
-    _originals[sync_client] = sync_send = sync_client._send_request
-    _originals[async_client] = async_send = async_client._send_request
+    _patches.wrap(module.SyncAPIClient, "_send_request", _journal_sync)
+    _patches.wrap(module.AsyncAPIClient, "_send_request", _journal_async)
 
+
+def _journal_sync(send: Callable[..., Any]) -> Callable[..., Any]:
     def _send_request(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
         active = active_step()
         if active is None:
-            return sync_send(self, request, stream=stream, **kwargs)
-        return _http.send(active, self.base_url, request, stream,
-                          lambda: sync_send(self, request, stream=stream, **kwargs))
+            return send(self, request, stream=stream, **kwargs)
+        return _http.send(active, self.base_url, request, stream, lambda: send(self, request, stream=stream, **kwargs))
 
-    async def _async_send_request(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
+    return _send_request
+
+
+def _journal_async(send: Callable[..., Any]) -> Callable[..., Any]:
+    async def _send_request(self: Any, request: Any, *, stream: bool, **kwargs: Any) -> Any:
         active = active_step()
         if active is None:
-            return await async_send(self, request, stream=stream, **kwargs)
+            return await send(self, request, stream=stream, **kwargs)
         return await _http.send_async(active, self.base_url, request, stream,
-                                      lambda: async_send(self, request, stream=stream, **kwargs))
+                                      lambda: send(self, request, stream=stream, **kwargs))
 
-    sync_client._send_request = _send_request
-    async_client._send_request = _async_send_request
-
-
-def uninstall() -> None:
-    for cls, original in _originals.items():
-        cls._send_request = original
-    _originals.clear()
+    return _send_request
 
 
-INTEGRATION = Integration("openai", ("openai._base_client",), install, uninstall)
+INTEGRATION = Integration("openai", ("openai._base_client",), install, _patches.undo)

@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 
 from ..runtime import active_step, in_journaled_call, outside_steps, steps_open
 from . import Integration, _http
+from ._patch import Patches
 
-_originals: dict[tuple[Any, str], Callable[..., Any]] = {}
+_patches = Patches()
 
 
 def report(host: str) -> None:
@@ -38,21 +39,9 @@ def install(module: ModuleType) -> None:
     if name in ("httpx", "httpx2"):
         _wrap_httpx(module)
     elif name == "http.client":
-        _wrap(module.HTTPConnection, "putrequest", lambda original: _putrequest(original))
+        _patches.wrap(module.HTTPConnection, "putrequest", _putrequest)
     elif name == "aiohttp.client":
-        _wrap(module.ClientSession, "_request", lambda original: _aiohttp_request(original))
-
-
-def uninstall() -> None:
-    for (owner, attribute), original in _originals.items():
-        setattr(owner, attribute, original)
-    _originals.clear()
-
-
-def _wrap(owner: Any, attribute: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-    if (owner, attribute) not in _originals:
-        _originals[owner, attribute] = original = getattr(owner, attribute)
-        setattr(owner, attribute, make(original))
+        _patches.wrap(module.ClientSession, "_request", _aiohttp_request)
 
 
 def _wrap_httpx(module: ModuleType) -> None:
@@ -78,8 +67,8 @@ def _wrap_httpx(module: ModuleType) -> None:
 
         return send
 
-    _wrap(module.Client, "send", sync)
-    _wrap(module.AsyncClient, "send", asynchronous)
+    _patches.wrap(module.Client, "send", sync)
+    _patches.wrap(module.AsyncClient, "send", asynchronous)
 
 
 def _putrequest(original: Callable[..., Any]) -> Callable[..., Any]:
@@ -98,4 +87,5 @@ def _aiohttp_request(original: Callable[..., Any]) -> Callable[..., Any]:
     return request
 
 
-INTEGRATION = Integration("outbound_http", ("httpx", "httpx2", "http.client", "aiohttp.client"), install, uninstall)
+INTEGRATION = Integration("outbound_http", ("httpx", "httpx2", "http.client", "aiohttp.client"), install,
+                          _patches.undo)

@@ -15,18 +15,19 @@ from typing import Any
 
 from ..tools import Tool, acall_tool
 from . import Integration, Unsupported
+from ._patch import Patches
 
-_originals: dict[type, Callable[..., Any]] = {}
+_patches = Patches()
 
 
 def install(module: ModuleType) -> None:
     toolset = getattr(module, "FunctionToolset", None)
     if toolset is None or "call_tool" not in toolset.__dict__:
         raise Unsupported("this pydantic-ai release has no FunctionToolset.call_tool")
-    if toolset in _originals:
-        return
-    _originals[toolset] = original = toolset.call_tool
+    _patches.wrap(toolset, "call_tool", _journal)
 
+
+def _journal(original: Callable[..., Any]) -> Callable[..., Any]:
     async def call_tool(self: Any, name: str, tool_args: dict[str, Any], ctx: Any, tool: Any) -> Any:
         async def run() -> Any:
             return await original(self, name, tool_args, ctx, tool)
@@ -36,13 +37,7 @@ def install(module: ModuleType) -> None:
             return await run()  # the @tool inside journals the call
         return await acall_tool(name, tool_args, run)
 
-    toolset.call_tool = call_tool
+    return call_tool
 
 
-def uninstall() -> None:
-    for cls, original in _originals.items():
-        cls.call_tool = original
-    _originals.clear()
-
-
-INTEGRATION = Integration("pydantic_ai", ("pydantic_ai.toolsets.function",), install, uninstall)
+INTEGRATION = Integration("pydantic_ai", ("pydantic_ai.toolsets.function",), install, _patches.undo)
