@@ -23,8 +23,18 @@ with sync.messages.stream(messages=[{"role": "user", "content": "helper"}], **as
 aplain = await aio.messages.create(messages=[{"role": "user", "content": "async"}], **ask)
 astreamed = "".join([e.delta.text async for e in await aio.messages.create(
     messages=[{"role": "user", "content": "async streamed"}], stream=True, **ask) if e.type == "content_block_delta"])
+import datetime
+
+@anthropic.beta_tool
+def clock(city: str) -> str:
+    \"\"\"The local time in a city.\"\"\"
+    with open("ledger.txt", "a") as ledger:   # the SDK's tool runner calls it itself
+        ledger.write(city + "\\n")
+    return datetime.datetime.now().isoformat()
+
+timed = list(sync.beta.messages.tool_runner(messages=[{"role": "user", "content": "time?"}], tools=[clock], **ask))
 print(type(plain).__name__, type(helper).__name__, plain.content[0].text, streamed, helper.content[0].text,
-      aplain.content[0].text, astreamed, plain.usage.output_tokens)
+      aplain.content[0].text, astreamed, plain.usage.output_tokens, timed[-1].content[0].text)
 """
 
 GEMINI = """%%durable gemini
@@ -36,7 +46,17 @@ streamed = "".join(c.text or "" for c in client.models.generate_content_stream(m
 aplain = await client.aio.models.generate_content(model="gemini-scripted", contents="async")
 astreamed = "".join([c.text or "" async for c in await client.aio.models.generate_content_stream(
     model="gemini-scripted", contents="async streamed")])
-print(type(plain).__name__, plain.text, streamed, aplain.text, astreamed, plain.usage_metadata.total_token_count)
+import datetime
+
+def clock(city: str) -> str:
+    \"\"\"The local time in a city.\"\"\"
+    with open("ledger.txt", "a") as ledger:   # the SDK calls it itself (automatic function calling)
+        ledger.write(city + "\\n")
+    return datetime.datetime.now().isoformat()
+
+timed = client.models.generate_content(model="gemini-scripted", contents="time?", config={"tools": [clock]})
+print(type(plain).__name__, plain.text, streamed, aplain.text, astreamed, plain.usage_metadata.total_token_count,
+      timed.text)
 """
 
 LITELLM = """%%durable litellm
@@ -57,9 +77,9 @@ def _printed(outputs: list) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cell, calls", [(ANTHROPIC, 5), (GEMINI, 4), (LITELLM, 4)],
+@pytest.mark.parametrize("cell, requests, calls", [(ANTHROPIC, 7, 8), (GEMINI, 6, 7), (LITELLM, 4, 4)],
                          ids=["anthropic", "google-genai", "litellm"])
-def test_sdk_calls_replay_in_a_fresh_kernel(kernel_env, tmp_path, model_server, cell, calls):
+def test_sdk_calls_replay_in_a_fresh_kernel(kernel_env, tmp_path, model_server, cell, requests, calls):
     env = {**kernel_env, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}  # litellm fetches prices at import otherwise
     setup = f"%load_ext kernel_ext\nimport os\nSERVER, KEY = {model_server.url!r}, os.environ[\"OPENAI_API_KEY\"]"
     runs = []
@@ -71,14 +91,16 @@ def test_sdk_calls_replay_in_a_fresh_kernel(kernel_env, tmp_path, model_server, 
         finally:
             kernel.shutdown()
         if len(runs) == 1:
-            assert model_server.stats()["requests"] == calls
+            assert model_server.stats()["requests"] == requests
     first, second = runs
-    assert model_server.stats()["requests"] == calls  # the fresh kernel sent nothing
+    assert model_server.stats()["requests"] == requests  # the fresh kernel sent nothing
     assert _printed(first) == _printed(second) and "[scripted]" in _printed(first)
     assert summaries(first) == [{"step": summaries(first)[0]["step"], "replayed": 0, "live": calls}]
     assert summaries(second)[0]["replayed"] == calls and summaries(second)[0]["live"] == 0
     journal = b"".join(p.read_bytes() for p in tmp_path.glob("journal.duckdb*"))
     assert API_KEY.encode() not in journal
+    if (tmp_path / "ledger.txt").exists():  # a tool the SDK called itself ran once, its clock replayed
+        assert (tmp_path / "ledger.txt").read_text().count("\n") == 1
 
 
 def test_raw_http_in_a_step_is_named_in_its_summary(kernel, model_server):

@@ -17,7 +17,7 @@ from types import ModuleType
 
 from .._hooks import after_import
 
-NAMES = ("openai", "anthropic", "google_genai", "openai_agents", "pydantic_ai", "outbound_http")
+NAMES = ("openai", "anthropic", "google_genai", "google_genai_afc", "openai_agents", "pydantic_ai", "outbound_http")
 
 
 class Unsupported(Exception):

@@ -5,6 +5,10 @@ the send. So the attempt is marked with its client, and httpx's send (see outbou
 journals the marked request exactly as the openai client's is (see _http.py): the same replay
 rule, the SDK's own parsing of a replayed response, streams replayed as streams, retries of
 429/529 counted as attempts of one call.
+
+The SDK's tool runner (`client.beta.messages.tool_runner`, with `@beta_tool` functions) runs each
+tool through the runner's `_run_tool`, which turns any exception into an error result for the
+model; the journaling wraps it from outside, so a call in doubt stops the step as for a `@tool`.
 """
 
 from __future__ import annotations
@@ -13,13 +17,18 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from ..tools import Tool, acall_tool, call_tool
 from . import Integration, Unsupported, _http
 from ._patch import Patches
 
 _patches = Patches()
+_RUNNERS = ("BaseSyncToolRunner", "BaseAsyncToolRunner")
 
 
 def install(module: ModuleType) -> None:
+    if module.__name__.endswith("_beta_runner"):
+        _install_tool_runner(module)
+        return
     for cls in (module.SyncAPIClient, module.AsyncAPIClient):
         if "_attempt_request" not in cls.__dict__:
             raise Unsupported(f"this anthropic release has no {cls.__name__}._attempt_request")
@@ -49,4 +58,31 @@ def _mark_async(attempt: Callable[..., Any]) -> Callable[..., Any]:
     return _attempt_request
 
 
-INTEGRATION = Integration("anthropic", ("anthropic._base_client",), install, _patches.undo)
+def _install_tool_runner(module: ModuleType) -> None:
+    runners = [getattr(module, name, None) for name in _RUNNERS]
+    if any(runner is None or "_run_tool" not in runner.__dict__ for runner in runners):
+        raise Unsupported("this anthropic release has no tool runner with _run_tool")
+    _patches.wrap(runners[0], "_run_tool", _journal_tool_sync)
+    _patches.wrap(runners[1], "_run_tool", _journal_tool_async)
+
+
+def _journal_tool_sync(run_tool: Callable[..., Any]) -> Callable[..., Any]:
+    def _run_tool(self: Any, tool: Any, tool_use: Any) -> Any:
+        if isinstance(getattr(tool, "func", None), Tool):
+            return run_tool(self, tool, tool_use)  # the @tool inside journals the call
+        return call_tool(tool.name, tool_use.input, lambda: run_tool(self, tool, tool_use))
+
+    return _run_tool
+
+
+def _journal_tool_async(run_tool: Callable[..., Any]) -> Callable[..., Any]:
+    async def _run_tool(self: Any, tool: Any, tool_use: Any) -> Any:
+        if isinstance(getattr(tool, "func", None), Tool):
+            return await run_tool(self, tool, tool_use)
+        return await acall_tool(tool.name, tool_use.input, lambda: run_tool(self, tool, tool_use))
+
+    return _run_tool
+
+
+INTEGRATION = Integration("anthropic", ("anthropic._base_client", "anthropic.lib.tools._beta_runner"), install,
+                          _patches.undo)
