@@ -95,6 +95,50 @@ print(answers)
 """
 
 
+LANGCHAIN_SETUP = """
+%load_ext kernel_ext
+import datetime
+from langchain_core.messages import HumanMessage
+from langchain_core.tools import tool as lc_tool
+from langchain_openai import ChatOpenAI
+
+@lc_tool
+def clock(city: str) -> str:
+    \"\"\"The local time in a city.\"\"\"
+    return f"{city}: {datetime.datetime.now().isoformat()}"
+
+@lc_tool
+def refund(customer: str, amount_eur: int) -> str:
+    \"\"\"Refund a customer.\"\"\"
+    with open("ledger.txt", "a") as ledger:
+        ledger.write(f"refund {customer} {amount_eur}\\n")
+    return "refunded"
+
+@lc_tool
+async def note(text: str) -> str:
+    \"\"\"Write a note.\"\"\"
+    with open("ledger.txt", "a") as ledger:
+        ledger.write("note\\n")
+    return "noted"
+
+async def ask(chosen, question):
+    # The scripted server always calls a model's first tool, so one tool per question.
+    llm = ChatOpenAI(model="scripted-chat").bind_tools([chosen])
+    messages = [HumanMessage(question)]
+    reply = await llm.ainvoke(messages)
+    messages.append(reply)
+    for call in reply.tool_calls:
+        messages.append(chosen.invoke(call) if chosen is refund else await chosen.ainvoke(call))
+    return (await llm.ainvoke(messages)).content
+"""
+
+LANGCHAIN_CELL = """%%durable support
+answers = [await ask(clock, "What time is it in Lisbon?"), await ask(refund, "Refund Ana 20 EUR"),
+           await ask(note, "Note that Ana called")]
+print(answers)
+"""
+
+
 def _run_twice(kernel_env: dict[str, str], tmp_path: Path, setup: str, cell: str, server) -> tuple[list, list]:
     runs = []
     for _ in range(2):
@@ -115,8 +159,9 @@ def _printed(outputs: list) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setup, cell", [(AGENTS_SETUP, AGENTS_CELL), (PYDANTIC_SETUP, PYDANTIC_CELL)],
-                         ids=["openai-agents", "pydantic-ai"])
+@pytest.mark.parametrize("setup, cell", [(AGENTS_SETUP, AGENTS_CELL), (PYDANTIC_SETUP, PYDANTIC_CELL),
+                                         (LANGCHAIN_SETUP, LANGCHAIN_CELL)],
+                         ids=["openai-agents", "pydantic-ai", "langchain"])
 def test_agent_tools_run_once_and_replay(kernel_env, tmp_path, model_server, setup, cell):
     first, second = _run_twice(kernel_env, tmp_path, setup, cell, model_server)
     assert model_server.stats()["requests"] == 6  # per question: a tool call, then the answer

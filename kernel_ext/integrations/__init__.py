@@ -17,7 +17,8 @@ from types import ModuleType
 
 from .._hooks import after_import
 
-NAMES = ("openai", "anthropic", "google_genai", "google_genai_afc", "openai_agents", "pydantic_ai", "outbound_http")
+NAMES = ("openai", "anthropic", "google_genai", "google_genai_afc", "openai_agents", "pydantic_ai", "langchain",
+         "outbound_http")
 
 
 class Unsupported(Exception):
