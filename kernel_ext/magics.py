@@ -109,8 +109,9 @@ async def run_durable_cell(args: str, key: str) -> Any:
     scope.__exit__(None, None, None)
     progress.finish(active)
     if secret:
-        print(f"durable: {describe(secret)} not journaled (holds a credential); after %durable restore, "
-              "re-run this cell to bring it back", file=sys.stderr)
+        holds = "holds a credential" if len(secret) == 1 else "hold credentials"
+        print(f"durable: {describe(secret)} not journaled ({holds}); after %durable restore, "
+              "re-run this cell to bring them back", file=sys.stderr)
     if unpicklable:
         print(f"durable: %durable restore cannot bring back {describe(unpicklable)} (not picklable); "
               "the step still replays through its calls", file=sys.stderr)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from journal import Journal
+from tests.conftest import API_KEY
 from tests.harness import Kernel
 
 SETUP = """%load_ext kernel_ext
@@ -107,3 +108,20 @@ def test_restore_brings_back_the_last_completed_steps_variables(kernel: Kernel, 
     with Journal(tmp_path / "journal.duckdb").open() as store:
         assert store.con.execute("SELECT count(*) FROM step_runs").fetchone()[0] == runs  # no cell ran
     assert json.loads(expected[0]["text"].splitlines()[0])[-1]["content"] == "and another"
+
+
+def test_a_variable_holding_a_credential_is_not_journaled(kernel: Kernel, model_server, tmp_path):
+    kernel.ok("%load_ext kernel_ext\nimport os")
+    outputs = kernel.ok("""%%durable keys
+headers = {"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Accept": "application/json"}
+settings = {"model": "m", "key": os.environ["OPENAI_API_KEY"]}
+harmless = {"model": "m"}
+""")
+    warned = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
+    assert "headers, settings not journaled (hold credentials)" in warned
+    kernel.kill()
+    assert API_KEY.encode() not in b"".join(p.read_bytes() for p in tmp_path.glob("journal.duckdb*"))
+    kernel.start()
+    kernel.ok("%load_ext kernel_ext")
+    restored = "".join(o.get("text", "") for o in kernel.ok("%durable restore"))
+    assert "harmless" in restored and "headers" not in restored
