@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._shadowing import check_shadowing
+from ._shadowing import import_own_packages
 
-check_shadowing()
+# Before any of our modules imports `journal`: a folder of that name beside the notebook must not win.
+import_own_packages()
 
 from .approvals import Decision, PendingApproval, StepSuspended, approve  # noqa: E402
 from .errors import (  # noqa: E402
@@ -21,6 +22,7 @@ from .errors import (  # noqa: E402
     StrictReplayError,
     ToolRejected,
     ToolTimeoutError,
+    UnreadRejectionError,
 )
 from .runtime import Session, current_session, session, settle, step  # noqa: E402
 from .script import run_async, script_session  # noqa: E402
@@ -41,6 +43,7 @@ __all__ = [
     "Tool",
     "ToolRejected",
     "ToolTimeoutError",
+    "UnreadRejectionError",
     "arun_tool_calls",
     "current_session",
     "load_ipython_extension",

@@ -27,16 +27,19 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Generator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from journal import Journal, Split, default_path, digest, split_document
 
-from .errors import StepError
+from .errors import StepError, UnreadRejectionError
 from .runtime import ActiveStep, active_step, env_flag
 
 POLL_SECONDS = 1.0  # how often a waiting kernel looks for a decision made elsewhere (the CLI)
+
+
+_VERDICT = frozenset({"approved", "rejected", "timed_out"})
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,11 @@ class Decision:
     def rejected(self) -> bool:
         return not self.approved
 
+    def __getattribute__(self, name: str) -> Any:
+        if name in _VERDICT:
+            object.__setattr__(self, "_read", True)  # the code looked at the verdict (see gate)
+        return object.__getattribute__(self, name)
+
     def __bool__(self) -> bool:
         return self.approved
 
@@ -63,8 +71,24 @@ class Decision:
         return self
         yield  # pragma: no cover - makes this a generator
 
+    @property
+    def read(self) -> bool:
+        """Whether the code looked at the verdict (approved, rejected, timed_out, or its truth)."""
+        return self.__dict__.get("_read", False)
+
+    def gate(self, step: ActiveStep, ending: bool) -> bool:
+        """May `step` go on past this decision? An approval, or a rejection the code read, lets it."""
+        if self.__dict__.get("approved") or self.read or ending:
+            return True
+        raise UnreadRejectionError(step.name, self.key, self.__dict__.get("by", "?"))
+
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not asdict(): reading the fields through the object would count as the code reading them.
+        return {f.name: self.__dict__[f.name] for f in fields(self)}
+
+    def copy(self) -> Decision:
+        """The same decision as a new object, for showing it without marking this one read."""
+        return Decision(**self.to_json())
 
 
 def make_decision(key: str, approved: bool, *, by: str | None = None, comment: str | None = None,
@@ -106,7 +130,24 @@ class PendingApproval:
         self.prompt, self.details, self.deadline = prompt, details, deadline
         self.journal: Journal = active.session.journal
         self._clicked: Decision | None = None
+        self._handed: Decision | None = None  # the decision the code was given, by await or by reading
         self._view = _present(self)
+        active.gates.append(self.gate)
+
+    def gate(self, ending: bool) -> bool:
+        """May the step go on past this approval? Not while it is undecided (see ActiveStep.pass_gates)."""
+        decision = self._decision()
+        if decision is None:
+            decision = self.poll()
+        if decision is None:
+            self._suspend()
+        if self._handed is None:
+            self._handed = decision
+        return decision.gate(self.active, ending)
+
+    def _decision(self) -> Decision | None:
+        # Never `a or b`: truth-testing a Decision reads its verdict (and a rejection is falsy).
+        return self._handed if self._handed is not None else self._clicked
 
     def decide(self, approved: bool, *, comment: str | None = None, data: Any = None,
                by: str | None = None) -> Decision:
@@ -125,7 +166,7 @@ class PendingApproval:
             store.decide(self.call_id, decision.to_json())
             recorded = _decision_of(store, self.call_id)  # the first decision wins
         self._clicked = recorded if recorded is not None else decision
-        return self._clicked
+        return self._clicked.copy()  # shown by the widget: showing it is not the code reading it
 
     def recorded(self) -> Decision | None:
         with self.journal.open() as store:
@@ -146,6 +187,7 @@ class PendingApproval:
                     decision = self.poll()
                 if decision is not None:
                     _show_decision(self, decision)
+                    self._handed = decision
                     return decision
                 await asyncio.sleep(0.1)  # a click is handled while this coroutine sleeps
 
@@ -162,9 +204,12 @@ class PendingApproval:
 
     def __getattr__(self, name: str) -> Any:
         if name in {"approved", "rejected", "by", "at", "comment", "data", "timed_out"}:
-            decision = self._clicked if self._clicked is not None else self.recorded()
+            decision = self._decision()
+            if decision is None:
+                decision = self.recorded()
             if decision is None:
                 self._suspend()
+            self._handed = decision
             return getattr(decision, name)
         raise AttributeError(name)
 
@@ -195,7 +240,7 @@ def approve(prompt: str, *, key: str | None = None, details: Any = None,
     if claim.recorded is not None:
         decision = Decision(**json.loads(claim.recorded.data))
         _show_decision_for(key, prompt, details, decision)
-        return decision
+        return _gated(active, decision)
     # The deadline is fixed when the approval is first requested and survives restarts.
     recorded_deadline = claim.resume.meta.get("deadline") if claim.resume is not None else None
     if recorded_deadline:
@@ -211,7 +256,17 @@ def approve(prompt: str, *, key: str | None = None, details: Any = None,
         decided = pending.expire()
     if decided is None and _at_terminal():
         decided = _ask_at_terminal(pending)
-    return decided if decided is not None else pending
+    if decided is None:
+        return pending
+    active.gates.remove(pending.gate)
+    return _gated(active, decided)
+
+
+def _gated(active: ActiveStep, decision: Decision) -> Decision:
+    """A rejection stops the step at its next call unless the code reads it (see Decision.gate)."""
+    if not decision.__dict__["approved"]:
+        active.gates.append(lambda ending: decision.gate(active, ending))
+    return decision
 
 
 def _decision_of(store: Any, call_id: int) -> Decision | None:
@@ -295,8 +350,9 @@ def _ask_at_terminal(pending: PendingApproval) -> Decision | None:
 
 
 def _describe(decision: Decision) -> str:
-    verdict = "approved" if decision.approved else "rejected"
-    return f"{verdict} by {decision.by}" + (f": {decision.comment}" if decision.comment else "")
+    shown = decision.to_json()  # not the attributes: the code has not read this decision yet
+    verdict = "approved" if shown["approved"] else "rejected"
+    return f"{verdict} by {shown['by']}" + (f": {shown['comment']}" if shown["comment"] else "")
 
 
 def decide_command(session: str, key: str, journal: str | None = None) -> str:
@@ -325,13 +381,13 @@ def _present(pending: PendingApproval) -> Any:
 def _show_decision(pending: PendingApproval, decision: Decision) -> None:
     show = presenters.get("decided_view")
     if show is not None and pending._view is not None:
-        show(pending._view, decision)
+        show(pending._view, decision.copy())
 
 
 def _show_decision_for(key: str, prompt: str, details: Any, decision: Decision) -> None:
     show = presenters.get("decided")
     if show is not None:
-        show(key=key, prompt=prompt, details=details, decision=decision)
+        show(key=key, prompt=prompt, details=details, decision=decision.copy())
 
 
 def decide_from_cli(journal: Journal, session: str, key: str, approved: bool, comment: str | None) -> str:

@@ -4,6 +4,7 @@
     ├── StepError              a step was used wrongly (nested steps, no step where one is needed)
     ├── StrictReplayError      --strict: a call would have gone live; names step, call and difference
     ├── InDoubtError           a non-idempotent tool started but its process died before it finished
+    ├── UnreadRejectionError   a step went on past a rejected approval without reading the decision
     ├── ToolTimeoutError       a tool ran longer than its timeout (also a TimeoutError)
     └── RecordedToolError      a failed tool call replayed whose exception type cannot be rebuilt
 
@@ -65,3 +66,14 @@ class ToolRejected(Exception):  # noqa: N818 - the name says what happened
         by = getattr(decision, "by", "someone")
         comment = getattr(decision, "comment", None)
         super().__init__(f"{tool} was rejected by {by}" + (f": {comment}" if comment else ""))
+
+
+class UnreadRejectionError(DurableError):
+    """A step went on to another call after an approval was rejected, without reading the decision."""
+
+    def __init__(self, step: str, key: str, by: str) -> None:
+        self.step, self.key = step, key
+        super().__init__(
+            f"approval {key!r} was rejected (by {by}), and step {step!r} went on without reading the decision; "
+            "nothing after it ran. Check `decision.approved` before acting on an approval."
+        )

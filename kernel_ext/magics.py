@@ -99,6 +99,7 @@ async def run_durable_cell(args: str, key: str) -> Any:
                     value = await value
                 if value is not None:
                     recorder.result(value, _cell_number(shell))
+        active.pass_gates(ending=True)  # an approval left undecided suspends the step, it does not complete
     except BaseException as exc:
         active.outputs = recorder.outputs
         scope.__exit__(type(exc), exc, exc.__traceback__)

@@ -115,6 +115,8 @@ class ActiveStep:
     tokens: int = 0  # of the calls so far, live and replayed
     observer: Callable[[ActiveStep, str], None] | None = None  # told "replayed", "live" or "recorded"
     warnings: dict[str, int] = field(default_factory=dict)  # what this step could not journal, and how often
+    # Approvals asked and not yet seen decided: each is asked whether the step may go on (see pass_gates).
+    gates: list[Callable[[bool], bool]] = field(default_factory=list)
     _seq: int = 0
     _ordinals: Counter[str] = field(default_factory=Counter)
     _failed: Counter[str] = field(default_factory=Counter)  # failed attempts of the call in progress
@@ -137,8 +139,11 @@ class ActiveStep:
         sends the same request three times replays three recorded answers in order.
         A model request whose process died before its answer is simply sent again. A tool
         that failed replays its failure; one that started and never finished (in doubt)
-        runs again only if it is idempotent.
+        runs again only if it is idempotent. Nothing is decided past an approval the step has
+        not seen decided (see pass_gates).
         """
+        if self.gates:
+            self.pass_gates()
         with self._lock:
             self._seq += 1
             attempts = self._failed.pop(fingerprint, 0) + 1
@@ -171,6 +176,19 @@ class ActiveStep:
                 event = "live"
         self._notify(event)
         return claim
+
+    def pass_gates(self, *, ending: bool = False) -> None:
+        """Fail closed on approvals: before any further call, every approval the step asked for is decided.
+
+        An undecided one suspends the step (StepSuspended); a rejected one whose decision the code
+        never read stops it, since going on would treat the rejection as an approval. At the end of
+        the step only an undecided approval matters: the step ends suspended, not completed.
+        """
+        with self._lock:
+            gates = list(self.gates)
+        passed = [gate for gate in gates if gate(ending)]
+        with self._lock:
+            self.gates = [gate for gate in self.gates if gate not in passed]
 
     def warn(self, message: str) -> None:
         """Something of this step escaped the journal: said once, with a count, in the step's summary.
@@ -309,6 +327,7 @@ class Session:
             status, error = "failed", None
             try:
                 yield active
+                active.pass_gates(ending=True)
                 status = "completed"
             except BaseException as exc:
                 error = f"{type(exc).__name__}: {exc}"

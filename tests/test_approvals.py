@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from journal import Journal
@@ -159,3 +160,36 @@ def test_headless_run_suspends_with_exit_3_and_resumes_after_cli_decisions(tmp_p
     assert "keep it" in texts
     assert _durable("run", str(notebook), env=env, cwd=tmp_path).returncode == 0
     assert len((tmp_path / "ledger").read_text().splitlines()) == 1  # the refund ran exactly once
+
+
+UNREAD = [
+    "%load_ext kernel_ext",
+    HEADLESS[1],
+    """%%durable refund
+approve("Refund 120 EUR to Ana?", key="refund-ana")   # the decision is never read
+print(refund("ana", 120))
+""",
+]
+
+
+@pytest.mark.parametrize("verdict", ["approve", "reject"])
+def test_an_unread_approval_fails_closed(tmp_path, kernel_env, verdict):
+    notebook = tmp_path / "refunds.ipynb"
+    nbformat.write(new_notebook(cells=[new_code_cell(c) for c in UNREAD]), notebook)
+    env = {**kernel_env, "LEDGER": str(tmp_path / "ledger")}
+    ledger = tmp_path / "ledger"
+
+    first = _durable("run", str(notebook), env=env, cwd=tmp_path)
+    assert first.returncode == 3, first.stdout + first.stderr  # suspended before the tool
+    assert not ledger.exists()
+    decide = ["approve", "refunds", "refund-ana"] + (["--reject"] if verdict == "reject" else [])
+    assert _durable(*decide, env=env).returncode == 0
+
+    for _ in range(2):  # the decision replays: the same outcome every run
+        run = _durable("run", str(notebook), env=env, cwd=tmp_path)
+        if verdict == "approve":
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert len(ledger.read_text().splitlines()) == 1  # the refund ran once
+        else:
+            assert run.returncode == 1, run.stdout + run.stderr
+            assert "was rejected" in run.stdout + run.stderr and not ledger.exists()  # it never ran

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from ..errors import DurableError
 from ..tools import Tool, acall_tool, call_tool
 from . import Integration, Unsupported, _http
 from ._patch import Patches
@@ -41,6 +42,12 @@ def _mark_sync(attempt: Callable[..., Any]) -> Callable[..., Any]:
         token = _http.sending.set(self)
         try:
             return attempt(self, *args, **kwargs)
+        except Exception as error:
+            # The runtime's own error (strict replay, a call in doubt), which the SDK wraps as a
+            # connection error and would retry, must stop the step as it is.
+            if isinstance(error.__cause__, DurableError):
+                raise error.__cause__ from None
+            raise
         finally:
             _http.sending.reset(token)
 
@@ -52,10 +59,17 @@ def _mark_async(attempt: Callable[..., Any]) -> Callable[..., Any]:
         token = _http.sending.set(self)
         try:
             return await attempt(self, *args, **kwargs)
+        except Exception as error:
+            # The runtime's own error (strict replay, a call in doubt), which the SDK wraps as a
+            # connection error and would retry, must stop the step as it is.
+            if isinstance(error.__cause__, DurableError):
+                raise error.__cause__ from None
+            raise
         finally:
             _http.sending.reset(token)
 
     return _attempt_request
+
 
 
 def _install_tool_runner(module: ModuleType) -> None:
