@@ -37,12 +37,15 @@ class StrictReplayError(DurableError):
 
 
 class InDoubtError(DurableError):
-    """A tool call started and never finished (its process died inside it), and it is not idempotent."""
+    """A tool call started and never finished (its process died or was interrupted inside it), and it is
+    not idempotent."""
 
-    def __init__(self, step: str, call: str, call_id: int, session: str = "SESSION") -> None:
+    def __init__(self, step: str, call: str, call_id: int, session: str = "SESSION", *,
+                 interrupted: bool = False) -> None:
         self.step, self.call, self.call_id = step, call, call_id
+        why = "it was interrupted inside it" if interrupted else "the process died inside it"
         super().__init__(
-            f"step {step!r}: {call} started but never finished (the process died inside it), and the tool is "
+            f"step {step!r}: {call} started but never finished ({why}), and the tool is "
             f"not idempotent, so it is not run again blindly. Check whether it took effect, then settle it: "
             f"`%durable settle {call_id} --value JSON` if it did (JSON is its result), "
             f"`%durable settle {call_id} --retry` if it did not (from a terminal: "

@@ -10,6 +10,7 @@ the user's namespace, inside a durable step.
 from __future__ import annotations
 
 import ast
+import asyncio
 import builtins
 import inspect
 import json
@@ -25,6 +26,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from journal import JournalError, digest
 
 from .errors import StepError
+from .interrupts import CellInterrupts
 from .outputs import OutputRecorder
 from .progress import ProgressLine
 from .runtime import current_session, session, settle
@@ -88,8 +90,9 @@ async def run_durable_cell(args: str, key: str) -> Any:
     value = None
     recorder = OutputRecorder(shell)
     progress = active.observer = ProgressLine()
+    interrupts = CellInterrupts(run_durable_cell.__code__)
     try:
-        with recorder:
+        with recorder, interrupts:
             result = eval(main, shell.user_global_ns, shell.user_ns)
             if inspect.iscoroutine(result):
                 await result
@@ -101,10 +104,14 @@ async def run_durable_cell(args: str, key: str) -> Any:
                     recorder.result(value, _cell_number(shell))
         active.pass_gates(ending=True)  # an approval left undecided suspends the step, it does not complete
     except BaseException as exc:
+        # Our interrupt cancelled the awaiting cell: to the user it is a KeyboardInterrupt, as in a plain cell.
+        shown = KeyboardInterrupt() if isinstance(exc, asyncio.CancelledError) and interrupts.cancelled else exc
         active.outputs = recorder.outputs
-        scope.__exit__(type(exc), exc, exc.__traceback__)
-        progress.finish(active, exc)
-        raise
+        scope.__exit__(type(shown), shown, shown.__traceback__)
+        progress.finish(active, shown)
+        if shown is exc:
+            raise
+        raise shown from None
     active.outputs = recorder.outputs
     active.variables, unpicklable, secret = tracker.changed()
     scope.__exit__(None, None, None)

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from .outputs import DURABLE_METADATA
-from .runtime import ActiveStep
+from .runtime import ActiveStep, interrupted_by
 from .status import summary_output
 
 _INTERVAL = 0.25  # seconds between two updates of the line
@@ -47,12 +47,18 @@ class ProgressLine:
             if output is not None:
                 self._show(output["data"], output["metadata"], final=True)
             return
-        if self._handle is None:
+        interrupted = interrupted_by(error)
+        if self._handle is None and not interrupted:
             return
-        text = (f"✗ durable step {active.name!r} stopped after {active.live + active.replayed} calls "
-                f"({active.replayed} replayed, {active.live} live; those are journaled), "
-                f"{type(error).__name__}")
-        state = {"step": active.name, "replayed": active.replayed, "live": active.live, "state": "stopped"}
+        lost = active.live - active.journaled
+        kept = f"{active.replayed} replayed, {active.journaled} live and journaled"
+        if lost:
+            kept += f", {lost} in flight when it stopped"
+        calls = active.live + active.replayed
+        what = "interrupted" if interrupted else "stopped"
+        text = (f"{'■' if interrupted else '✗'} durable step {active.name!r} {what} after {calls} "
+                f"call{'' if calls == 1 else 's'} ({kept})" + ("" if interrupted else f", {type(error).__name__}"))
+        state = {"step": active.name, "replayed": active.replayed, "live": active.live, "state": what}
         self._show({"text/plain": text, "text/html": _html(text)}, {DURABLE_METADATA: state}, final=True)
 
     def _show(self, data: dict[str, str], metadata: dict[str, Any], final: bool = False) -> None:

@@ -8,6 +8,7 @@ replayed from its recording, or sent live.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import contextvars
@@ -58,6 +59,38 @@ def journaled_call() -> Iterator[None]:
 
 def in_journaled_call() -> bool:
     return _journaled.get()
+
+
+_shield = threading.local()  # per thread; only the main thread's matters, where SIGINT is handled
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Journal a call's outcome in one piece: an interrupt that arrives meanwhile is raised after it."""
+    depth = getattr(_shield, "depth", 0)
+    _shield.depth = depth + 1
+    try:
+        yield
+    except BaseException:
+        _shield.depth, _shield.pending = depth, False  # already stopping: the interrupt changes nothing
+        raise
+    _shield.depth = depth
+    if depth == 0 and getattr(_shield, "pending", False):
+        _shield.pending = False
+        raise KeyboardInterrupt
+
+
+def defer_interrupt() -> bool:
+    """For a SIGINT handler: whether the interrupt must wait until a journal write is done."""
+    if getattr(_shield, "depth", 0):
+        _shield.pending = True
+        return True
+    return False
+
+
+def interrupted_by(error: BaseException) -> bool:
+    """Whether an exception ending a step is an interrupt (Kernel -> Interrupt, Ctrl-C, a cancelled task)."""
+    return isinstance(error, (KeyboardInterrupt, asyncio.CancelledError))
 
 
 def outside_steps(what: str) -> None:
@@ -113,6 +146,7 @@ class ActiveStep:
     closed: bool = False
     replayed_from: tuple[datetime, datetime] | None = None  # when the replayed calls were recorded
     tokens: int = 0  # of the calls so far, live and replayed
+    journaled: int = 0  # live calls whose outcome is in the journal (the others were in flight or lost)
     observer: Callable[[ActiveStep, str], None] | None = None  # told "replayed", "live" or "recorded"
     warnings: dict[str, int] = field(default_factory=dict)  # what this step could not journal, and how often
     # Approvals asked and not yet seen decided: each is asked whether the step may go on (see pass_gates).
@@ -166,7 +200,8 @@ class ActiveStep:
                 if recorded is not None and recorded.status == "started" and kind != "llm":
                     if not idempotent:
                         raise InDoubtError(self.name, f"call {self._seq} ({describe}, journal call {recorded.id}, "
-                                           f"idempotency key {key})", recorded.id, self.session.name)
+                                           f"idempotency key {key})", recorded.id, self.session.name,
+                                           interrupted=bool(recorded.meta.get("interrupted")))
                     resume = recorded
                 if self.strict:
                     raise StrictReplayError(self.name, f"call {self._seq} ({describe})",
@@ -228,11 +263,12 @@ class ActiveStep:
 
     def record(self, claim: Claim, **row: Any) -> None:
         """Journal a live call's result before the program sees it."""
-        with self._lock:
+        with uninterrupted(), self._lock:
             row.setdefault("attempts", claim.attempts)
             self.store.record_call(
                 self.run, seq=claim.seq, fingerprint=claim.fingerprint, ordinal=claim.ordinal, **row,
             )
+            self.journaled += 1
             self.tokens += sum(n or 0 for n in row.get("usage", ()))
         self._notify("recorded")
 
@@ -240,13 +276,19 @@ class ActiveStep:
         """Journal that a live call begins; returns its journal id (an in-doubt call keeps its own)."""
         if claim.resume is not None:
             return claim.resume.id
-        with self._lock:
+        with uninterrupted(), self._lock:
             return self.store.start_call(self.run, seq=claim.seq, fingerprint=claim.fingerprint,
                                          ordinal=claim.ordinal, kind=kind, name=name, request=request, meta=meta)
 
     def finish(self, call_id: int, **outcome: Any) -> None:
-        with self._lock:
+        with uninterrupted(), self._lock:
             self.store.finish_call(call_id, **outcome)
+            self.journaled += 1
+
+    def interrupted(self, call_id: int) -> None:
+        """A started tool call was interrupted inside: still in doubt, and its record says why."""
+        with uninterrupted(), self._lock:
+            self.store._patch_call(call_id, {"meta": {"interrupted": True}})
 
     def _difference(self, request: Any) -> str:
         recorded = self._by_seq.get(self._seq)
@@ -333,6 +375,8 @@ class Session:
                 error = f"{type(exc).__name__}: {exc}"
                 if getattr(exc, "suspends_step", False):
                     status = "suspended"
+                elif interrupted_by(exc):
+                    status, error = "interrupted", "interrupted"
                 raise
             finally:
                 _active.reset(token)

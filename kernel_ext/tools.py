@@ -31,7 +31,7 @@ from journal import Split, split_document
 from journal._time import now
 
 from .errors import RecordedToolError, ToolRejected, ToolTimeoutError
-from .runtime import ActiveStep, Claim, active_step, journaled_call, outside_steps, steps_open
+from .runtime import ActiveStep, Claim, active_step, interrupted_by, journaled_call, outside_steps, steps_open
 
 IDEMPOTENCY_PARAMETER = "idempotency_key"
 
@@ -174,7 +174,10 @@ class _ToolCall:
             try:
                 with journaled_call():
                     result = self._invoke()
-            except Exception as exc:
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    self._interrupted(call_id, exc)
+                    raise
                 if self._again(exc, attempt):
                     time.sleep(self.tool.backoff * 2 ** (attempt - 1))
                     continue
@@ -191,7 +194,10 @@ class _ToolCall:
             try:
                 with journaled_call():
                     result = await asyncio.wait_for(self.tool.fn(*self.args, **self.kwargs), self.tool.timeout)
-            except Exception as exc:
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    self._interrupted(call_id, exc)
+                    raise
                 if isinstance(exc, asyncio.TimeoutError):
                     exc = self._timeout_error()
                 if self._again(exc, attempt):
@@ -214,6 +220,11 @@ class _ToolCall:
             raise self._timeout_error() from None
         finally:
             pool.shutdown(wait=False)
+
+    def _interrupted(self, call_id: int | None, exc: BaseException) -> None:
+        # Its effect may have happened: a started call stays in doubt, now saying why.
+        if call_id is not None and interrupted_by(exc):
+            self.active.interrupted(call_id)
 
     def _timeout_error(self) -> ToolTimeoutError:
         return ToolTimeoutError(f"tool {self.tool.name!r} did not finish within {self.tool.timeout} s")

@@ -23,7 +23,7 @@ from typing import Any
 from journal import RecordedCall, Split, join_document, split_document
 from journal._time import now
 
-from ..runtime import ActiveStep, Claim, journaled_call
+from ..runtime import ActiveStep, Claim, journaled_call, uninterrupted
 
 _KEPT_HEADERS = frozenset({"content-type", "content-encoding", "x-request-id", "request-id", "openai-model",
                            "openai-processing-ms", "openai-version"})
@@ -44,7 +44,8 @@ def send(active: ActiveStep, base_url: Any, request: Any, stream: bool, live: Ca
     except BaseException:
         active.retry(claim)
         raise
-    return call.finish(active, claim, response, stream, started, asynchronous=False)
+    with uninterrupted():  # the answer is paid for: an interrupt waits until it is journaled
+        return call.finish(active, claim, response, stream, started, asynchronous=False)
 
 
 async def send_async(active: ActiveStep, base_url: Any, request: Any, stream: bool,
@@ -60,7 +61,8 @@ async def send_async(active: ActiveStep, base_url: Any, request: Any, stream: bo
     except BaseException:
         active.retry(claim)
         raise
-    return call.finish(active, claim, response, stream, started, asynchronous=True)
+    with uninterrupted():
+        return call.finish(active, claim, response, stream, started, asynchronous=True)
 
 
 class HttpCall:
