@@ -35,6 +35,7 @@ from journal import Journal, Split, default_path, digest, split_document
 
 from .errors import StepError, UnreadRejectionError
 from .runtime import ActiveStep, active_step, env_flag
+from .secrets import redact_document
 
 POLL_SECONDS = 1.0  # how often a waiting kernel looks for a decision made elsewhere (the CLI)
 
@@ -232,7 +233,7 @@ def approve(prompt: str, *, key: str | None = None, details: Any = None,
     if active is None:
         raise StepError("approve() records its decision in the journal, so it needs a durable step "
                         "(a %%durable cell or `with step(...)`)")
-    details = _jsonable(details)
+    details = redact_document(_jsonable(details))
     key = key or _default_key(prompt, details)
     request = Split()
     fingerprint = split_document({"approval": key}, request)

@@ -23,6 +23,7 @@ from journal import Journal, JournalError
 from .errors import StepError
 from .notebook_syntax import cell_as_python, has_statements, indent, is_async, without_annotations
 from .runtime import Session
+from .secrets import redact_text
 from .variables import names_in
 
 
@@ -37,7 +38,7 @@ def export_from_journal(journal: Journal, session: str, output: str | os.PathLik
     recording = _read(journal, session)
     path = Path(output)
     script = _Script(recording, path.name)
-    text = script.render()
+    text = redact_text(script.render())  # a journal written before sources were redacted may hold a key
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:

@@ -284,10 +284,15 @@ class DurableMagics(Magics):
         if not values:
             print(f"session {current.name!r} has no completed step with variables to restore")
             return
-        restored, failed = restore(values, self.shell.user_ns)
+        restored, failed, withheld = restore(values, self.shell.user_ns)
         steps = sorted({values[name][0] for name in restored})
         print(f"restored {len(restored)} variables from {len(steps)} completed steps of session "
               f"{current.name!r}: {describe(restored)}")
+        for step_name in sorted(set(withheld.values())):
+            names = [name for name, made_by in withheld.items() if made_by == step_name]
+            print(f"not restored: {describe(names)} (held a credential, never journaled); "
+                  f"run the cell of step {step_name!r} again to make {'it' if len(names) == 1 else 'them'}",
+                  file=sys.stderr)
         if failed:
             print(f"could not unpickle: {describe(failed)}", file=sys.stderr)
 

@@ -27,6 +27,7 @@ from journal import Holder, Journal, RecordedCall, Split, StepRun, Store, digest
 
 from .cli_codes import EXIT_SUSPENDED
 from .errors import InDoubtError, StepError, StrictReplayError
+from .secrets import redact_text
 
 _active: contextvars.ContextVar[ActiveStep | None] = contextvars.ContextVar("durable_step", default=None)
 # Set while a journaled call runs live: what it sends is its own, not a request that escaped the journal.
@@ -360,7 +361,8 @@ class Session:
             if not self._claimed:  # while this process lives, no other can take the session over
                 store.claim_session(self.name, self.holder, self.notebook)
                 self._claimed = True
-            run = store.begin_step(self.name, name, source, rerun=rerun)
+            run = store.begin_step(self.name, name, redact_text(source) if source is not None else None,
+                                   rerun=rerun)
             self._flush_cells(store)
             # DURABLE_STRICT=1 (set by `durable run --strict`) makes every step a strict replay: CI mode.
             active = ActiveStep(self, run, store, strict or env_flag("DURABLE_STRICT"))
@@ -428,7 +430,7 @@ class Session:
 
         Kept in memory and written with the next step, so a plain cell costs no journal write.
         """
-        cell = (kind, step, source)
+        cell = (kind, step, redact_text(source))  # kept for export: never a literal key
         if cell not in self._cells_seen:
             self._cells_seen[cell] = None
             self._cells.append(cell)

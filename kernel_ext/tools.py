@@ -32,6 +32,7 @@ from journal._time import now
 
 from .errors import RecordedToolError, ToolRejected, ToolTimeoutError
 from .runtime import ActiveStep, Claim, active_step, interrupted_by, journaled_call, outside_steps, steps_open
+from .secrets import redact_document
 
 IDEMPOTENCY_PARAMETER = "idempotency_key"
 
@@ -158,7 +159,7 @@ class _ToolCall:
         bound = tool.signature.bind_partial(*args, **kwargs) if arguments is None else None
         self.request = Split()
         given = bound.arguments if bound is not None else arguments
-        self.document = {"tool": tool.name, "args": _jsonable(_without_key(given))}
+        self.document = {"tool": tool.name, "args": redact_document(_jsonable(_without_key(given)))}
         self.fingerprint = split_document(self.document, self.request)
         self.claim: Claim = active.claim(self.fingerprint, f"tool {tool.name}", self.document, kind="tool",
                                          idempotent=tool.idempotent)

@@ -16,7 +16,7 @@ from typing import Any
 
 import cloudpickle
 
-from .secrets import holds_secret
+from .secrets import holds_secret, secret_values
 
 _IGNORED = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 
@@ -82,6 +82,7 @@ class VariableTracker:
         pickles: dict[str, bytes] = {}
         unpicklable: list[str] = []
         secret: list[str] = []
+        known = secret_values(self.namespace)
         for name in sorted(self.assigned | set(self.before)):
             if name not in self.namespace or not _candidate(name, self.namespace[name]):
                 continue
@@ -90,23 +91,38 @@ class VariableTracker:
                 if name in self.assigned:
                     unpicklable.append(name)
             elif name in self.assigned or hashlib.blake2b(data, digest_size=16).digest() != self.before[name]:
-                if holds_secret(data):
+                if holds_secret(data, known):
                     secret.append(name)
+                    pickles[name] = cloudpickle.dumps(Withheld())  # so that restore can name it
                 else:
                     pickles[name] = data
         return pickles, unpicklable, secret
 
 
-def restore(values: Mapping[str, tuple[str, bytes]], namespace: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """Unpickle journaled variables into `namespace`; return (restored names, names that failed)."""
-    restored, failed = [], []
-    for name, (_step, data) in values.items():
+class Withheld:
+    """Journaled in place of a variable whose value held a credential: restore names it, and its step."""
+
+
+def restore(values: Mapping[str, tuple[str, bytes]],
+            namespace: dict[str, Any]) -> tuple[list[str], list[str], dict[str, str]]:
+    """Unpickle journaled variables into `namespace`.
+
+    Returns the restored names, the names that failed, and {name: step} of those withheld because
+    they held a credential (the step that made them has to run again).
+    """
+    restored, failed, withheld = [], [], {}
+    for name, (step, data) in values.items():
         try:
-            namespace[name] = cloudpickle.loads(data)
-            restored.append(name)
+            value = cloudpickle.loads(data)
         except Exception:  # noqa: BLE001 - e.g. a class whose module is gone; reported by name
             failed.append(name)
-    return restored, failed
+            continue
+        if isinstance(value, Withheld):
+            withheld[name] = step
+        else:
+            namespace[name] = value
+            restored.append(name)
+    return restored, failed, withheld
 
 
 def describe(names: Iterable[str]) -> str:

@@ -124,4 +124,8 @@ harmless = {"model": "m"}
     kernel.start()
     kernel.ok("%load_ext kernel_ext")
     restored = "".join(o.get("text", "") for o in kernel.ok("%durable restore"))
-    assert "harmless" in restored and "headers" not in restored
+    assert "restored 1 variables" in restored and "harmless" in restored
+    assert "not restored: headers, settings (held a credential, never journaled); run the cell of step 'keys'" \
+        in restored
+    assert "".join(o.get("text", "") for o in kernel.ok("print('headers' in globals(), harmless)")) == \
+        "False {'model': 'm'}\n"
