@@ -342,10 +342,11 @@ def _note_earlier_cells(shell: Any) -> None:
 def _register_widgets(shell: Any) -> None:
     # The widgets package depends on kernel_ext; it plugs its views in when it is installed.
     import contextlib
-    import importlib
 
-    with contextlib.suppress(ImportError):
-        importlib.import_module("widgets").register(shell)
+    from ._shadowing import own_package
+
+    with contextlib.suppress(ImportError):  # a user's own `widgets` module: the views fall back to text
+        own_package("widgets").register(shell)
 
 
 def load(shell: Any) -> None:

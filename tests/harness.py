@@ -20,14 +20,17 @@ NOTEBOOKS = ROOT / "notebooks"
 class Kernel:
     """One ipykernel process; restart() replaces it with a fresh one, as a user's restart does."""
 
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
-        self.env, self.cwd = env, cwd
+    def __init__(self, env: dict[str, str], cwd: Path, python: str | None = None) -> None:
+        self.env, self.cwd, self.python = env, cwd, python
         self.km: KernelManager | None = None
         self.kc: Any = None
         self.start()
 
     def start(self) -> None:
         self.km = KernelManager(kernel_name="python3")
+        if self.python:
+            # Another interpreter's kernel (a separate install), launched as its own kernelspec would.
+            self.km.kernel_spec.argv = [self.python, *self.km.kernel_spec.argv[1:]]
         self.km.start_kernel(env=self.env, cwd=str(self.cwd))
         self.kc = self.km.client()
         self.kc.start_channels()

@@ -42,7 +42,7 @@ def _drive(kernel: Kernel, cell_source: str, updates: list[tuple[str, str]], but
     texts: list[str] = []
     state = {"finished": False}
 
-    def pump(until, timeout: float = 30) -> None:
+    def pump(until, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not until():
             msg = kernel.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
@@ -64,10 +64,10 @@ def _drive(kernel: Kernel, cell_source: str, updates: list[tuple[str, str]], but
     pump(lambda: button in comms)
     for target, value in updates:
         update = send(comms[target], {"method": "update", "state": {"value": value}, "buffer_paths": []})
-        pump(lambda update=update: update in idle_for, timeout=10)
+        pump(lambda update=update: update in idle_for, timeout=120)
     assert not state["finished"]
     send(comms[button], {"method": "custom", "content": {"event": "click"}})
-    pump(lambda: state["finished"], timeout=10)
+    pump(lambda: state["finished"], timeout=120)
     return "".join(texts)
 
 

@@ -27,7 +27,7 @@ def _durable(*args: str, env: dict[str, str] | None = None, cwd: Path | None = N
                           timeout=300, env=env, cwd=cwd)
 
 
-def _collect_until_idle(kernel: Kernel, msg_id: str, on_message=None, timeout: float = 60) -> list[dict]:
+def _collect_until(kernel: Kernel, msg_id: str, done, on_message=None, timeout: float = 120) -> list[dict]:
     messages = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -37,9 +37,14 @@ def _collect_until_idle(kernel: Kernel, msg_id: str, on_message=None, timeout: f
         messages.append(msg)
         if on_message is not None:
             on_message(msg)
-        if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+        if done(msg):
             return messages
-    raise AssertionError("the cell did not finish")
+    raise AssertionError("the cell did not get there")
+
+
+def _collect_until_idle(kernel: Kernel, msg_id: str, on_message=None, timeout: float = 120) -> list[dict]:
+    return _collect_until(kernel, msg_id, lambda msg: msg["msg_type"] == "status"
+                          and msg["content"]["execution_state"] == "idle", on_message, timeout)
 
 
 def _buttons(messages: list[dict]) -> dict[str, tuple[str, bool]]:
@@ -87,12 +92,12 @@ def test_a_click_reaches_the_awaiting_cell_and_is_replayed_after_a_restart(kerne
 def test_a_decision_from_the_cli_reaches_a_waiting_kernel(kernel: Kernel, kernel_env, tmp_path):
     kernel.ok("%load_ext kernel_ext\n%durable session shop")
     msg_id = kernel.kc.execute(WAITING_CELL)
-    time.sleep(1.5)  # the kernel is waiting now, with the journal released
+    # The approval widget is shown once the approval is pending; the kernel then waits with the journal released.
+    shown = _collect_until(kernel, msg_id, lambda msg: "Approve" in _buttons([msg]))
     decided = _durable("approve", "shop", "refund-ana", "--reject", "--comment", "too much", env=kernel_env)
     assert decided.returncode == 0, decided.stderr
-    started = time.monotonic()
-    messages = _collect_until_idle(kernel, msg_id)
-    assert time.monotonic() - started < 2.5
+    # The cell has no timeout and nobody clicks: only the CLI's decision can end it.
+    messages = shown + _collect_until_idle(kernel, msg_id)
     assert "DECISION False too much" in _text(messages)
     listing = "".join(o.get("text", "") for o in kernel.ok("%durable approvals"))
     assert "refund-ana" in listing and "rejected by" in listing and "(too much)" in listing

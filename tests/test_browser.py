@@ -45,7 +45,7 @@ NOTEBOOK = "approval_demo.ipynb"
 SESSION = "approval_demo"  # the default session: the notebook's name
 COMMENT = "photos of the damaged parcel checked"
 LAB_START_TIMEOUT = 120  # seconds; generous: 3-5 s here, a cold first start on 2 busy cores may take 20-40 s
-PAGE_TIMEOUT = 30_000  # ms, for one page load or one UI element
+PAGE_TIMEOUT = 60_000  # ms, for one page load or one UI element (a guard: 2 busy cores run lab, kernel, browser)
 KERNEL_TIMEOUT = 90_000  # ms, for a kernel start and the widget's first render
 
 
@@ -274,7 +274,7 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
                 # (ipywidgets echoes each update it receives), since a click may overtake a text update
                 # the browser still holds back. If this times out, the kernel never got the full text:
                 # see widgets/approval.py, _AcknowledgedTextarea.
-                _wait_until(page, lambda: bool(echoed), 15_000,
+                _wait_until(page, lambda: bool(echoed), 60_000,
                             f"the kernel to echo the whole comment {COMMENT!r} (the browser's widget manager "
                             "sends an update only after the kernel's idle status for the previous one)")
                 widget.scroll_into_view_if_needed()

@@ -148,7 +148,7 @@ def test_export_run_live_kill_resume_and_replay(kernel_env, model_server, tmp_pa
     try:
         model_server.wait_for_held(timeout=60)
         os.kill(process.pid, signal.SIGKILL)
-        process.communicate(timeout=30)
+        process.communicate(timeout=60)
     finally:
         model_server.release()
         model_server.configure(hold_request=None)
@@ -297,7 +297,7 @@ def _record_shop(kernel: Kernel, env: dict[str, str], script: Path) -> None:
     assert _durable("approve", "shop", "refund-ana", env=env).returncode == 0
     assert "REFUND True" in _text(kernel.ok(REFUND))
     msg_id = kernel.kc.execute(SHIP)  # it waits in the kernel until the CLI decides
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while _durable("approve", "shop", "ship", env=env).returncode != 0:
         assert time.monotonic() < deadline, "the ship approval never became pending"
     reply = kernel.kc.get_shell_msg(timeout=60)

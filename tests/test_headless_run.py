@@ -166,7 +166,7 @@ def _kill_mid_step(server: ScriptedModelServer, notebook: Path, env: dict[str, s
         os.kill(runner.pid, signal.SIGKILL)
         if with_kernel:
             os.kill(kernel, signal.SIGKILL)
-        runner.wait(timeout=30)
+        runner.wait(timeout=60)
     finally:
         if runner.poll() is None:
             runner.kill()
@@ -225,7 +225,7 @@ def test_a_runner_killed_alone_takes_its_kernel_along_and_the_next_run_resumes(t
     kernel, _ = _kill_mid_step(model_server, notebook, env, with_kernel=False)
     # At once, while the old kernel may still live: it holds the session and, inside the step, the journal.
     runner, out, _ = _start(notebook, env, "next")
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # a guard; how soon it notices is not what this checks
     while not _gone(kernel) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(kernel), "the kernel outlived its runner"  # nobody killed it: it noticed by itself
@@ -251,7 +251,7 @@ def test_a_suspended_run_names_the_pending_approval_and_the_command_that_decides
     reader = threading.Thread(target=_drain, args=(terminal, seen))
     reader.start()
     stdout, _ = runner.communicate(timeout=300)
-    reader.join(timeout=30)
+    reader.join(timeout=60)
     os.close(terminal)
     shown = seen.decode()
     assert runner.returncode == 3, stdout + shown

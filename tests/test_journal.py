@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -266,17 +267,17 @@ def test_refused_journal_is_not_left_locked(tmp_path):
 # -- locking -------------------------------------------------------------------------------------------
 
 HOLD = """
-import duckdb, sys, time
+import duckdb, sys
 con = duckdb.connect(sys.argv[1])
 print("ready", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()  # holds the file until told to let go (or until its stdin closes)
 """
 
 
-def _holder(path: Path, seconds: float) -> subprocess.Popen[str]:
+def _holder(path: Path) -> subprocess.Popen[str]:
     with Journal(path).open():
         pass
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -284,12 +285,12 @@ def _holder(path: Path, seconds: float) -> subprocess.Popen[str]:
 
 def test_open_of_a_locked_journal_names_the_holder(tmp_path):
     path = tmp_path / "j.duckdb"
-    proc = _holder(path, 60)
+    proc = _holder(path)
     try:
         started = time.monotonic()
         with pytest.raises(journal.JournalBusyError) as caught, Journal(path, wait=0.5).open():
             pass
-        assert time.monotonic() - started >= 0.5
+        assert time.monotonic() - started >= 0.5  # it tried for as long as it was told to, not once
         assert f"process {proc.pid} " in str(caught.value)
         assert caught.value.holder.startswith(f"process {proc.pid} ")
     finally:
@@ -301,16 +302,28 @@ def test_open_of_a_locked_journal_names_the_holder(tmp_path):
 
 def test_open_waits_for_a_holder_that_lets_go(tmp_path):
     path = tmp_path / "j.duckdb"
-    proc = _holder(path, 0.5)
+    proc = _holder(path)
+    opened: list[bool] = []
+
+    def open_and_write() -> None:
+        with Journal(path, wait=120).open() as store:
+            opened.append(bool(store.put_json({"opened": True})))
+
     try:
-        started = time.monotonic()
-        with Journal(path, wait=10).open() as store:
-            waited = time.monotonic() - started
-            store.put_json({"opened": True})
+        # Locked now: an open has to wait for the holder.
+        with pytest.raises(journal.JournalBusyError), Journal(path, wait=0).open():
+            pass
+        opener = threading.Thread(target=open_and_write)
+        opener.start()
+        time.sleep(0.5)  # time to find the file locked; not asserted, the holder is what it waits for
+        assert opener.is_alive() and not opened
+        proc.stdin.close()  # the holder lets go
+        opener.join(120)
+        assert proc.wait(60) == 0
     finally:
         proc.kill()
         proc.wait()
-    assert 0.1 < waited < 10, waited  # it was locked when we tried, and the retry loop got in
+    assert opened == [True]  # the retry loop got in once the holder let go
 
 
 # -- sessions ------------------------------------------------------------------------------------------
@@ -345,7 +358,7 @@ def test_session_of_a_killed_but_unreaped_process_can_be_claimed(tmp_path):
     proc, other = _other_process()
     try:
         proc.kill()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while _store._process_start(proc.pid) != "dead" and time.monotonic() < deadline:
             time.sleep(0.01)
         with Journal(tmp_path / "j.duckdb").open() as store:

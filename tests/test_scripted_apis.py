@@ -55,7 +55,7 @@ def http(url: str, body: Any = None) -> tuple[int, bytes]:
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
                                  headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=120) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -415,10 +415,10 @@ def test_one_server_counts_and_holds_every_api(srv: ScriptedModelServer, oai: op
     worker = threading.Thread(target=lambda: answers.append(
         claude.messages.create(model="c", max_tokens=64, messages=ASK).content[0].text))  # type: ignore[union-attr]
     worker.start()
-    assert srv.wait_for_held(timeout=10) == 4
+    assert srv.wait_for_held(timeout=60) == 4
     assert [r["status"] for r in srv.requests()] == [200, 200, 200, None]  # logged while in flight
     srv.release()
-    worker.join(10)
+    worker.join(60)
     assert not worker.is_alive() and said_to(answers[0]) == QUESTION
     assert srv.stats() == {"requests": 4, "faults_injected": 1, "by_path": {
         "/v1/chat/completions": 1, "/v1/messages": 2, "/v1/models/g:generateContent": 1}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import subprocess
@@ -63,7 +64,7 @@ def http(url: str, body: Any = None, headers: dict[str, str] | None = None) -> t
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data else "GET")
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=120) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -206,13 +207,20 @@ def test_stats_log_and_errors(srv: ScriptedModelServer, client: openai.OpenAI) -
         srv.configure(explode=True)
 
 
-def test_fail_next_is_retried_quickly(srv: ScriptedModelServer) -> None:
+def test_fail_next_is_retried_quickly(srv: ScriptedModelServer, caplog: pytest.LogCaptureFixture) -> None:
     srv.configure(fail_next=[429])
-    with openai.OpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=1) as c:
-        start = time.monotonic()
+    responses: list[dict[str, str]] = []
+    hooks = {"response": [lambda response: responses.append(dict(response.headers))]}
+    with (caplog.at_level(logging.INFO, logger="openai._base_client"),
+          openai.OpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=1,
+                        http_client=openai.DefaultHttpxClient(event_hooks=hooks)) as c):
         c.chat.completions.create(model="m", messages=ASK)
-    assert time.monotonic() - start < 0.3  # SDK's own backoff would be >= 0.375 s
     assert [r["status"] for r in srv.requests()] == [429, 200]
+    # The 429 says when to retry in the header the SDK prefers, and the SDK waits that (1 ms), not its own
+    # backoff (0.375-0.5 s): what the SDK logs as its wait, so that the check does not depend on the clock.
+    assert responses[0]["retry-after-ms"] == "1" and responses[0]["retry-after"] == "0"
+    (retrying,) = [r for r in caplog.records if r.getMessage().startswith("Retrying request in")]
+    assert retrying.args[0] == 0.001, retrying.getMessage()
     assert srv.stats()["faults_injected"] == 1
 
     srv.configure(fail_next=[500, 503])
@@ -246,12 +254,12 @@ def test_hold_request_until_release(srv: ScriptedModelServer, client: openai.Ope
 
     worker = threading.Thread(target=calls)
     worker.start()
-    assert srv.wait_for_held(timeout=5) == 2
+    assert srv.wait_for_held(timeout=60) == 2
     time.sleep(0.05)
     assert worker.is_alive() and len(answers) == 1
     assert [r["status"] for r in srv.requests()] == [200, None]  # counted and logged while in flight
     srv.release()
-    worker.join(5)
+    worker.join(60)
     assert len(answers) == 3 and [r["status"] for r in srv.requests()] == [200, 200, 200]
     with pytest.raises(TimeoutError):
         srv.wait_for_held(timeout=0.05)
@@ -260,26 +268,32 @@ def test_hold_request_until_release(srv: ScriptedModelServer, client: openai.Ope
 def test_hang_next_times_out_client_and_stop_frees_it() -> None:
     srv = ScriptedModelServer().start()
     srv.configure(hang_next=1)
+    # The hang never ends by itself, so any client timeout fires; 0.3 s keeps the test short.
     with openai.OpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=0, timeout=0.3) as c:
         with pytest.raises(openai.APITimeoutError):
             c.chat.completions.create(model="m", messages=ASK)
-        assert c.chat.completions.create(model="m", messages=ASK).choices  # only the next one hangs
+        # Only the next one hangs (a generous timeout: this one must not time out on a busy machine).
+        assert c.with_options(timeout=120).chat.completions.create(model="m", messages=ASK).choices
         srv.configure(hold_request=3)
         errors: list[Exception] = []
 
         def held_call() -> None:
             try:
-                c.with_options(timeout=10).chat.completions.create(model="m", messages=ASK)
+                # Longer than any guard below: only the dropped connection can end this call in time.
+                c.with_options(timeout=600).chat.completions.create(model="m", messages=ASK)
             except openai.APIConnectionError as exc:
                 errors.append(exc)
 
-        worker = threading.Thread(target=held_call)
+        worker = threading.Thread(target=held_call, daemon=True)
         worker.start()
-        assert srv.wait_for_held(timeout=5) == 3
-        start = time.monotonic()
-        srv.stop()  # must not wait for the held request; the client sees the connection drop
-        worker.join(5)
-    assert not worker.is_alive() and len(errors) == 1 and time.monotonic() - start < 3
+        assert srv.wait_for_held(timeout=60) == 3
+        # stop() must not wait for the held request; the client sees the connection drop.
+        stopper = threading.Thread(target=srv.stop, daemon=True)
+        stopper.start()
+        stopper.join(120)
+        worker.join(120)
+    assert not stopper.is_alive() and not worker.is_alive()
+    assert len(errors) == 1 and not isinstance(errors[0], openai.APITimeoutError), errors
     assert srv.stats() == {"requests": 3, "by_path": {"/v1/chat/completions": 3}, "faults_injected": 2}
 
 
@@ -290,10 +304,10 @@ def test_client_killed_while_held(srv: ScriptedModelServer, capfd: pytest.Captur
             ".chat.completions.create(model='m', messages=[{'role': 'user', 'content': 'hi'}], stream=True)")
     proc = subprocess.Popen([sys.executable, "-c", code])
     try:
-        assert srv.wait_for_held(timeout=10) == 1
+        assert srv.wait_for_held(timeout=60) == 1
     finally:
         proc.kill()
-        proc.wait(10)
+        proc.wait(60)
     srv.release()
     with openai.OpenAI(base_url=srv.base_url, api_key="sk-test", max_retries=0) as c:
         assert c.chat.completions.create(model="m", messages=ASK).choices[0].finish_reason == "stop"
@@ -313,10 +327,26 @@ def test_async_client_many_concurrent_requests(srv: ScriptedModelServer) -> None
             streamed = "".join([ch.choices[0].delta.content or "" async for ch in stream])
         return [r.choices[0].message.content or "" for r in replies], streamed
 
-    srv.configure(delay=0.2)  # keeps all 40 in flight at once
-    start = time.monotonic()
+    # The first request is held until all the others have been answered: a server that served one
+    # request at a time would never answer them (and the release below would come only at the guard).
+    srv.configure(hold_request=1)
+    others_answered = threading.Event()
+
+    def release_once_the_others_are_answered() -> None:
+        srv.wait_for_held(timeout=120)
+        deadline = time.monotonic() + 120  # a guard against a hang, not a speed limit
+        while time.monotonic() < deadline:
+            if sum(r["status"] == 200 for r in srv.requests()) == 39:
+                others_answered.set()
+                break
+            time.sleep(0.01)
+        srv.release()
+
+    releaser = threading.Thread(target=release_once_the_others_are_answered)
+    releaser.start()
     contents, streamed = asyncio.run(main())
-    assert time.monotonic() - start < 3
+    releaser.join(120)
+    assert others_answered.is_set()
     assert len(set(contents)) == 40 and all(c.endswith(f"to: q{i}") for i, c in enumerate(contents))
     assert streamed.endswith("to: What is the weather in Lisbon tomorrow?")
     assert srv.stats()["requests"] == 41
@@ -343,10 +373,10 @@ def test_cli_and_control_plane() -> None:
             assert http(control + "configure", {"hold_request": 3})[0] == 200
             worker = threading.Thread(target=lambda: c.chat.completions.create(model="m", messages=ASK))
             worker.start()
-            status, raw = http(control + "held?timeout=5")
+            status, raw = http(control + "held?timeout=60")
             assert (status, json.loads(raw)) == (200, {"n": 3})
             assert http(control + "release", {})[0] == 200
-            worker.join(5)
+            worker.join(60)
             assert not worker.is_alive()
 
         stats = json.loads(http(control + "stats")[1])
@@ -357,5 +387,5 @@ def test_cli_and_control_plane() -> None:
         assert json.loads(http(control + "stats")[1])["requests"] == 0
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=10)
+        out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out == ""  # one line on stdout, nothing more

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -78,21 +79,25 @@ def test_retries_with_backoff_and_attempts_journaled(journal_path):
 
 
 def test_timeouts_sync_and_async(journal_path):
+    # The tools would finish only when told to (or after a minute): only the timeout can stop them first.
+    finish = threading.Event()
+
     @tool(timeout=0.2)
     def slow() -> None:
-        import time
-
-        time.sleep(2)
+        finish.wait(60)
 
     @tool(timeout=0.2)
     async def aslow() -> None:
-        await asyncio.sleep(2)
+        await asyncio.sleep(60)
 
-    with step("t"):
-        with pytest.raises(ToolTimeoutError, match="did not finish within 0.2 s"):
-            slow()
-        with pytest.raises(ToolTimeoutError):
-            asyncio.run(aslow())
+    try:
+        with step("t"):
+            with pytest.raises(ToolTimeoutError, match="did not finish within 0.2 s"):
+                slow()
+            with pytest.raises(ToolTimeoutError):
+                asyncio.run(aslow())
+    finally:
+        finish.set()  # a sync tool that timed out keeps running in its thread: let it end
 
 
 def test_async_tools_replay(journal_path):

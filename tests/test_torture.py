@@ -15,7 +15,6 @@ import random
 import re
 import signal
 import threading
-import time
 from pathlib import Path
 
 import nbformat
@@ -216,7 +215,6 @@ def reference(tmp_path_factory):
 def test_kill_anywhere_then_resume(kill, reference, model_server, tmp_path):
     answer, keys = reference
     trial = Trial(tmp_path / "trial", model_server, _write_notebook(tmp_path / "agent.ipynb"))
-    started = time.monotonic()
     trial.run_killed(kill)
     nb = trial.run_to_completion()
     assert _answer(nb) == answer
@@ -228,4 +226,3 @@ def test_kill_anywhere_then_resume(kill, reference, model_server, tmp_path):
         # The n-th live tool run alternates between the two tools: odd runs book (not idempotent).
         expected = 1 if int(point.split(":")[0]) % 2 == 1 else 0
         assert trial.in_doubt == expected, (trial.in_doubt, expected)
-    assert time.monotonic() - started < 300
