@@ -78,6 +78,8 @@ async def run_durable_cell(args: str, key: str) -> Any:
     if body is None:
         raise UsageError("this %%durable cell was not prepared by kernel_ext; run the cell again")
     options = parse_argstring(_cell_arguments, args)
+    if options.strict and options.rerun:
+        raise UsageError("%%durable: --strict replays only and --rerun sends every call live; choose one")
     name = options.name or _default_step_name(body)
     current_session().note_cell("step", name, f"%%durable {args}".rstrip() + "\n" + body)
     main, last = _compile(shell, body)

@@ -34,7 +34,8 @@ class ProgressLine:
             return
         self._shown = now
         in_flight = f"; call {active.live + active.replayed} live…" if event == "live" else ""
-        text = (f"⟳ durable step {active.name!r}: {active.live + active.replayed} calls "
+        calls = active.live + active.replayed
+        text = (f"⟳ durable step {active.name!r}: {calls} call{'' if calls == 1 else 's'} "
                 f"({active.replayed} replayed, {active.live} live), {active.tokens:,} tokens, "
                 f"{now - self.started:.1f} s{in_flight}")
         state = {"step": active.name, "replayed": active.replayed, "live": active.live, "state": "running"}

@@ -184,6 +184,9 @@ def test_usage_errors_are_one_line(nb):
     assert any("UsageError" in o.get("text", "") for o in outputs)
     status, outputs = nb.execute("%durable nonsense")
     assert status == "error" and "available: session NAME, status, history [SESSION], sql QUERY" in streams(outputs)
+    status, outputs = nb.execute("%%durable s --strict --rerun\npass")
+    assert status == "error" and "--strict replays only and --rerun sends every call live; choose one" in (
+        streams(outputs))
 
 
 def test_second_kernel_on_the_same_session_is_refused_by_name(nb, kernel_env, tmp_path, model_server):
