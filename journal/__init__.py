@@ -4,18 +4,22 @@ Importable without IPython, ipywidgets or openai.
 """
 
 from ._blobs import Split, canonical_json, digest, join_document, split_document
+from ._recover import RecoverUsageError, Recovery, recover
 from ._schema import LATEST as SCHEMA_VERSION
 from ._store import Holder, Journal, RecordedCall, StepRun, Store, default_path
 from ._time import now
-from .errors import JournalBusyError, JournalError, SchemaTooNewError, SessionHeldError
+from .errors import JournalBusyError, JournalDamagedError, JournalError, SchemaTooNewError, SessionHeldError
 
 __all__ = [
     "SCHEMA_VERSION",
     "Holder",
     "Journal",
     "JournalBusyError",
+    "JournalDamagedError",
     "JournalError",
     "RecordedCall",
+    "RecoverUsageError",
+    "Recovery",
     "SchemaTooNewError",
     "SessionHeldError",
     "Split",
@@ -26,5 +30,6 @@ __all__ = [
     "digest",
     "join_document",
     "now",
+    "recover",
     "split_document",
 ]

@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import duckdb
+    from ._damage import GuardedConnection
 
 from . import _blobs
 from ._time import now as _now
@@ -22,7 +22,7 @@ from .errors import JournalError
 class History:
     """Mixed into `Store`: `con`, `fetch`, `put`, `put_bytes` and `transaction` come from there."""
 
-    con: duckdb.DuckDBPyConnection
+    con: GuardedConnection
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -30,14 +30,31 @@ class History:
         """The steps of a session in the order they were first run, with their calls and tokens."""
         rows = self.con.execute(
             """SELECT name, status, epoch, created_at, updated_at, runs, calls, coalesce(tokens, 0),
-                      last_run_live, last_run_replayed, last_run_seconds, cost,
-                      (SELECT max(id) FROM step_runs r WHERE r.session = s.session AND r.step = s.name)
-               FROM steps s WHERE session = ? ORDER BY created_at""",
+                      last_run_live, last_run_replayed, last_run_seconds, cost, r.id, r.replayed_calls
+               FROM steps s
+               LEFT JOIN (SELECT id, session, step, replayed_calls,
+                                 row_number() OVER (PARTITION BY session, step ORDER BY id DESC) AS n
+                          FROM step_runs) r ON r.session = s.session AND r.step = s.name AND r.n = 1
+               WHERE s.session = ? ORDER BY created_at""",
             [session],
         ).fetchall()
         keys = ("name", "status", "epoch", "created_at", "updated_at", "runs", "calls", "tokens",
-                "last_run_live", "last_run_replayed", "last_run_seconds", "cost", "last_run_id")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+                "last_run_live", "last_run_replayed", "last_run_seconds", "cost", "last_run_id",
+                "last_run_replayed_calls")
+        steps = [dict(zip(keys, row, strict=True)) for row in rows]
+        for step in steps:  # None: a run of an older release, which did not say
+            raw = step["last_run_replayed_calls"]
+            step["last_run_replayed_calls"] = set(json.loads(raw)) if raw is not None else None
+        if any(step["status"] == "running" for step in steps) and self._driver_gone(session):
+            for step in steps:
+                if step["status"] == "running":
+                    step["status"] = "interrupted"
+        return steps
+
+    def _driver_gone(self, session: str) -> bool:
+        """Whether no live process drives `session`: a step it left 'running' was cut off, not running."""
+        holder = self.session_holder(session)  # type: ignore[attr-defined]
+        return holder is None or not holder.is_alive()
 
     def sessions_overview(self) -> list[dict[str, Any]]:
         """One row per session: status, steps, calls, tokens, cost, last activity."""
@@ -51,8 +68,10 @@ class History:
         out = []
         for name, updated, steps, calls, tokens, cost, completed, statuses, pending in rows:
             statuses = set(statuses or [])
-            status = next((st for st in ("suspended", "running", "failed", "forgotten") if st in statuses),
-                          "completed")
+            if "running" in statuses and self._driver_gone(name):
+                statuses = (statuses - {"running"}) | {"interrupted"}
+            status = next((st for st in ("suspended", "running", "interrupted", "failed", "forgotten")
+                           if st in statuses), "completed")
             out.append({"session": name, "status": status if steps else "empty", "steps": steps,
                         "steps_completed": completed, "calls": calls, "tokens": int(tokens), "cost": cost,
                         "pending_approvals": pending, "last_activity": updated})

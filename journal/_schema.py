@@ -214,11 +214,19 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        5,
+        "which recorded calls each step run replayed",
+        ["ALTER TABLE step_runs ADD COLUMN replayed_calls VARCHAR  -- JSON list of the call ids it replayed"],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 
-def migrate(con) -> int:
-    """Bring the schema of an open DuckDB connection to LATEST; return the version found."""
+def migrate(con, upto: int = LATEST) -> int:
+    """Bring the schema of an open DuckDB connection to `upto` (LATEST); return the version found."""
     con.execute(
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL, "
         "description VARCHAR, applied_at TIMESTAMP NOT NULL DEFAULT now())"
@@ -230,7 +238,7 @@ def migrate(con) -> int:
             "upgrade durable-kernel to open it"
         )
     for version, description, statements in MIGRATIONS:
-        if version <= found:
+        if version <= found or version > upto:
             continue
         con.execute("BEGIN TRANSACTION")
         try:

@@ -8,6 +8,8 @@ a little, then says which process holds it.
 
 The WAL is kept small (automatic checkpoint at 1 MB, a checkpoint on every close) because
 DuckDB replays it on the next open, and a kernel killed with SIGKILL never closes cleanly.
+
+A file DuckDB cannot wholly read is refused before anything is written to it (see `_damage`).
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ if TYPE_CHECKING:
     import duckdb
 
 from . import _blobs
+from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._history import History
 from ._schema import migrate
 from ._time import now
-from .errors import JournalBusyError, JournalError, SessionHeldError
+from .errors import JournalBusyError, JournalDamagedError, JournalError, SessionHeldError
 
 # Small blocks: DuckDB's default 256 KB blocks make even a tiny journal a megabyte.
 _BLOCK_SIZE = "16384"
@@ -119,13 +122,21 @@ class StepRun:
 
 
 class Journal:
-    """A journal file. Open it for a unit of work with `with journal.open() as store:`."""
+    """A journal file. Open it for a unit of work with `with journal.open() as store:`.
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *, wait: float = 10.0) -> None:
+    `create=False` for commands that only read or decide: a mistyped path must not leave a new
+    journal (and its folder) behind.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, wait: float = 10.0,
+                 create: bool = True) -> None:
         self.path = Path(path) if path is not None else default_path()
         self.wait = wait
+        self.create = create
         self._known: set[str] = set()  # blob hashes known to be stored; blobs are never deleted
         self._identity: tuple[int, int] | None = None
+        # The file as this process last left it after reading it whole: unchanged, it needs no probe.
+        self._verified: tuple[int, ...] | None = None
 
     def connect(self) -> Store:
         """An open store the caller closes (`Store.close`); `open()` is the usual way."""
@@ -135,8 +146,7 @@ class Journal:
     def open(self, *, read_only: bool = False) -> Iterator[Store]:
         """Open for a unit of work; `read_only` for queries people type (they cannot change a row)."""
         if read_only:
-            if not self.path.is_file():
-                raise JournalError(f"no journal at {self.path}; run a durable step first, or pass --journal")
+            self._require_file()
             self._connect().close()  # brings an older journal's schema (and its views) up to date
         store = Store(self, self._connect(read_only=read_only))
         store.read_only = read_only
@@ -145,11 +155,25 @@ class Journal:
         finally:
             store.close()
 
-    def _connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    def _require_file(self) -> None:
+        if not self.path.is_file():
+            raise JournalError(f"no journal at {self.path}; run a durable step first, or pass --journal")
+
+    def _signature(self) -> tuple[int, ...] | None:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return None
+        return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+    def _connect(self, *, read_only: bool = False) -> GuardedConnection:
         # Imported here: duckdb takes longer to import than the whole extension may take to load.
         import duckdb
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.create and not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            self._require_file()
         deadline = time.monotonic() + self.wait
         delay = 0.02
         while True:
@@ -159,9 +183,12 @@ class Journal:
                 config = {"threads": "1"} if read_only else {"default_block_size": _BLOCK_SIZE, "threads": "1"}
                 con = duckdb.connect(str(self.path), read_only=read_only, config=config)
                 if read_only:
-                    return con
+                    return GuardedConnection(con, self.path)
                 break
-            except duckdb.IOException as exc:
+            except duckdb.Error as exc:
+                reason = damage_reason(exc)
+                if reason is not None:
+                    raise JournalDamagedError(str(self.path), reason) from None
                 match = _LOCK_HOLDER.search(str(exc))
                 if match is None:
                     raise
@@ -170,9 +197,12 @@ class Journal:
                     raise JournalBusyError(str(self.path), holder, self.wait) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
+        if is_damaged(self.path) or self._signature() != self._verified:
+            self._probe(con)
+        guarded = GuardedConnection(con, self.path)
         try:
-            con.execute("SET wal_autocheckpoint = '1MB'")
-            migrate(con)
+            guarded.execute("SET wal_autocheckpoint = '1MB'")
+            migrate(guarded)
         except BaseException:
             con.close()  # a refused journal must not stay locked by this process
             raise
@@ -181,13 +211,40 @@ class Journal:
         if identity != self._identity:
             self._known.clear()  # a different file now lives at this path
             self._identity = identity
-        return con
+        return guarded
+
+    def _probe(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Refuse a file DuckDB cannot wholly read, before anything is written to it."""
+        import duckdb
+
+        try:
+            probe(con)
+        except duckdb.Error as exc:
+            reason = damage_reason(exc)
+            if reason is None:
+                con.close()
+                raise
+            stop_writing(con, self.path)
+            con.close()
+            raise JournalDamagedError(str(self.path), reason) from None
+        healthy(self.path)
+        self._verified = self._signature()
+
+    def _close(self, con: GuardedConnection, *, checkpoint: bool) -> None:
+        """Close, merging the WAL into the file (a reopen after SIGKILL then has little to replay)."""
+        try:
+            if checkpoint and not con.damaged:
+                con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        if checkpoint and not con.damaged:
+            self._verified = self._signature()
 
 
 class Store(History):
     """An open journal: the rows of the replay path live here, those read and edited by people in History."""
 
-    def __init__(self, journal: Journal, con: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, journal: Journal, con: GuardedConnection) -> None:
         self.journal = journal
         self.con = con
         self._known = journal._known
@@ -195,11 +252,7 @@ class Store(History):
         self.read_only = False
 
     def close(self) -> None:
-        try:
-            if not self.read_only:
-                self.con.execute("CHECKPOINT")
-        finally:
-            self.con.close()
+        self.journal._close(self.con, checkpoint=not self.read_only)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -327,11 +380,17 @@ class Store(History):
                     "INSERT INTO session_records VALUES (?, ?, ?, ?, ?)", [name, notebook, now(), now(), mine]
                 )
                 return
+            same = False
             if row[0]:
                 current = Holder(**json.loads(row[0]))
                 same = (current.pid, current.host, current.started) == (holder.pid, holder.host, holder.started)
                 if not same and current.is_alive():
                     raise SessionHeldError(name, current.describe())
+            if not same:
+                # Taken over from a process that is gone: what it left running was cut off.
+                for table in ("step_records", "step_runs"):
+                    self.con.execute(f"UPDATE {table} SET status = 'interrupted' WHERE session = ? "
+                                     "AND status = 'running'", [name])
             self.con.execute(
                 "UPDATE session_records SET holder = ?, updated_at = ?, notebook = coalesce(?, notebook) "
                 "WHERE name = ?",
@@ -401,8 +460,13 @@ class Store(History):
         outputs: list[dict[str, Any]] | None = None,
         error: str | None = None,
         variables: dict[str, bytes] | None = None,
+        replayed_calls: list[int] | None = None,
     ) -> None:
-        """Close a step run; `variables` maps names to pickled values (stored once per content)."""
+        """Close a step run; `variables` maps names to pickled values (stored once per content).
+
+        `replayed_calls` are the ids of the recorded calls the run replayed: a recorded call that
+        neither this run made nor replayed was superseded (an edit changed its request).
+        """
         with self.transaction():
             outputs_key = self.put_bytes(_blobs.canonical_json(outputs)) if outputs is not None else None
             variables_key = None
@@ -413,8 +477,9 @@ class Store(History):
                 self.put(split)
             self.con.execute(
                 "UPDATE step_runs SET ended_at = ?, status = ?, calls_live = ?, calls_replayed = ?, "
-                "outputs = ?, error = ?, variables = ? WHERE id = ?",
-                [now(), status, live, replayed, outputs_key, error, variables_key, run.run_id],
+                "outputs = ?, error = ?, variables = ?, replayed_calls = ? WHERE id = ?",
+                [now(), status, live, replayed, outputs_key, error, variables_key,
+                 json.dumps(replayed_calls) if replayed_calls is not None else None, run.run_id],
             )
             self.con.execute(
                 "UPDATE step_records SET status = ?, updated_at = ? WHERE session = ? AND name = ? AND epoch = ?",
@@ -656,8 +721,7 @@ class Store(History):
     @contextmanager
     def released(self) -> Iterator[None]:
         """Close the file for a while (a long wait), so other processes can use the journal meanwhile."""
-        self.con.execute("CHECKPOINT")
-        self.con.close()
+        self.journal._close(self.con, checkpoint=True)
         try:
             yield
         finally:

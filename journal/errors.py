@@ -2,11 +2,15 @@
 
     JournalError
     ├── JournalBusyError    another process holds the journal file open (DuckDB locks it per process)
+    ├── JournalDamagedError DuckDB cannot read part of the file (cut short, overwritten, failing its checksums)
     ├── SchemaTooNewError   the journal was written by a newer release
     └── SessionHeldError    another live process is driving the same session
 """
 
 from __future__ import annotations
+
+import os
+import shlex
 
 
 class JournalError(RuntimeError):
@@ -21,6 +25,19 @@ class JournalBusyError(JournalError):
         super().__init__(
             f"journal {path} is in use by {holder} (waited {waited:g} s); "
             "wait until that process is idle or finished, or point DURABLE_JOURNAL at another file"
+        )
+
+
+class JournalDamagedError(JournalError):
+    """Part of the journal file cannot be read; nothing more is written to it (see `durable recover`)."""
+
+    def __init__(self, path: str, reason: str, *, before_writing: bool = True) -> None:
+        path = os.path.abspath(path)  # the command it suggests must work from any folder
+        self.path, self.reason = path, reason
+        written = "nothing was written to it" if before_writing else "nothing more was written to it"
+        super().__init__(
+            f"journal {path} is damaged (DuckDB: {reason}); {written}. Salvage what is readable with "
+            f"`durable recover {shlex.quote(path)} -o NEW.duckdb`, then point DURABLE_JOURNAL at NEW"
         )
 
 

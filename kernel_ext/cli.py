@@ -19,7 +19,9 @@ def _reads_journal(command: argparse.ArgumentParser, *, json: bool = False) -> N
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="durable", description="Durable execution for LLM agents in Jupyter notebooks."
+        prog="durable", description="Durable execution for LLM agents in Jupyter notebooks.",
+        epilog="Exit codes: 0 done; 1 failed, also when there is no journal at the path or the journal is "
+        "damaged (then see `durable recover`); 2 usage error; `durable run` also 3 (suspended).",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
@@ -77,6 +79,14 @@ def _parser() -> argparse.ArgumentParser:
                                  "EUR}} with prices per million prompt (input) and completion (output) tokens.")
     prices.add_argument("file", nargs="?", type=Path)
     _reads_journal(prices)
+    recover = commands.add_parser("recover", help="copy what is readable of a damaged journal into a new one",
+                                  description="Copies every session, step, step run, call and blob DuckDB can "
+                                  "still read into NEW, and reports what could not be read. Exit codes: 0 "
+                                  "everything was copied, 1 something was lost (see the report), 2 usage error "
+                                  "(no journal at JOURNAL, or NEW exists).")
+    recover.add_argument("damaged", metavar="JOURNAL", type=Path, help="the damaged journal (it is only read)")
+    recover.add_argument("-o", "--output", type=Path, required=True, metavar="NEW",
+                         help="the journal to write; must not exist")
     return parser
 
 
@@ -98,7 +108,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args.notebook, session=args.session, journal=args.journal, output=args.output,
                    timeout=args.timeout, strict=args.strict)
+    if args.command == "recover":
+        return _recover(args.damaged, args.output)
     return _journal_command(args)
+
+
+def _recover(damaged: Path, output: Path) -> int:
+    from journal import JournalError, RecoverUsageError, recover
+
+    try:
+        report = recover(damaged, output)
+    except JournalError as exc:
+        print(f"durable recover: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, RecoverUsageError) else EXIT_FAILED
+    print("\n".join(report.lines()))
+    return EXIT_COMPLETED if report.complete else EXIT_FAILED
 
 
 def _journal_command(args: argparse.Namespace) -> int:
@@ -107,7 +131,7 @@ def _journal_command(args: argparse.Namespace) -> int:
 
     from .errors import StepError
 
-    journal = Journal(args.journal)
+    journal = Journal(args.journal, create=False)  # a mistyped --journal must not leave a new journal behind
     try:
         if args.command == "approve":
             from .approvals import decide_from_cli

@@ -33,11 +33,15 @@ class CallView:
     completion_tokens: int | None
     cost: float | None
     currency: str | None
-    live: bool  # recorded by the step's last run (else replayed from an earlier one)
+    live: bool  # recorded by the step's last run
+    # What the step's last run did with it: live, replayed, not used by the last run (an edit changed
+    # the request at its place, or a failed call was made again; kept as history), or recorded earlier
+    # (a run of an older release, which did not say which calls it replayed).
+    use: str = "live"
 
     def label(self) -> str:
         parts = [f"{self.seq}. {self.kind} {self.name}" + (f" [{self.model}]" if self.model else ""),
-                 self.status, "live" if self.live else "replayed"]
+                 self.status, self.use]
         if self.attempts > 1:
             parts.append(f"{self.attempts} attempts")
         if self.latency_ms is not None:
@@ -62,7 +66,8 @@ class StepView:
     calls: list[CallView] = field(default_factory=list)
 
     def label(self) -> str:
-        mark = {"completed": "✓", "failed": "✗", "suspended": "⏸", "running": "…"}.get(self.status, "·")
+        mark = {"completed": "✓", "failed": "✗", "suspended": "⏸", "running": "…", "interrupted": "■"}.get(
+            self.status, "·")
         parts = [f"{mark} {self.name}", self.status, _count(len(self.calls), "call")]
         if self.live is not None:
             parts.append(f"last run {self.replayed} replayed, {self.live} live")
@@ -109,11 +114,20 @@ def load_history(journal: Journal, session: str) -> SessionHistory:
     for s in steps:
         step_calls = [CallView(c["id"], c["seq"], c["kind"], c["name"], c["model"], c["status"],
                                c["attempts"] or 1, c["latency_ms"], c["prompt_tokens"], c["completion_tokens"],
-                               c["cost"], c["currency"], c["run_id"] == s["last_run_id"])
+                               c["cost"], c["currency"], c["run_id"] == s["last_run_id"],
+                               _use(c, s["last_run_id"], s["last_run_replayed_calls"]))
                       for c in calls.get(s["name"], [])]
         views.append(StepView(s["name"], s["status"], s["runs"], s["last_run_seconds"], s["last_run_live"],
                               s["last_run_replayed"], int(s["tokens"] or 0), s["cost"], step_calls))
     return SessionHistory(session, str(journal.path), views)
+
+
+def _use(call: dict[str, Any], last_run: int | None, replayed: set[int] | None) -> str:
+    if call["run_id"] == last_run:
+        return "live"
+    if replayed is None:
+        return "recorded earlier"
+    return "replayed" if call["id"] in replayed else "not used by the last run"
 
 
 # -- one call, readable ---------------------------------------------------------------------------

@@ -12,11 +12,13 @@ from __future__ import annotations
 import ast
 import asyncio
 import builtins
+import contextlib
 import inspect
 import json
 import re
 import sys
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -108,15 +110,19 @@ async def run_durable_cell(args: str, key: str) -> Any:
     except BaseException as exc:
         # Our interrupt cancelled the awaiting cell: to the user it is a KeyboardInterrupt, as in a plain cell.
         shown = KeyboardInterrupt() if isinstance(exc, asyncio.CancelledError) and interrupts.cancelled else exc
+        if isinstance(shown, JournalError):  # a journal found damaged mid-step: one line, as at its start
+            shown = UsageError(str(shown))
         active.outputs = recorder.outputs
-        scope.__exit__(type(shown), shown, shown.__traceback__)
+        with _journal_errors_in_one_line():
+            scope.__exit__(type(shown), shown, shown.__traceback__)
         progress.finish(active, shown)
         if shown is exc:
             raise
         raise shown from None
     active.outputs = recorder.outputs
     active.variables, unpicklable, secret = tracker.changed()
-    scope.__exit__(None, None, None)
+    with _journal_errors_in_one_line():
+        scope.__exit__(None, None, None)
     progress.finish(active)
     if secret:
         holds = "holds a credential" if len(secret) == 1 else "hold credentials"
@@ -126,6 +132,14 @@ async def run_durable_cell(args: str, key: str) -> Any:
         print(f"durable: %durable restore cannot bring back {describe(unpicklable)} (not picklable); "
               "the step still replays through its calls", file=sys.stderr)
     return value
+
+
+@contextlib.contextmanager
+def _journal_errors_in_one_line() -> Iterator[None]:
+    try:
+        yield
+    except JournalError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _compile(shell: Any, body: str) -> tuple[Any, Any]:
@@ -343,8 +357,6 @@ def _note_earlier_cells(shell: Any) -> None:
 
 def _register_widgets(shell: Any) -> None:
     # The widgets package depends on kernel_ext; it plugs its views in when it is installed.
-    import contextlib
-
     from ._shadowing import own_package
 
     with contextlib.suppress(ImportError):  # a user's own `widgets` module: the views fall back to text

@@ -148,6 +148,7 @@ class ActiveStep:
     replayed_from: tuple[datetime, datetime] | None = None  # when the replayed calls were recorded
     tokens: int = 0  # of the calls so far, live and replayed
     journaled: int = 0  # live calls whose outcome is in the journal (the others were in flight or lost)
+    replayed_calls: list[int] = field(default_factory=list)  # journal ids of the recorded calls replayed
     observer: Callable[[ActiveStep, str], None] | None = None  # told "replayed", "live" or "recorded"
     warnings: dict[str, int] = field(default_factory=dict)  # what this step could not journal, and how often
     # Approvals asked and not yet seen decided: each is asked whether the step may go on (see pass_gates).
@@ -191,6 +192,7 @@ class ActiveStep:
             if recorded is not None and (recorded.status == "completed" or (
                     recorded.status == "failed" and kind != "llm")):
                 self.replayed += 1
+                self.replayed_calls.append(recorded.id)
                 self.tokens += recorded.tokens
                 if recorded.ended_at is not None:
                     first, last = self.replayed_from or (recorded.ended_at, recorded.ended_at)
@@ -387,7 +389,8 @@ class Session:
                     _open_steps.remove(active)
                 store.end_step(run, status, live=active.live, replayed=active.replayed,
                                outputs=active.outputs, error=error,
-                               variables=active.variables if status == "completed" else None)
+                               variables=active.variables if status == "completed" else None,
+                               replayed_calls=active.replayed_calls)
 
     @contextmanager
     def _open_journal(self) -> Iterator[Store]:

@@ -1,8 +1,10 @@
-"""`durable ls`, `show`, `sql` and `prices` against a journal made by a real headless run."""
+"""`durable ls`, `show`, `sql` and `prices` against a journal made by a real headless run, and the
+commands that read or decide refusing a path where there is no journal."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -90,3 +92,41 @@ def test_sql_and_prices_over_a_recorded_session(tmp_path, kernel_env, model_serv
     bad.write_text('{"m": {"input": "cheap"}}')
     wrong = _durable("prices", str(bad), env=kernel_env, cwd=tmp_path)
     assert wrong.returncode == 1 and "needs non-negative numbers" in wrong.stderr
+
+
+def test_read_only_commands_create_no_journal(tmp_path):
+    """A mistyped --journal, or a folder where nothing ran, is an error: no new journal, no .durable/ folder."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    prices = elsewhere / "prices.json"
+    prices.write_text('{"m": {"input": 1, "output": 2}}')
+    env = {k: v for k, v in os.environ.items() if k != "DURABLE_JOURNAL"}
+    commands = [["ls"], ["ls", "--json"], ["show", "trip"], ["sql", "SELECT 1"], ["approve", "trip", "refund"],
+                ["prices"], ["prices", str(prices)], ["settle", "trip", "1", "--retry"],
+                ["export", "trip", "-o", str(elsewhere / "trip.py")]]
+    for journal, shown in ((None, work / ".durable" / "journal.duckdb"), ("typo.duckdb", "typo.duckdb")):
+        for command in commands:
+            args = [*command, "--journal", journal] if journal else command
+            result = _durable(*args, env=env, cwd=work)
+            assert result.returncode == 1, (args, result.stdout, result.stderr)
+            (line,) = (result.stdout + result.stderr).splitlines()
+            assert line.startswith(f"durable {command[0]}: no journal at {shown}; ") and "pass --journal" in line
+    assert list(work.iterdir()) == [] and sorted(p.name for p in elsewhere.iterdir()) == ["prices.json"]
+
+
+def test_an_edited_call_reads_as_not_used_by_the_last_run(tmp_path, model_server):
+    from openai import OpenAI
+
+    import kernel_ext
+    from journal import Journal
+    from kernel_ext.history import load_history
+
+    client = OpenAI(base_url=model_server.base_url, api_key="unused", max_retries=0)
+    kernel_ext.session("edits", journal=tmp_path / "j.duckdb")
+    for prompt in ("Plan a trip", "Plan a 4-day trip", "Plan a 4-day trip"):
+        with kernel_ext.step("plan"):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}])
+    [plan] = load_history(Journal(tmp_path / "j.duckdb"), "edits").steps
+    assert [(c.seq, c.use) for c in plan.calls] == [(1, "not used by the last run"), (1, "replayed")]
+    assert "not used by the last run" in plan.calls[0].label()

@@ -125,3 +125,28 @@ def test_interrupt_inside_a_tool_leaves_it_in_doubt_saying_so(kernel, model_serv
     message = next(o["evalue"] for o in again if o["output_type"] == "error")
     assert "it was interrupted inside it" in message and "settle" in message
     assert model_server.stats()["requests"] == 1  # the model call before the tool replayed
+
+
+def test_a_step_whose_kernel_died_reads_as_interrupted(kernel, model_server, tmp_path, kernel_env):
+    import json
+    import subprocess
+    import sys
+
+    model_server.configure(hold_request=2)
+    runner = threading.Thread(target=lambda: kernel.execute(MODEL_CELLS["sync"], timeout=120), daemon=True)
+    runner.start()
+    assert model_server.wait_for_held(timeout=60) == 2
+    kernel.kill()  # the kernel dies inside the step: its row still says 'running'
+    model_server.release()
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "kernel_ext.cli", *args, "--journal",
+                               str(tmp_path / "journal.duckdb"), "--json"], capture_output=True, text=True,
+                              timeout=120, env=kernel_env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    [listed] = json.loads(cli("ls"))
+    assert listed["status"] == "interrupted"
+    shown = json.loads(cli("show", "interrupts"))
+    assert [step["status"] for step in shown["steps"]] == ["interrupted"]
