@@ -180,17 +180,22 @@ class PendingApproval:
         if _headless() or not _in_kernel():
             self._suspend()
         last_poll = 0.0
-        with self.active.store.released():
-            while True:
-                decision = self._clicked
-                if decision is None and time.monotonic() - last_poll >= POLL_SECONDS:
-                    last_poll = time.monotonic()
-                    decision = self.poll()
-                if decision is not None:
-                    _show_decision(self, decision)
-                    self._handed = decision
-                    return decision
-                await asyncio.sleep(0.1)  # a click is handled while this coroutine sleeps
+        self.active.waiting = (self.key, time.monotonic())  # the progress line says who it waits for
+        try:
+            with self.active.store.released():
+                while True:
+                    decision = self._clicked
+                    if decision is None and time.monotonic() - last_poll >= POLL_SECONDS:
+                        last_poll = time.monotonic()
+                        self.active.notify("waiting")
+                        decision = self.poll()
+                    if decision is not None:
+                        _show_decision(self, decision)
+                        self._handed = decision
+                        return decision
+                    await asyncio.sleep(0.1)  # a click is handled while this coroutine sleeps
+        finally:
+            self.active.waiting = None
 
     def poll(self) -> Decision | None:
         """A decision made elsewhere (the CLI, another terminal) meanwhile, or the timeout's rejection."""

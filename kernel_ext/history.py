@@ -40,8 +40,12 @@ class CallView:
     use: str = "live"
 
     def label(self) -> str:
-        parts = [f"{self.seq}. {self.kind} {self.name}" + (f" [{self.model}]" if self.model else ""),
-                 self.status, self.use]
+        head = f"{self.seq}. {self.kind} {self.name}" + (f" [{self.model}]" if self.model else "")
+        if self.kind == "approval":  # a person's decision: neither live nor replayed, and its time is theirs
+            state = "decided" if self.status == "completed" else "waiting for a person"
+            waited = f"waited {self.latency_ms / 1000:.0f} s" if self.latency_ms is not None else None
+            return " · ".join(p for p in (head, state, waited) if p)
+        parts = [head, self.status, self.use]
         if self.attempts > 1:
             parts.append(f"{self.attempts} attempts")
         if self.latency_ms is not None:

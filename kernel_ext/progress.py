@@ -7,14 +7,13 @@ a live call starts: that is when a person wonders what the cell is waiting for.
 
 from __future__ import annotations
 
-import html
 import threading
 import time
 from typing import Any
 
 from .outputs import DURABLE_METADATA
 from .runtime import ActiveStep, interrupted_by
-from .status import summary_output
+from .status import step_line_html, summary_output
 
 _INTERVAL = 0.25  # seconds between two updates of the line
 
@@ -30,16 +29,19 @@ class ProgressLine:
         if threading.current_thread() is not threading.main_thread():
             return
         now = time.monotonic()
-        if event != "live" and self._handle is not None and now - self._shown < _INTERVAL:
+        if event not in ("live", "waiting") and self._handle is not None and now - self._shown < _INTERVAL:
             return
         self._shown = now
-        in_flight = f"; call {active.live + active.replayed} live…" if event == "live" else ""
         calls = active.live + active.replayed
-        text = (f"⟳ durable step {active.name!r}: {calls} call{'' if calls == 1 else 's'} "
+        in_flight = f"; call {calls} live…" if event == "live" else ""
+        waiting = active.waiting
+        if waiting is not None:  # an approval: nothing is in flight, a person is being waited for
+            in_flight = f"; waiting for a person to decide approval {waiting[0]!r} ({_waited(now - waiting[1])})"
+        text = (f"{'⏸' if waiting else '⟳'} durable step {active.name!r}: {calls} call{'' if calls == 1 else 's'} "
                 f"({active.replayed} replayed, {active.live} live), {active.tokens:,} tokens, "
                 f"{now - self.started:.1f} s{in_flight}")
         state = {"step": active.name, "replayed": active.replayed, "live": active.live, "state": "running"}
-        self._show({"text/plain": text, "text/html": _html(text)}, {DURABLE_METADATA: state})
+        self._show({"text/plain": text, "text/html": step_line_html(text)}, {DURABLE_METADATA: state})
 
     def finish(self, active: ActiveStep, error: BaseException | None = None) -> None:
         """Turn the line into the step's summary (or say where a failed step stopped)."""
@@ -60,7 +62,7 @@ class ProgressLine:
         text = (f"{'■' if interrupted else '✗'} durable step {active.name!r} {what} after {calls} "
                 f"call{'' if calls == 1 else 's'} ({kept})" + ("" if interrupted else f", {type(error).__name__}"))
         state = {"step": active.name, "replayed": active.replayed, "live": active.live, "state": what}
-        self._show({"text/plain": text, "text/html": _html(text)}, {DURABLE_METADATA: state}, final=True)
+        self._show({"text/plain": text, "text/html": step_line_html(text)}, {DURABLE_METADATA: state}, final=True)
 
     def _show(self, data: dict[str, str], metadata: dict[str, Any], final: bool = False) -> None:
         from IPython.display import display
@@ -74,5 +76,11 @@ class ProgressLine:
             self._handle.update(data, raw=True, metadata=metadata)
 
 
-def _html(text: str) -> str:
-    return f'<div style="font-size:85%;opacity:.75">{html.escape(text)}</div>'
+
+
+def _waited(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

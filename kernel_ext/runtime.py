@@ -149,6 +149,7 @@ class ActiveStep:
     tokens: int = 0  # of the calls so far, live and replayed
     journaled: int = 0  # live calls whose outcome is in the journal (the others were in flight or lost)
     replayed_calls: list[int] = field(default_factory=list)  # journal ids of the recorded calls replayed
+    waiting: tuple[str, float] | None = None  # (approval key, monotonic start) while it waits for a person
     observer: Callable[[ActiveStep, str], None] | None = None  # told "replayed", "live" or "recorded"
     warnings: dict[str, int] = field(default_factory=dict)  # what this step could not journal, and how often
     # Approvals asked and not yet seen decided: each is asked whether the step may go on (see pass_gates).
@@ -212,7 +213,7 @@ class ActiveStep:
                 self.live += 1
                 claim = Claim(self._seq, fingerprint, ordinal, None, attempts, resume, key)
                 event = "live"
-        self._notify(event)
+        self.notify(event)
         return claim
 
     def pass_gates(self, *, ending: bool = False) -> None:
@@ -250,7 +251,8 @@ class ActiveStep:
             counted = list(self.warnings.items())
         return [m.format(n=n, s="" if n == 1 else "s", were="was" if n == 1 else "were") for m, n in counted]
 
-    def _notify(self, event: str) -> None:
+    def notify(self, event: str) -> None:
+        """Tell the observer (the progress line) what happened: replayed, live, recorded, waiting."""
         if self.observer is not None:
             self.observer(self, event)
 
@@ -273,7 +275,7 @@ class ActiveStep:
             )
             self.journaled += 1
             self.tokens += sum(n or 0 for n in row.get("usage", ()))
-        self._notify("recorded")
+        self.notify("recorded")
 
     def start(self, claim: Claim, *, kind: str, name: str, request: Split, meta: dict[str, Any]) -> int:
         """Journal that a live call begins; returns its journal id (an in-doubt call keeps its own)."""

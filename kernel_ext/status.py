@@ -39,11 +39,22 @@ def summary_output(active: ActiveStep, seconds: float | None = None) -> dict[str
         "output_type": "display_data",
         "data": {
             "text/plain": "\n".join([mark + text, *(f"\u26a0 {w}" for w in warnings)]),
-            "text/html": f'<div style="font-size:85%;opacity:.75">{mark}{html.escape(text)}</div>'
-            + "".join(f'<div style="color:#b45309">\u26a0 {html.escape(w)}</div>' for w in warnings),
+            "text/html": step_line_html(mark + text, [f"\u26a0 {w}" for w in warnings]),
         },
         "metadata": {DURABLE_METADATA: state},
     }
+
+
+# Set apart from the cell's own output by a rule and a tint, in the theme's text colour (readable on
+# light and dark themes alike), in the notebook's code font so that counts line up.
+_LINE_STYLE = ("border-left:3px solid #2563eb;background:rgba(37,99,235,.07);padding:3px 10px;margin:4px 0;"
+               "font-family:var(--jp-code-font-family,monospace);font-size:var(--jp-code-font-size,13px)")
+
+
+def step_line_html(text: str, warnings: list[str] | None = None) -> str:
+    """A durable step's line (progress or summary) as HTML, with its warnings under it."""
+    extra = "".join(f'<div style="color:#b45309;font-weight:600">{html.escape(w)}</div>' for w in warnings or [])
+    return f'<div style="{_LINE_STYLE}"><div>{html.escape(text)}</div>{extra}</div>'
 
 
 def render_status(session: Session) -> str:

@@ -77,6 +77,10 @@ def test_a_click_reaches_the_awaiting_cell_and_is_replayed_after_a_restart(kerne
 
     messages = _collect_until_idle(kernel, msg_id, click)
     assert clicked and "DECISION True None" in _text(messages)
+    lines = [m["content"]["data"].get("text/plain", "") for m in messages
+             if m["msg_type"] in ("display_data", "update_display_data")]
+    # While it waited, the step's line said for whom, not "call 1 live".
+    assert any("waiting for a person to decide approval 'refund-ana'" in line for line in lines), lines
     with Journal(tmp_path / "journal.duckdb").open() as store:
         (approval,) = store.approvals("shop")
     assert approval["key"] == "refund-ana" and approval["decision"]["approved"] is True
@@ -87,6 +91,10 @@ def test_a_click_reaches_the_awaiting_cell_and_is_replayed_after_a_restart(kerne
     replayed = _collect_until_idle(kernel, msg_id)
     assert "DECISION True None" in _text(replayed)
     assert all(disabled for _, disabled in _buttons(replayed).values())  # the recorded decision, read-only
+    headers = [m["content"]["data"]["state"]["value"] for m in replayed if m["msg_type"] == "comm_open"
+               and m["content"]["data"].get("state", {}).get("_model_name") == "HTMLModel"]
+    assert any(h.startswith("<b>Approved:</b> Refund") for h in headers)  # decided, not "Approval needed"
+    assert not any("Approval needed" in h for h in headers)
 
 
 def test_a_decision_from_the_cli_reaches_a_waiting_kernel(kernel: Kernel, kernel_env, tmp_path):

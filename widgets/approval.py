@@ -7,6 +7,7 @@ import html
 import json
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 import ipywidgets as w
@@ -66,9 +67,9 @@ class ApprovalView(w.VBox):
     def __init__(self, *, key: str, prompt: str, details: Any = None,
                  on_decide: Callable[[bool, str | None, Any], Decision] | None = None,
                  decision: Decision | None = None) -> None:
-        self.key, self.on_decide = key, on_decide
-        self.prompt_html = w.HTML(f"<b>Approval needed:</b> {html.escape(prompt)} "
-                                  f"<span style='opacity:.6'>({html.escape(key)})</span>")
+        self.key, self.prompt, self.on_decide = key, prompt, on_decide
+        state = "Approval needed" if decision is None else ("Approved" if decision.approved else "Rejected")
+        self.prompt_html = w.HTML(self._header(state))
         self.details_html = w.HTML(_details_html(details))
         decided = decision is not None  # a replayed decision is never shown as a live, pending widget
         self.comment = _AcknowledgedTextarea(placeholder="comment (optional)", disabled=decided,
@@ -80,11 +81,14 @@ class ApprovalView(w.VBox):
             shown = self.original
             if decision is not None and decision.data is not None:
                 shown = json.dumps(decision.data, indent=2, default=str)
+            # As many rows as the JSON has lines (up to a screenful), so none of it is cut off.
             self.values = _AcknowledgedTextarea(value=shown, description="values", disabled=decided,
-                                      layout=w.Layout(width="100%", height="6em"))
+                                                rows=min(24, shown.count("\n") + 2), layout=w.Layout(width="100%"))
         self.approve_button = w.Button(description="Approve", button_style="success", icon="check", disabled=decided)
         self.reject_button = w.Button(description="Reject", button_style="danger", icon="times", disabled=decided)
-        self.status = w.HTML("")
+        asked = datetime.now(timezone.utc).strftime("%H:%M UTC")
+        self.status = w.HTML("" if decided else f"<span style='opacity:.8'>waiting for a decision since {asked}; "
+                             "the cell goes on once it is decided here or with durable approve</span>")
         self.approve_button.on_click(lambda _: self._decide(True))
         self.reject_button.on_click(lambda _: self._decide(False))
         editor = [w.HTML("<span style='opacity:.7'>edit values (optional):</span>"), self.values] if self.values else []
@@ -93,6 +97,10 @@ class ApprovalView(w.VBox):
                          layout=w.Layout(border="1px solid #d4d4d8", padding="8px", width="auto"))
         if decision is not None:
             self.show_decision(decision)
+
+    def _header(self, state: str) -> str:
+        return (f"<b>{state}:</b> {html.escape(self.prompt)} "
+                f"<span style='opacity:.6'>({html.escape(self.key)})</span>")
 
     def _decide(self, approved: bool) -> None:
         if self.on_decide is None:
@@ -117,6 +125,7 @@ class ApprovalView(w.VBox):
                 control.disabled = True
         verdict = "approved" if decision.approved else "rejected"
         colour = "#15803d" if decision.approved else "#b91c1c"
+        self.prompt_html.value = self._header("Approved" if decision.approved else "Rejected")
         comment = f" \u2014 \u201c{html.escape(decision.comment)}\u201d" if decision.comment else ""
         if decision.data is not None:
             comment += " (with edited values)"
