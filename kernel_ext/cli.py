@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
 from .cli_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
+from .demo import DEFAULT_TURNS
 
+MODEL_PORT = 8765
 _JOURNAL_HELP = "journal file (default: $DURABLE_JOURNAL, else .durable/journal.duckdb here)"
 
 
@@ -30,9 +33,19 @@ def _parser() -> argparse.ArgumentParser:
         "SIGKILLs its kernel during a model call, runs it again, and reports replayed and live calls.",
     )
     demo.add_argument("--dir", type=Path, help="working directory (default: a new temporary one)")
-    demo.add_argument("--turns", type=int, default=12, help="agent turns (model calls) before the summary")
+    demo.add_argument("--turns", type=int, default=DEFAULT_TURNS, help="agent turns (model calls) before the summary")
     demo.add_argument("--kill-at", type=int, default=7, help="kill the kernel while this call is in flight")
     demo.add_argument("--latency", type=float, default=0.3, help="seconds the scripted model takes per answer")
+    model = commands.add_parser(
+        "model", help="serve the scripted stand-in model (not a model) on loopback, until Ctrl-C",
+        description="Serves deterministic answers over the OpenAI, Anthropic and Gemini HTTP APIs on "
+        "127.0.0.1, so notebooks and the README's examples run offline. It is NOT a model. First prints "
+        "the environment lines that point the SDKs at it.",
+    )
+    model.add_argument("--port", type=int, default=MODEL_PORT, help=f"port (default {MODEL_PORT}; 0 picks a free one)")
+    model.add_argument("--reply-chars", type=int, default=0, help="pad text answers to exactly N characters")
+    model.add_argument("--tool-rounds", type=int, default=1,
+                       help="tool calls the model asks for after each user message before it answers in text")
     run = commands.add_parser("run", help="execute a notebook headless as a durable session",
                               description="Exit codes: 0 completed, 3 suspended (waiting for an approval), "
                               "1 failed, 2 usage error.")
@@ -103,7 +116,11 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(args.dir, args.turns, args.kill_at, args.latency)
+    if args.command == "model":
+        return _model(args.port, args.reply_chars, args.tool_rounds)
     if args.command == "run":
+        if not math.isfinite(args.timeout) or args.timeout <= 0:
+            return _usage("run", f"--timeout takes a positive number of seconds, got {args.timeout:g}")
         from .headless import run
 
         return run(args.notebook, session=args.session, journal=args.journal, output=args.output,
@@ -111,6 +128,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "recover":
         return _recover(args.damaged, args.output)
     return _journal_command(args)
+
+
+def _usage(command: str, message: str) -> int:
+    # One line, not argparse's usage block: the message alone says what to change.
+    print(f"durable {command}: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _model(port: int, reply_chars: int, tool_rounds: int) -> int:
+    from .scripted_model import ScriptedModelServer, serve
+
+    if not 0 <= port <= 65535:
+        return _usage("model", f"--port takes 0 to 65535, got {port}")
+    if reply_chars < 0 or tool_rounds < 0:
+        return _usage("model", "--reply-chars and --tool-rounds take a number >= 0")
+    server = ScriptedModelServer("127.0.0.1", port, reply_chars=reply_chars, tool_rounds=tool_rounds)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"durable model: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
+              f"pass --port N (another port, or 0 for a free one)", file=sys.stderr)
+        return EXIT_FAILED
+    # The environment lines come first so that they can be copied, or read by a script, before the rest.
+    return serve(server, [
+        f"export OPENAI_BASE_URL={server.base_url} OPENAI_API_KEY=unused",
+        f"export ANTHROPIC_BASE_URL={server.url} ANTHROPIC_API_KEY=unused "
+        f"GOOGLE_GEMINI_BASE_URL={server.url} GEMINI_API_KEY=unused",
+        f"# durable model: the scripted stand-in server on {server.url} (deterministic answers, NOT a model).",
+        "# Run the export lines in the shell that starts Jupyter (or your script). Ctrl-C stops the server.",
+    ])
 
 
 def _recover(damaged: Path, output: Path) -> int:

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+DEFAULT_TURNS = 12
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "agent_demo.ipynb"
 
 
@@ -25,6 +26,7 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
 
     from journal import Journal
 
+    from .headless import kernel_config, kernel_options
     from .outputs import step_summaries
     from .scripted_model import ScriptedModelServer
 
@@ -45,7 +47,7 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
         nb = nbformat.read(notebook, as_version=4)
         env = dict(os.environ, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY="sk-scripted-demo",
                    DURABLE_JOURNAL=str(journal_path), DEMO_TURNS=str(turns), JPY_SESSION_NAME=str(notebook))
-        client = NotebookClient(nb, km=km, kernel_name="python3", timeout=600,
+        client = NotebookClient(nb, km=km, kernel_name="python3", timeout=600, config=kernel_config(),
                                 resources={"metadata": {"path": str(workdir)}})
         started = time.perf_counter()
         with open(workdir / "kernel.log", "a") as log:  # kernel chatter would drown the story
@@ -60,8 +62,15 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
         with Journal(journal_path).open() as store:
             tokens, latency_ms = store.con.execute(
                 "SELECT coalesce(sum(prompt_tokens + completion_tokens), 0), coalesce(avg(latency_ms), 0) "
-                "FROM calls WHERE status = 'completed'").fetchone()
+                "FROM calls WHERE status = 'completed' AND kind = 'llm'").fetchone()
         return int(tokens), float(latency_ms) / 1000
+
+    def journaled() -> tuple[int, int]:
+        """Completed model calls and tool calls in the journal."""
+        with Journal(journal_path).open() as store:
+            rows = dict(store.con.execute(
+                "SELECT kind, count(*) FROM calls WHERE status = 'completed' GROUP BY kind").fetchall())
+        return rows.get("llm", 0), rows.get("tool", 0)
 
     with ScriptedModelServer() as server:
         server.configure(delay=latency, hold_request=kill_at)
@@ -69,9 +78,9 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
         print(f"  model: the scripted stand-in server at {server.base_url} (deterministic answers, not a")
         print(f"         real model), answering after {latency:g} s to stand in for model latency")
         print(f"  journal: {journal_path}\n")
-        print(f"run 1: Run All; the agent makes {calls} model calls. Killing the kernel (SIGKILL) "
-              f"while call {kill_at} is in flight ...")
-        km = AsyncKernelManager(kernel_name="python3")
+        print(f"run 1: Run All; the agent makes {calls} model calls and runs the @tool calls they ask for. "
+              f"Killing the kernel (SIGKILL) while model call {kill_at} is in flight ...")
+        km = AsyncKernelManager(kernel_name="python3", **kernel_options())
         failure: list[BaseException] = []
 
         def first_run() -> None:
@@ -86,23 +95,28 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
         os.kill(km.provisioner.process.pid, signal.SIGKILL)
         server.release()
         runner.join(timeout=120)
+        # Its kernel cannot remove what it left in the runtime dir: its sockets and its connection file.
+        km.cleanup_ipc_files()
+        km.cleanup_connection_file()
         sent_first = server.stats()["requests"]
+        models, tools = journaled()
         print(f"       kernel killed: {type(failure[0]).__name__ if failure else 'no error?'}; "
-              f"{sent_first} requests reached the model, {kill_at - 1} results journaled\n")
+              f"{sent_first} requests reached the model; journaled: {models} model answers, {tools} tool results\n")
         tokens_before, avg_latency = recorded_tokens()
 
         print("run 2: restart the kernel and Run All again ...")
         nb, seconds = execute()
         replayed, live = step_counts(nb)
-        print(f"       done in {seconds:.1f} s: {replayed} calls replayed from the journal, {live} live")
-        print(f"       saved: {tokens_before} tokens and about {replayed * avg_latency:.1f} s of model time\n")
+        print(f"       done in {seconds:.1f} s: {replayed} calls replayed from the journal "
+              f"({models} model, {tools} tool; no tool ran twice), {live} live")
+        print(f"       saved: {tokens_before} tokens and about {models * avg_latency:.1f} s of model time\n")
         tokens_all, avg_latency = recorded_tokens()
 
         print("run 3: Run All once more ...")
         nb, seconds = execute()
         replayed3, live3 = step_counts(nb)
         print(f"       done in {seconds:.1f} s: {replayed3} calls replayed, {live3} live; "
-              f"saved {tokens_all} tokens and about {replayed3 * avg_latency:.1f} s\n")
+              f"saved {tokens_all} tokens and about {calls * avg_latency:.1f} s\n")
         total = server.stats()["requests"]
 
     answer = next((o["text"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
@@ -110,6 +124,12 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
     print(f"model requests in all: {total} for {calls} calls over three runs "
           f"(only call {kill_at}, in flight at the kill, was sent twice)")
     print(f"final {answer[:110]}")
-    print(f"\nopen {notebook} in Jupyter to look around; the journal stays in {journal_path.parent}")
-    ok = total == calls + 1 and live3 == 0 and replayed == kill_at - 1
+    # The copy keeps the journal beside it (.durable/ is the default journal of a kernel started there),
+    # so Jupyter opened on it replays all three steps without the demo's server; the env lines only let
+    # `OpenAI()` start, and serve any call you add.
+    turns_env = "" if turns == DEFAULT_TURNS else f"DEMO_TURNS={turns} "  # the notebook's own default is 12
+    print(f"\nto look around: `durable model` in one terminal; in another, the export line it prints, then\n"
+          f"  {turns_env}jupyter lab {notebook}\n"
+          f"and Run All: every call replays from the journal in {journal_path.parent}")
+    ok = total == calls + 1 and live3 == 0 and models == kill_at - 1 and replayed == models + tools
     return 0 if ok else 1

@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,6 +25,32 @@ from .cli_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_SUSPENDED, EXIT_USAGE
 from .outputs import step_summaries
 
 _SKIP_TAG = "skip-execution"  # nbclient does not run cells tagged so (its skip_cells_with_tag default)
+# ipykernel warns on stderr at every start that TCP is unencrypted, which is true but no news on loopback
+# and drowns the run's own lines; IPC sockets are owner-only files, so it has no reason to.
+_MAX_SOCKET_PATH = 100  # a Unix socket's path has to fit in 108 bytes, with "-N" appended per channel
+
+
+def kernel_options() -> dict[str, str]:
+    """Kernel manager options for an IPC kernel; none (TCP) where IPC is unavailable."""
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    runtime = Path(jupyter_runtime_dir())
+    # Absolute: the default IPC path is relative, and the kernel runs in another working directory.
+    ip = runtime / f"dk-{uuid.uuid4().hex[:12]}-ipc"
+    if os.name == "nt" or len(str(ip)) > _MAX_SOCKET_PATH:  # ZeroMQ has no IPC on Windows
+        return {}
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return {"transport": "ipc", "ip": str(ip)}
+
+
+def kernel_config() -> Any:
+    """Config for nbclient's kernel manager: `kernel_options()`."""
+    from traitlets.config import Config
+
+    config = Config()
+    for name, value in kernel_options().items():
+        setattr(config.KernelManager, name, value)
+    return config
 
 
 def run(path: Path, *, session: str | None, journal: Path | None, output: Path | None, timeout: float,
@@ -44,7 +71,7 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
     if strict:
         env["DURABLE_STRICT"] = "1"
     progress = Progress(nb, sys.stderr)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=kernel_config(),
                             resources={"metadata": {"path": str(path.resolve().parent)}},
                             on_cell_execute=progress.cell_started, on_cell_executed=progress.cell_finished)
     since = now()

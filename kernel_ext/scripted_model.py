@@ -541,15 +541,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reply-chars", type=int, default=0, help="pad text replies to exactly N chars")
     parser.add_argument("--tool-rounds", type=int, default=1, help="tool calls before a text answer")
     args = parser.parse_args(argv)
-    done = threading.Event()
     server = ScriptedModelServer(args.host, args.port, reply_chars=args.reply_chars,
                                  tool_rounds=args.tool_rounds).start()
+    return serve(server, [f"scripted model server listening on {server.base_url}"])
+
+
+def serve(server: ScriptedModelServer, banner: list[str]) -> int:
+    """Serve a started server in the foreground, after printing `banner`, until SIGINT or SIGTERM; 0."""
+    done = threading.Event()
     previous = {}
     if threading.current_thread() is threading.main_thread():  # signal() only works there
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: done.set())
     try:
-        print(f"scripted model server listening on {server.base_url}", flush=True)
+        print("\n".join(banner), flush=True)
         while not done.wait(1.0):
             pass
     finally:

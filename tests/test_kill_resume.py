@@ -20,6 +20,11 @@ TURNS = 12
 CALLS = TURNS + 1  # the agent loop, then one streamed summary
 
 
+def _tool_calls(turns: int) -> int:
+    # The scripted model asks for one tool call after each user message, then answers in text: turns 1, 3, 5, ...
+    return (turns + 1) // 2
+
+
 def _env(server: ScriptedModelServer, journal: Path) -> dict[str, str]:
     return dict(os.environ, OPENAI_BASE_URL=server.base_url, OPENAI_API_KEY=API_KEY,
                 DURABLE_JOURNAL=str(journal), DEMO_TURNS=str(TURNS))
@@ -61,13 +66,16 @@ def test_sigkill_during_call_k_resends_only_that_call(model_server, tmp_path, k)
     assert cell_outputs(resumed) == _reference_outputs(tmp_path)
     research = summaries(cell_outputs(resumed, keep_summary=True)[2])
     if k <= TURNS:
-        assert research == [{"step": "research", "replayed": k - 1, "live": TURNS - k + 1}]
+        # Replayed: the model calls before call k and the tool calls they asked for; a tool never runs twice.
+        replayed = k - 1 + _tool_calls(k - 1)
+        assert research == [{"step": "research", "replayed": replayed,
+                             "live": TURNS + _tool_calls(TURNS) - replayed}]
 
     again = run_notebook(NOTEBOOK, env, tmp_path)
     assert model_server.stats()["requests"] == CALLS + 1  # a third run sends nothing
     assert cell_outputs(again) == cell_outputs(resumed)
     assert summaries(cell_outputs(again, keep_summary=True)[2]) == [
-        {"step": "research", "replayed": TURNS, "live": 0}
+        {"step": "research", "replayed": TURNS + _tool_calls(TURNS), "live": 0}
     ]
     journal_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("journal.duckdb*"))
     assert API_KEY.encode() not in journal_bytes
