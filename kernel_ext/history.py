@@ -278,9 +278,13 @@ def _outcome(meta: dict[str, Any], response: Any) -> tuple[str, str]:
         try:
             import cloudpickle
 
-            return "result", _clip(repr(cloudpickle.loads(response)))
+            value = cloudpickle.loads(response)
         except Exception:  # noqa: BLE001 - a class this process cannot import
             return "result", f"(a pickled value of {len(response)} bytes)"
+        try:  # JSON where the value is JSON data, as the README promises; Python's repr for the rest
+            return "result", _clip(json.dumps(value, indent=2, ensure_ascii=False))
+        except (TypeError, ValueError):
+            return "result", _clip(repr(value))
     return "result", _clip(_json(response))
 
 

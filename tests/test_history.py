@@ -75,6 +75,7 @@ def test_history_widget_holds_the_steps_and_calls_and_shows_a_selected_call(kern
     page = shown["content"]["data"]["text/html"]
     assert "plan" in page and "act" in page and "Plan a day in Lisbon" in page and "Book the tram" in page
     assert "&quot;city&quot;: &quot;Lisbon&quot;" in page  # tool arguments as JSON
+    assert "&quot;sunny&quot;: true" in page  # and its result as JSON, not Python's repr
 
     # Selecting a call, exactly as a browser sends it, shows its request and response as a conversation.
     (detail_id, detail), = [(i, s) for i, s in _models(messages, "HTMLModel") if "select a call" in s["value"]]
