@@ -254,14 +254,16 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
             with ui.stage("run all cells"):
                 page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
                 page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-            widget = outputs.locator(".widget-vbox").filter(has_text="Approval needed")
+            # Found by its prompt: its header says "Approval needed" only until it is decided.
+            widget = outputs.locator(".widget-vbox").filter(has_text="Refund 120 EUR to Ana?")
             approve = widget.get_by_role("button", name="Approve")
             reject = widget.get_by_role("button", name="Reject")
             with ui.stage("the approval widget renders"):
                 expect(approve).to_be_enabled(timeout=KERNEL_TIMEOUT)
                 expect(reject).to_be_enabled()
-                expect(widget).to_contain_text("Refund 120 EUR to Ana?")
+                expect(widget).to_contain_text("Approval needed: Refund 120 EUR to Ana?")
                 expect(widget).to_contain_text("refund-ana")
+                expect(widget).to_contain_text("waiting for a decision since")
                 expect(widget).to_contain_text("damaged parcel")
                 amount = widget.locator("b", has_text=re.compile(r"^120$"))
                 expect(amount).to_have_css("color", "rgb(180, 83, 9)")  # the amount stands out
@@ -283,6 +285,7 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
                 approve.click()
                 expect(outputs.filter(has_text="refund approved: True")).to_have_count(1, timeout=60_000)
                 expect(widget).to_contain_text("approved by")
+                expect(widget).to_contain_text("Approved: Refund 120 EUR to Ana?")
                 expect(widget).to_contain_text(COMMENT)
                 for control in (approve, reject, comment):
                     expect(control).to_be_disabled()
