@@ -604,6 +604,10 @@ class Store(History):
                     return None
         return inline
 
+    def note_call(self, call_id: int, meta: dict[str, Any]) -> None:
+        """Merge `meta` into a call's record without touching its status (say, why it is in doubt)."""
+        self._patch_call(call_id, {"meta": meta})
+
     def _patch_call(self, call_id: int, patch: dict[str, Any]) -> None:
         # A JSON merge patch: keys set to None are removed, nested objects (meta) are merged.
         self.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ?",

@@ -98,17 +98,14 @@ def outside_steps(what: str) -> None:
     """Report a call that no step can claim although steps are open (a thread started before them).
 
     It is not journaled; each open step says so once in its summary, naming the call and the thread.
+    With no step open (the common case outside a durable cell) there is no one to tell.
     """
-    if _forked:
+    if _forked or not _open_steps:
         return
     thread = threading.current_thread().name
     for open_step in list(_open_steps):
         open_step.warn(f"{what} from thread {thread!r} could not be attributed to this step and {{were}} "
                        "not journaled; start that thread inside the step")
-
-
-def steps_open() -> bool:
-    return bool(_open_steps)
 
 
 def _after_fork() -> None:
@@ -141,7 +138,6 @@ class ActiveStep:
     store: Store
     strict: bool
     live: int = 0
-    replayed: int = 0
     outputs: list[dict[str, Any]] | None = None  # nbformat outputs, set by the notebook front end
     variables: dict[str, bytes] | None = None  # pickled variables the step assigned or mutated
     closed: bool = False
@@ -192,7 +188,6 @@ class ActiveStep:
             resume = None
             if recorded is not None and (recorded.status == "completed" or (
                     recorded.status == "failed" and kind != "llm")):
-                self.replayed += 1
                 self.replayed_calls.append(recorded.id)
                 self.tokens += recorded.tokens
                 if recorded.ended_at is not None:
@@ -229,6 +224,10 @@ class ActiveStep:
         with self._lock:
             self.gates = [gate for gate in self.gates if gate not in passed]
 
+    @property
+    def replayed(self) -> int:
+        return len(self.replayed_calls)
+
     def warn(self, message: str) -> None:
         """Something of this step escaped the journal: said once, with a count, in the step's summary.
 
@@ -255,6 +254,17 @@ class ActiveStep:
         """Tell the observer (the progress line) what happened: replayed, live, recorded, waiting."""
         if self.observer is not None:
             self.observer(self, event)
+
+    @contextmanager
+    def sending(self, claim: Claim) -> Iterator[None]:
+        """Around a model call sent live: what it sends is its own (not unjournaled traffic), and if the
+        attempt fails, the SDK's retry takes its place (see retry)."""
+        try:
+            with journaled_call():
+                yield
+        except BaseException:
+            self.retry(claim)
+            raise
 
     def retry(self, claim: Claim) -> None:
         """Give back a live claim whose attempt failed, so that the retry takes its place."""
@@ -293,7 +303,7 @@ class ActiveStep:
     def interrupted(self, call_id: int) -> None:
         """A started tool call was interrupted inside: still in doubt, and its record says why."""
         with uninterrupted(), self._lock:
-            self.store._patch_call(call_id, {"meta": {"interrupted": True}})
+            self.store.note_call(call_id, {"interrupted": True})
 
     def _difference(self, request: Any) -> str:
         recorded = self._by_seq.get(self._seq)

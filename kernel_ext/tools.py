@@ -31,7 +31,7 @@ from journal import Split, split_document
 from journal._time import now
 
 from .errors import RecordedToolError, ToolRejected, ToolTimeoutError
-from .runtime import ActiveStep, Claim, active_step, interrupted_by, journaled_call, outside_steps, steps_open
+from .runtime import ActiveStep, Claim, active_step, interrupted_by, journaled_call, outside_steps
 from .secrets import redact_document
 
 IDEMPOTENCY_PARAMETER = "idempotency_key"
@@ -77,8 +77,7 @@ class Tool:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         active = active_step()
         if active is None:
-            if steps_open():
-                outside_steps(f"{{n}} call{{s}} of tool {self.name}")
+            outside_steps(f"{{n}} call{{s}} of tool {self.name}")
             if IDEMPOTENCY_PARAMETER in self.signature.parameters:
                 bound = self.signature.bind_partial(*args, **kwargs)
                 if IDEMPOTENCY_PARAMETER not in bound.arguments:  # not durable here: a fresh key per call
@@ -135,8 +134,7 @@ def call_tool(name: str, arguments: Mapping[str, Any], run: Callable[[], Any], *
     """
     active = active_step()
     if active is None:
-        if steps_open():
-            outside_steps(f"{{n}} call{{s}} of tool {name}")
+        outside_steps(f"{{n}} call{{s}} of tool {name}")
         return run()
     return _ToolCall(_FrameworkTool(name, idempotent), active, (run,), {}, arguments=arguments).run()
 
@@ -146,8 +144,7 @@ async def acall_tool(name: str, arguments: Mapping[str, Any], run: Callable[[], 
     """`call_tool` for a tool run by awaiting `run()`."""
     active = active_step()
     if active is None:
-        if steps_open():
-            outside_steps(f"{{n}} call{{s}} of tool {name}")
+        outside_steps(f"{{n}} call{{s}} of tool {name}")
         return await run()
     return await _ToolCall(_FrameworkTool(name, idempotent), active, (run,), {}, arguments=arguments).run_async()
 

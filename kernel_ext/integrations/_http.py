@@ -23,7 +23,7 @@ from typing import Any
 from journal import RecordedCall, Split, join_document, split_document
 from journal._time import now
 
-from ..runtime import ActiveStep, Claim, journaled_call, uninterrupted
+from ..runtime import ActiveStep, Claim, uninterrupted
 
 _KEPT_HEADERS = frozenset({"content-type", "content-encoding", "x-request-id", "request-id", "openai-model",
                            "openai-processing-ms", "openai-version"})
@@ -38,12 +38,8 @@ def send(active: ActiveStep, base_url: Any, request: Any, stream: bool, live: Ca
     if claim.recorded is not None:
         return call.replay(active, claim.recorded, stream)
     started = now()
-    try:
-        with journaled_call():
-            response = live()
-    except BaseException:
-        active.retry(claim)
-        raise
+    with active.sending(claim):
+        response = live()
     with uninterrupted():  # the answer is paid for: an interrupt waits until it is journaled
         return call.finish(active, claim, response, stream, started, asynchronous=False)
 
@@ -55,12 +51,8 @@ async def send_async(active: ActiveStep, base_url: Any, request: Any, stream: bo
     if claim.recorded is not None:
         return call.replay(active, claim.recorded, stream)
     started = now()
-    try:
-        with journaled_call():
-            response = await live()
-    except BaseException:
-        active.retry(claim)
-        raise
+    with active.sending(claim):
+        response = await live()
     with uninterrupted():
         return call.finish(active, claim, response, stream, started, asynchronous=True)
 

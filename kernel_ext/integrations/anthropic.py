@@ -13,7 +13,8 @@ model; the journaling wraps it from outside, so a call in doubt stops the step a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
@@ -37,39 +38,36 @@ def install(module: ModuleType) -> None:
     _patches.wrap(module.AsyncAPIClient, "_attempt_request", _mark_async)
 
 
+@contextmanager
+def _attempt_of(client: Any) -> Iterator[None]:
+    """One HTTP attempt of `client`: marked for the journaling send (see outbound_http)."""
+    token = _http.sending.set(client)
+    try:
+        yield
+    except Exception as error:
+        # The runtime's own error (strict replay, a call in doubt), which the SDK wraps as a
+        # connection error and would retry, must stop the step as it is.
+        if isinstance(error.__cause__, DurableError):
+            raise error.__cause__ from None
+        raise
+    finally:
+        _http.sending.reset(token)
+
+
 def _mark_sync(attempt: Callable[..., Any]) -> Callable[..., Any]:
     def _attempt_request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        token = _http.sending.set(self)
-        try:
+        with _attempt_of(self):
             return attempt(self, *args, **kwargs)
-        except Exception as error:
-            # The runtime's own error (strict replay, a call in doubt), which the SDK wraps as a
-            # connection error and would retry, must stop the step as it is.
-            if isinstance(error.__cause__, DurableError):
-                raise error.__cause__ from None
-            raise
-        finally:
-            _http.sending.reset(token)
 
     return _attempt_request
 
 
 def _mark_async(attempt: Callable[..., Any]) -> Callable[..., Any]:
     async def _attempt_request(self: Any, *args: Any, **kwargs: Any) -> Any:
-        token = _http.sending.set(self)
-        try:
+        with _attempt_of(self):
             return await attempt(self, *args, **kwargs)
-        except Exception as error:
-            # The runtime's own error (strict replay, a call in doubt), which the SDK wraps as a
-            # connection error and would retry, must stop the step as it is.
-            if isinstance(error.__cause__, DurableError):
-                raise error.__cause__ from None
-            raise
-        finally:
-            _http.sending.reset(token)
 
     return _attempt_request
-
 
 
 def _install_tool_runner(module: ModuleType) -> None:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
 from journal import Split, join_document, split_document
 from journal._time import now
 
-from ..runtime import ActiveStep, Claim, active_step, journaled_call
+from ..runtime import ActiveStep, Claim, active_step
 from . import Integration, Unsupported
 from ._patch import Patches
 
@@ -58,16 +57,6 @@ class GenaiCall:
 
         return [json.dumps(chunk) for chunk in join_document(recorded.response, fetch)]
 
-    @contextmanager
-    def live(self) -> Iterator[None]:
-        """The live call: what it sends is journaled; if it fails, its retry takes its place."""
-        try:
-            with journaled_call():
-                yield
-        except BaseException:
-            self.active.retry(self.claim)
-            raise
-
     def record(self, bodies: list[str]) -> None:
         if self.active.closed:
             return  # a stream read after its step ended goes live again next time
@@ -98,7 +87,7 @@ def install(module: ModuleType) -> None:
             call = GenaiCall(active, method, path, body, stream=False)
             if (recorded := call.recorded()) is not None:
                 return answer(recorded[0])
-            with call.live():
+            with call.active.sending(call.claim):
                 response = original(self, method, path, body, *args, **kwargs)
             call.record([response.body or ""])
             return response
@@ -115,7 +104,7 @@ def install(module: ModuleType) -> None:
             if (recorded := call.recorded()) is not None:
                 yield from map(answer, recorded)
                 return
-            with call.live():  # the request is sent when the first chunk is asked for
+            with call.active.sending(call.claim):  # the request is sent when the first chunk is asked for
                 chunks = original(self, method, path, body, *args, **kwargs)
                 first = next(chunks, None)
             bodies = []
@@ -134,7 +123,7 @@ def install(module: ModuleType) -> None:
             call = GenaiCall(active, method, path, body, stream=False)
             if (recorded := call.recorded()) is not None:
                 return answer(recorded[0])
-            with call.live():
+            with call.active.sending(call.claim):
                 response = await original(self, method, path, body, *args, **kwargs)
             call.record([response.body or ""])
             return response
@@ -149,7 +138,7 @@ def install(module: ModuleType) -> None:
             call = GenaiCall(active, method, path, body, stream=True)
             if (recorded := call.recorded()) is not None:
                 return _replayed(map(answer, recorded))
-            with call.live():
+            with call.active.sending(call.claim):
                 chunks = await original(self, method, path, body, *args, **kwargs)
             return _recorded(chunks, call.record)
 

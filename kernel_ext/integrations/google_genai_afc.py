@@ -59,32 +59,31 @@ def _invoke_async(original: Callable[..., Any]) -> Callable[..., Any]:
 
 def _answers(original: Callable[..., Any]) -> Callable[..., Any]:
     def answers(*args: Any, **kwargs: Any) -> Any:
-        stopped: list[DurableError] = []
-        token = _stopped.set(stopped)
-        try:
-            parts = original(*args, **kwargs)
-        finally:
-            _stopped.reset(token)
-        if stopped:
-            raise stopped[0]
-        return parts
+        with _raising_kept_aside():
+            return original(*args, **kwargs)
 
     return answers
 
 
 def _answers_async(original: Callable[..., Any]) -> Callable[..., Any]:
     async def answers(*args: Any, **kwargs: Any) -> Any:
-        stopped: list[DurableError] = []
-        token = _stopped.set(stopped)
-        try:
-            parts = await original(*args, **kwargs)
-        finally:
-            _stopped.reset(token)
-        if stopped:
-            raise stopped[0]
-        return parts
+        with _raising_kept_aside():
+            return await original(*args, **kwargs)
 
     return answers
+
+
+@contextmanager
+def _raising_kept_aside() -> Iterator[None]:
+    """Around the SDK's answering of the model's function calls: the runtime's error it swallowed is raised."""
+    stopped: list[DurableError] = []
+    token = _stopped.set(stopped)
+    try:
+        yield
+    finally:
+        _stopped.reset(token)
+    if stopped:
+        raise stopped[0]
 
 
 @contextmanager
