@@ -124,3 +124,18 @@ def models() -> int:
 models()
 """)
     assert "warnings" not in summaries(wrapped)[0]
+
+
+def test_a_strict_replay_through_anthropic_stops_instead_of_being_retried(tmp_path, model_server):
+    # The SDK wraps any error of its HTTP send as a connection error and retries it; the runtime's
+    # own error must reach the step as it is, and no request may leave.
+    import anthropic
+
+    import kernel_ext
+    from kernel_ext import StrictReplayError
+
+    kernel_ext.session("strict-anthropic", journal=tmp_path / "j.duckdb")
+    client = anthropic.Anthropic(base_url=model_server.url, api_key="unused", max_retries=2)
+    with pytest.raises(StrictReplayError, match="would go live"), kernel_ext.step("s", strict=True):
+        client.messages.create(model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert model_server.stats()["requests"] == 0
