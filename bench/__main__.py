@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     output = args.output or (RESULTS if not args.quick and len(only) == len(WORKLOADS) else None)
     started, load_at_start = time.monotonic(), os.getloadavg()[0]
     results = report.Results()
-    from kernel_ext.scripted_model import ScriptedModelServer
+    from kernel_ext.scripted.server import ScriptedModelServer
 
     with ScriptedModelServer() as server:
         for name in only:

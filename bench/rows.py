@@ -33,7 +33,7 @@ class Context:
 
     workdir: Path
     scale: Scale
-    server: Any  # kernel_ext.scripted_model.ScriptedModelServer, running in the harness process
+    server: Any  # kernel_ext.scripted.server.ScriptedModelServer, running in the harness process
 
 
 Medians = dict[str, float | None]  # system -> median over runs (None: not measured)

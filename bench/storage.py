@@ -207,7 +207,7 @@ def _langgraph(workdir: Path, turns: int, chat: Chat) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     system, workdir, turns = argv[0], Path(argv[1]), int(argv[2])
-    from kernel_ext.scripted_model import ScriptedModelServer
+    from kernel_ext.scripted.server import ScriptedModelServer
 
     with ScriptedModelServer(reply_chars=CHARS) as server:
         chat = Chat(server.base_url)

@@ -71,13 +71,13 @@ def _enable_journaling() -> None:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    from .magics import load
+    from .notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .magics import unload
+    from .notebook.magics import unload
 
     unload(ipython)
 

@@ -21,10 +21,10 @@ from typing import Any
 from journal import Journal, JournalError
 
 from .errors import StepError
-from .notebook_syntax import cell_as_python, has_statements, indent, is_async, without_annotations
+from .notebook.syntax import cell_as_python, has_statements, indent, is_async, without_annotations
+from .notebook.variables import names_in
 from .runtime import Session
 from .secrets import redact_text
-from .variables import names_in
 
 
 def export_from_kernel(current: Session, path: str | os.PathLike[str]) -> str:

@@ -25,8 +25,8 @@ from typing import Any
 
 from journal import Holder, Journal, RecordedCall, Split, StepRun, Store, digest
 
-from .cli_codes import EXIT_SUSPENDED
 from .errors import InDoubtError, StepError, StrictReplayError
+from .exit_codes import EXIT_SUSPENDED
 from .secrets import redact_text
 
 _active: contextvars.ContextVar[ActiveStep | None] = contextvars.ContextVar("durable_step", default=None)

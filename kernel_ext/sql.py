@@ -9,8 +9,8 @@ from typing import Any
 
 from journal import Journal
 
-from .cli_codes import EXIT_COMPLETED, EXIT_FAILED
 from .errors import StepError
+from .exit_codes import EXIT_COMPLETED, EXIT_FAILED
 
 VIEWS = "sessions, steps, calls, approvals"
 

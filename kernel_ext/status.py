@@ -6,7 +6,7 @@ import html
 from typing import Any
 
 from .approvals import decide_command, journal_option
-from .outputs import DURABLE_METADATA
+from .notebook.outputs import DURABLE_METADATA
 from .runtime import ActiveStep, Session
 
 

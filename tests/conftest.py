@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_ext.scripted_model import ScriptedModelServer
+from kernel_ext.scripted.server import ScriptedModelServer
 from tests.harness import Kernel
 
 API_KEY = "sk-durable-test-4f1c9e2a7b"  # searched for in journal bytes: it must never be there

@@ -11,7 +11,7 @@ import nbformat
 from jupyter_client import AsyncKernelManager, KernelManager
 from nbclient import NotebookClient
 
-from kernel_ext.outputs import DURABLE_METADATA
+from kernel_ext.notebook.outputs import DURABLE_METADATA
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"

@@ -23,7 +23,7 @@ print("DECISION", decision.approved, decision.comment)
 
 
 def _durable(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kernel_ext.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", *args], capture_output=True, text=True,
                           timeout=300, env=env, cwd=cwd)
 
 

@@ -11,7 +11,7 @@ import pytest
 @pytest.mark.slow
 def test_durable_demo_reports_replayed_and_live_calls(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "kernel_ext.cli", "demo", "--dir", str(tmp_path), "--turns", "4",
+        [sys.executable, "-m", "kernel_ext.cli.main", "demo", "--dir", str(tmp_path), "--turns", "4",
          "--kill-at", "3", "--latency", "0.05"],
         capture_output=True, text=True, timeout=300,
     )
@@ -26,7 +26,7 @@ def test_durable_demo_reports_replayed_and_live_calls(tmp_path):
 
 
 def test_cli_usage_errors_exit_2():
-    result = subprocess.run([sys.executable, "-m", "kernel_ext.cli", "nonsense"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "nonsense"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
 
@@ -35,7 +35,7 @@ def test_cli_usage_errors_exit_2():
 def test_run_refuses_a_timeout_that_is_not_positive_in_one_line(tmp_path, timeout):
     notebook = tmp_path / "n.ipynb"
     notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
-    result = subprocess.run([sys.executable, "-m", "kernel_ext.cli", "run", str(notebook), "--timeout", timeout],
+    result = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "run", str(notebook), "--timeout", timeout],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"durable run: --timeout takes a positive number of seconds, got {timeout}"]

@@ -27,7 +27,7 @@ for city in ["Lisbon", "Porto"]:
 
 
 def _durable(*args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "kernel_ext.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", *args], capture_output=True, text=True,
                           timeout=300, env=env, cwd=cwd)
 
 

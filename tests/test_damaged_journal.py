@@ -29,7 +29,7 @@ MAKER = """
 import os, random, sys
 from openai import OpenAI
 from kernel_ext import session, step, tool
-from kernel_ext.scripted_model import ScriptedModelServer
+from kernel_ext.scripted.server import ScriptedModelServer
 
 @tool
 def lookup(city: str) -> dict:
@@ -102,7 +102,7 @@ def _sha(path: Path) -> str:
 
 
 def _durable(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel_ext.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", *args], capture_output=True, text=True,
                           timeout=300, cwd=cwd, env=env)
 
 

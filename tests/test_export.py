@@ -90,7 +90,7 @@ def _keys(ledger: Path) -> list[str]:
 
 
 def _durable(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kernel_ext.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=120)
 
 

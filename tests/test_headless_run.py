@@ -24,7 +24,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from journal import Journal
-from kernel_ext.scripted_model import ScriptedModelServer
+from kernel_ext.scripted.server import ScriptedModelServer
 from tests.conftest import API_KEY
 from tests.harness import NOTEBOOKS
 
@@ -75,7 +75,7 @@ def _notebook(folder: Path) -> Path:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kernel_ext.cli", *args]
+    return [sys.executable, "-m", "kernel_ext.cli.main", *args]
 
 
 def _durable(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:

@@ -140,7 +140,7 @@ def test_a_step_whose_kernel_died_reads_as_interrupted(kernel, model_server, tmp
     model_server.release()
 
     def cli(*args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "kernel_ext.cli", *args, "--journal",
+        done = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", *args, "--journal",
                                str(tmp_path / "journal.duckdb"), "--json"], capture_output=True, text=True,
                               timeout=120, env=kernel_env)
         assert done.returncode == 0, done.stderr

@@ -24,7 +24,7 @@ import pytest
 import journal
 import kernel_ext
 from journal import Holder, Journal, Split, _blobs, _schema, _store, join_document, split_document
-from kernel_ext.scripted_model import ScriptedModelServer
+from kernel_ext.scripted.server import ScriptedModelServer
 
 SECRET, SECRET2 = "sk-live-SECRET-123", "SECRET2"
 

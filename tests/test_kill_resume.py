@@ -11,7 +11,7 @@ import pytest
 from jupyter_client import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 
-from kernel_ext.scripted_model import ScriptedModelServer
+from kernel_ext.scripted.server import ScriptedModelServer
 from tests.conftest import API_KEY
 from tests.harness import NOTEBOOKS, cell_outputs, run_notebook, summaries
 

@@ -10,7 +10,7 @@ import sys
 
 import openai
 
-from kernel_ext.scripted_model import ScriptedModelServer
+from kernel_ext.scripted.server import ScriptedModelServer
 from tests.harness import ROOT, Kernel
 
 
@@ -29,7 +29,7 @@ def _exported(line: str) -> dict[str, str]:
 
 
 def test_durable_model_prints_its_env_lines_serves_the_openai_client_and_stops_on_ctrl_c():
-    proc = subprocess.Popen([sys.executable, "-m", "kernel_ext.cli", "model", "--port", "0"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "kernel_ext.cli.main", "model", "--port", "0"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first, second = proc.stdout.readline(), proc.stdout.readline()
@@ -55,7 +55,7 @@ def test_durable_model_prints_its_env_lines_serves_the_openai_client_and_stops_o
 
 def test_durable_model_on_a_busy_port_says_to_pass_port():
     with ScriptedModelServer() as server:
-        result = subprocess.run([sys.executable, "-m", "kernel_ext.cli", "model", "--port", str(server.port)],
+        result = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "model", "--port", str(server.port)],
                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert result.stdout == ""

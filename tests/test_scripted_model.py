@@ -20,7 +20,7 @@ from typing import Any
 import openai
 import pytest
 
-from kernel_ext.scripted_model import ScriptedModelServer
+from kernel_ext.scripted.server import ScriptedModelServer
 
 ROOT = Path(__file__).resolve().parents[1]
 ASK = [{"role": "user", "content": "What is the weather in Lisbon tomorrow?"}]
@@ -354,7 +354,7 @@ def test_async_client_many_concurrent_requests(srv: ScriptedModelServer) -> None
 
 def test_cli_and_control_plane() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-m", "kernel_ext.scripted_model", "--reply-chars", "64"],
+    proc = subprocess.Popen([sys.executable, "-m", "kernel_ext.scripted.server", "--reply-chars", "64"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""

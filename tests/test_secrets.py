@@ -44,7 +44,7 @@ print("done", reply.choices[0].message.content[:10], decision.approved)
 
 
 def _durable(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "kernel_ext.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", *args], capture_output=True, text=True,
                           timeout=300, env=env, cwd=cwd)
 
 

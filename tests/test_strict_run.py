@@ -20,7 +20,7 @@ print(reply.choices[0].message.content)
 
 
 def _run(notebook, *flags, env):
-    return subprocess.run([sys.executable, "-m", "kernel_ext.cli", "run", str(notebook), *flags],
+    return subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "run", str(notebook), *flags],
                           capture_output=True, text=True, timeout=300, env=env, cwd=notebook.parent)
 
 

@@ -214,7 +214,7 @@ def test_an_in_doubt_call_of_a_script_is_settled_from_the_terminal(tmp_path):
     stopped = _run(journal, "once", ledger, "live")
     assert "durable settle tools " in stopped.stderr
     call_id = stopped.stderr.split("durable settle tools ")[1].split()[0]
-    settle_cli = [sys.executable, "-m", "kernel_ext.cli", "settle", "tools", call_id, "--journal", str(journal)]
+    settle_cli = [sys.executable, "-m", "kernel_ext.cli.main", "settle", "tools", call_id, "--journal", str(journal)]
     bad = subprocess.run([*settle_cli, "--value", "sent"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "--value takes JSON" in bad.stderr
     done = subprocess.run([*settle_cli, "--value", '"sent to ana"'], capture_output=True, text=True, timeout=60)

@@ -24,7 +24,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat.v4 import new_code_cell, new_notebook
 
 from journal import Journal
-from kernel_ext.scripted_model import ScriptedModelServer
+from kernel_ext.scripted.server import ScriptedModelServer
 from tests.conftest import API_KEY
 from tests.harness import run_notebook
 

@@ -1,1 +1,1 @@
-"""The answers of the scripted stand-in server (kernel_ext.scripted_model), one module per vendor API."""
+"""The answers of the scripted stand-in server (kernel_ext.scripted.server), one module per vendor API."""

@@ -8,9 +8,9 @@ from typing import Any
 
 from journal import Journal
 
-from .cli_codes import EXIT_COMPLETED, EXIT_FAILED
-from .errors import StepError
-from .history import history_text, load_history
+from ..errors import StepError
+from ..exit_codes import EXIT_COMPLETED, EXIT_FAILED
+from ..history import history_text, load_history
 
 
 def _when(value: Any) -> str:

@@ -11,9 +11,9 @@ import threading
 import time
 from typing import Any
 
+from ..runtime import ActiveStep, interrupted_by
+from ..status import step_line_html, summary_output
 from .outputs import DURABLE_METADATA
-from .runtime import ActiveStep, interrupted_by
-from .status import step_line_html, summary_output
 
 _INTERVAL = 0.25  # seconds between two updates of the line
 

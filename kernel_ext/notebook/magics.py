@@ -27,12 +27,12 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 
 from journal import JournalError, digest
 
-from .errors import StepError
+from ..errors import StepError
+from ..runtime import current_session, session, settle
+from ..status import render_approvals, render_status
 from .interrupts import CellInterrupts
 from .outputs import OutputRecorder
 from .progress import ProgressLine
-from .runtime import current_session, session, settle
-from .status import render_approvals, render_status
 from .variables import VariableTracker, describe, restore
 
 _COMMANDS = ("session NAME, status, history [SESSION], sql QUERY, fork NEW [--from STEP], forget STEP, "
@@ -239,7 +239,7 @@ class DurableMagics(Magics):
         raise UsageError(f"unknown %durable command {command!r}; available: {_COMMANDS}")
 
     def _history(self, rest: list[str], _text: str) -> Any:
-        from .history import history_view
+        from ..history import history_view
 
         if len(rest) > 1:
             raise UsageError("usage: %durable history [SESSION]")
@@ -247,7 +247,7 @@ class DurableMagics(Magics):
         return history_view(current.journal, rest[0] if rest else current.name)
 
     def _sql(self, _rest: list[str], text: str) -> Any:
-        from .sql import run_query
+        from ..sql import run_query
 
         if not text.strip():
             raise UsageError("usage: %durable sql QUERY  (views: sessions, steps, calls, approvals)")
@@ -279,7 +279,7 @@ class DurableMagics(Magics):
               "its recorded calls stay in history")
 
     def _prices(self, rest: list[str], _text: str) -> None:
-        from .prices import load_prices, render_prices
+        from ..prices import load_prices, render_prices
 
         if len(rest) > 1:
             raise UsageError("usage: %durable prices [FILE]  (JSON or TOML: {model: {input, output, currency}})")
@@ -287,7 +287,7 @@ class DurableMagics(Magics):
         print(load_prices(journal, rest[0]) if rest else render_prices(journal))
 
     def _export(self, rest: list[str], _text: str) -> None:
-        from .export import export_from_kernel
+        from ..export import export_from_kernel
 
         if len(rest) != 1:
             raise UsageError("usage: %durable export PATH")
@@ -357,7 +357,7 @@ def _note_earlier_cells(shell: Any) -> None:
 
 def _register_widgets(shell: Any) -> None:
     # The widgets package depends on kernel_ext; it plugs its views in when it is installed.
-    from ._shadowing import own_package
+    from .._shadowing import own_package
 
     with contextlib.suppress(ImportError):  # a user's own `widgets` module: the views fall back to text
         own_package("widgets").register(shell)

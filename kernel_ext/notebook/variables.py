@@ -16,7 +16,7 @@ from typing import Any
 
 import cloudpickle
 
-from .secrets import holds_secret, secret_values
+from ..secrets import holds_secret, secret_values
 
 _IGNORED = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
 

@@ -20,7 +20,7 @@ counts as a tool result there.
 
 It counts and logs requests and injects faults on demand (error statuses, delays, hangs, and a
 "hold" that parks call k so a test can SIGKILL the client while that call is in flight). A test in
-another process drives a server started with ``python -m kernel_ext.scripted_model`` through
+another process drives a server started with ``python -m kernel_ext.scripted.server`` through
 ``/_control/`` (stats, requests, reset, configure, release, held). Control requests are not counted.
 Faults apply to every counted request (anything outside ``/_control/``) of every API, decided in
 arrival order; errors come in the shape of the API the path belongs to. Standard library only, on
@@ -48,10 +48,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, final
 from urllib.parse import parse_qs, urlsplit
 
-from .scripted import anthropic as scripted_anthropic
-from .scripted import gemini as scripted_gemini
-from .scripted import responses as scripted_responses
-from .scripted.common import (
+from . import anthropic as scripted_anthropic
+from . import gemini as scripted_gemini
+from . import responses as scripted_responses
+from .common import (
     DEFAULT_MODEL,
     BadRequest,
     chunks,
@@ -534,7 +534,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kernel_ext.scripted_model",
+    parser = argparse.ArgumentParser(prog="python -m kernel_ext.scripted.server",
                                      description="Serve the scripted stand-in model (not a model).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")

@@ -18,7 +18,7 @@ import threading
 from types import CodeType, FrameType
 from typing import Any
 
-from . import runtime
+from .. import runtime
 
 
 class CellInterrupts:

@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from .cli_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
+from ..exit_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
 from .demo import DEFAULT_TURNS
 
 MODEL_PORT = 8765
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         if not math.isfinite(args.timeout) or args.timeout <= 0:
             return _usage("run", f"--timeout takes a positive number of seconds, got {args.timeout:g}")
-        from .headless import run
+        from .run import run
 
         return run(args.notebook, session=args.session, journal=args.journal, output=args.output,
                    timeout=args.timeout, strict=args.strict)
@@ -137,7 +137,7 @@ def _usage(command: str, message: str) -> int:
 
 
 def _model(port: int, reply_chars: int, tool_rounds: int) -> int:
-    from .scripted_model import ScriptedModelServer, serve
+    from ..scripted.server import ScriptedModelServer, serve
 
     if not 0 <= port <= 65535:
         return _usage("model", f"--port takes 0 to 65535, got {port}")
@@ -176,17 +176,17 @@ def _journal_command(args: argparse.Namespace) -> int:
     """The commands that read or edit a journal; a journal error is one line and exit code 1."""
     from journal import Journal, JournalError
 
-    from .errors import StepError
+    from ..errors import StepError
 
     journal = Journal(args.journal, create=False)  # a mistyped --journal must not leave a new journal behind
     try:
         if args.command == "approve":
-            from .approvals import decide_from_cli
+            from ..approvals import decide_from_cli
 
             print(decide_from_cli(journal, args.session, args.key, not args.reject, args.comment))
             return EXIT_COMPLETED
         if args.command in ("ls", "show"):
-            from .inspect_cli import list_sessions, show_session
+            from .show import list_sessions, show_session
 
             if args.command == "ls":
                 return list_sessions(journal, args.json)
@@ -194,7 +194,7 @@ def _journal_command(args: argparse.Namespace) -> int:
         if args.command == "settle":
             import json
 
-            from .runtime import session, settle
+            from ..runtime import session, settle
 
             session(args.session, journal)
             if args.retry:
@@ -208,16 +208,16 @@ def _journal_command(args: argparse.Namespace) -> int:
                 print(settle(args.call_id, value=value))
             return EXIT_COMPLETED
         if args.command == "export":
-            from .export import export_from_journal
+            from ..export import export_from_journal
 
             print(export_from_journal(journal, args.session, args.output))
             return EXIT_COMPLETED
         if args.command == "sql":
-            from .sql import print_query
+            from ..sql import print_query
 
             return print_query(journal, args.query, args.json)
         if args.command == "prices":
-            from .prices import load_prices, render_prices
+            from ..prices import load_prices, render_prices
 
             print(load_prices(journal, args.file) if args.file else render_prices(journal))
             return EXIT_COMPLETED

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_TURNS = 12
-NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "agent_demo.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "agent_demo.ipynb"
 
 
 def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> int:
@@ -26,9 +26,9 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
 
     from journal import Journal
 
-    from .headless import kernel_config, kernel_options
-    from .outputs import step_summaries
-    from .scripted_model import ScriptedModelServer
+    from ..notebook.outputs import step_summaries
+    from ..scripted.server import ScriptedModelServer
+    from .run import kernel_config, kernel_options
 
     if not NOTEBOOK.exists():
         print(f"durable demo: {NOTEBOOK} is missing; run the demo from a clone (pip install -e .)")

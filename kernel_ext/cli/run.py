@@ -20,9 +20,9 @@ from typing import Any, TextIO
 
 from journal import Journal, JournalError, Store, default_path, now
 
-from .approvals import decide_command, journal_option
-from .cli_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_SUSPENDED, EXIT_USAGE
-from .outputs import step_summaries
+from ..approvals import decide_command, journal_option
+from ..exit_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_SUSPENDED, EXIT_USAGE
+from ..notebook.outputs import step_summaries
 
 _SKIP_TAG = "skip-execution"  # nbclient does not run cells tagged so (its skip_cells_with_tag default)
 # ipykernel warns on stderr at every start that TCP is unencrypted, which is true but no news on loopback

@@ -1,0 +1,1 @@
+"""The `durable` command line: one module per group of commands."""

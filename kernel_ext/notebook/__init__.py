@@ -1,0 +1,1 @@
+"""The notebook front end: magics, what a cell shows, its progress line, restoring variables."""
