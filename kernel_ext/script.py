@@ -25,9 +25,10 @@ EXIT_CODES = "exit codes: 0 completed, 3 suspended (an approval waits: decide it
 def script_session(name: str, argv: Sequence[str] | None = None) -> Session:
     """Make this script's session current: `python SCRIPT [--journal PATH] [--session NAME]`.
 
-    The journal defaults to $DURABLE_JOURNAL, else `.durable/journal.duckdb` in the working
-    directory; the session to $DURABLE_SESSION, else `name`. A step that suspends for an approval
-    ends the script with exit code 3 and the command that decides it, instead of a traceback.
+    The journal defaults to the `journal` setting ($DURABLE_JOURNAL, else [tool.durable] in the
+    nearest pyproject.toml, else `.durable/journal.duckdb` in the working directory); the session
+    to $DURABLE_SESSION, else `name`. A step that suspends for an approval ends the script
+    with exit code 3 and the command that decides it, instead of a traceback.
     """
     import argparse
 
@@ -36,7 +37,8 @@ def script_session(name: str, argv: Sequence[str] | None = None) -> Session:
     parser = argparse.ArgumentParser(prog=Path(sys.argv[0]).name if sys.argv[0] else None, description=doc,
                                      epilog=EXIT_CODES)
     parser.add_argument("--journal", type=Path,
-                        help="journal file (default: $DURABLE_JOURNAL, else .durable/journal.duckdb here); "
+                        help="journal file (default: $DURABLE_JOURNAL, else `journal` in [tool.durable] of the "
+                        "nearest pyproject.toml, else .durable/journal.duckdb here); "
                         "a journal that recorded this session replays it, a fresh one runs it live")
     parser.add_argument("--session", help=f"session name (default: $DURABLE_SESSION, else {name!r}); "
                         "a new name starts a new run, e.g. one per day for a scheduled job")

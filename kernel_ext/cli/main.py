@@ -5,13 +5,48 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from ..exit_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
 from .demo import DEFAULT_TURNS
 
 MODEL_PORT = 8765
-_JOURNAL_HELP = "journal file (default: $DURABLE_JOURNAL, else .durable/journal.duckdb here)"
+_JOURNAL_HELP = ("journal file (default: $DURABLE_JOURNAL, else `journal` in [tool.durable] of the nearest "
+                 "pyproject.toml, else .durable/journal.duckdb here)")
+_NO_JOURNAL = ("model", "recover")  # commands that read no settings: they work whatever the settings say
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message alone says what to change (and exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        # Our number checks say "takes ..." and read best after the option itself: "--port takes ...".
+        if message.startswith("argument ") and ": takes " in message:
+            message = message[len("argument "):].replace(": takes ", " takes ", 1)
+        else:
+            message += f" (see {self.prog} --help)"
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
+def _number(kind: Callable[[str], float], wanted: str, fits: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type for a finite number that `fits`; its error says what is `wanted`."""
+
+    def convert(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or not fits(value):
+            raise argparse.ArgumentTypeError(f"takes {wanted}, got {text}")
+        return value
+
+    return convert
+
+
+_COUNT = _number(int, "a whole number >= 1", lambda n: n >= 1)
+_AMOUNT = _number(int, "a whole number >= 0", lambda n: n >= 0)
 
 
 def _reads_journal(command: argparse.ArgumentParser, *, json: bool = False) -> None:
@@ -21,7 +56,7 @@ def _reads_journal(command: argparse.ArgumentParser, *, json: bool = False) -> N
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="durable", description="Durable execution for LLM agents in Jupyter notebooks.",
         epilog="Exit codes: 0 done; 1 failed, also when there is no journal at the path or the journal is "
         "damaged (then see `durable recover`); 2 usage error; `durable run` also 3 (suspended).",
@@ -33,46 +68,56 @@ def _parser() -> argparse.ArgumentParser:
         "SIGKILLs its kernel during a model call, runs it again, and reports replayed and live calls.",
     )
     demo.add_argument("--dir", type=Path, help="working directory (default: a new temporary one)")
-    demo.add_argument("--turns", type=int, default=DEFAULT_TURNS, help="agent turns (model calls) before the summary")
-    demo.add_argument("--kill-at", type=int, default=7, help="kill the kernel while this call is in flight")
-    demo.add_argument("--latency", type=float, default=0.3, help="seconds the scripted model takes per answer")
+    demo.add_argument("--turns", type=_COUNT, default=DEFAULT_TURNS,
+                      help=f"agent turns (model calls) before the summary (default {DEFAULT_TURNS})")
+    demo.add_argument("--kill-at", type=_COUNT, default=7,
+                      help="kill the kernel while this call is in flight (1 to TURNS + 1; default 7)")
+    demo.add_argument("--latency", type=_number(float, "a number of seconds >= 0", lambda x: x >= 0), default=0.3,
+                      help="seconds the scripted model takes per answer (default 0.3)")
     model = commands.add_parser(
         "model", help="serve the scripted stand-in model (not a model) on loopback, until Ctrl-C",
         description="Serves deterministic answers over the OpenAI, Anthropic and Gemini HTTP APIs on "
         "127.0.0.1, so notebooks and the README's examples run offline. It is NOT a model. First prints "
         "the environment lines that point the SDKs at it.",
     )
-    model.add_argument("--port", type=int, default=MODEL_PORT, help=f"port (default {MODEL_PORT}; 0 picks a free one)")
-    model.add_argument("--reply-chars", type=int, default=0, help="pad text answers to exactly N characters")
-    model.add_argument("--tool-rounds", type=int, default=1,
+    model.add_argument("--port", type=_number(int, "0 to 65535", lambda n: 0 <= n <= 65535), default=MODEL_PORT,
+                       help=f"port (default {MODEL_PORT}; 0 picks a free one)")
+    model.add_argument("--reply-chars", type=_AMOUNT, default=0, metavar="N",
+                       help="pad text answers to exactly N characters (default 0: as they are)")
+    model.add_argument("--tool-rounds", type=_AMOUNT, default=1, metavar="N",
                        help="tool calls the model asks for after each user message before it answers in text")
     run = commands.add_parser("run", help="execute a notebook headless as a durable session",
                               description="Exit codes: 0 completed, 3 suspended (waiting for an approval), "
                               "1 failed, 2 usage error.")
-    run.add_argument("notebook", type=Path)
+    run.add_argument("notebook", type=Path, help="the .ipynb file; its kernel runs in the notebook's folder")
     run.add_argument("--session", help="session name (default: the notebook's name)")
     _reads_journal(run)
     run.add_argument("--strict", action="store_true",
                      help="replay only: any call that would go live fails the run (CI mode)")
     run.add_argument("-o", "--output", type=Path, help="write the executed notebook here")
-    run.add_argument("--timeout", type=float, default=600, help="seconds a cell may run (default 600)")
+    run.add_argument("--timeout", type=_number(float, "a positive number of seconds", lambda x: x > 0), default=600,
+                     help="seconds a cell may run (default 600)")
     approve = commands.add_parser("approve", help="decide a pending approval",
                                   description="Records the decision; the session's next run goes on from it.")
-    approve.add_argument("session")
+    approve.add_argument("session", help="the session that waits, as `durable run` or `durable ls` prints it")
     approve.add_argument("key", help="the approval's key, as `durable run` or %%durable approvals prints it")
     approve.add_argument("--reject", action="store_true", help="reject instead of approving")
     approve.add_argument("--comment", help="why")
     _reads_journal(approve)
-    ls = commands.add_parser("ls", help="sessions of a journal with status, steps, calls, tokens")
+    ls = commands.add_parser("ls", help="sessions of a journal with status, steps, calls, tokens",
+                             description="Sessions of a journal: status, steps, calls, tokens, cost, pending "
+                             "approvals, last activity.")
     _reads_journal(ls, json=True)
-    show = commands.add_parser("show", help="a session's steps and calls")
-    show.add_argument("session")
+    show = commands.add_parser("show", help="a session's steps and calls",
+                               description="A session's steps in order, each with its calls.")
+    show.add_argument("session", help="the session's name (see `durable ls`)")
     _reads_journal(show, json=True)
     settle = commands.add_parser("settle", help="decide an in-doubt tool call (see its InDoubtError)",
                                  description="--value JSON: it took effect and returned JSON; "
                                  "--retry: it did not, run it again.")
-    settle.add_argument("session")
-    settle.add_argument("call_id", type=int)
+    settle.add_argument("session", help="the session of the call")
+    settle.add_argument("call_id", type=_COUNT, metavar="CALL_ID",
+                        help="the journal id of the call, as its InDoubtError names it")
     outcome = settle.add_mutually_exclusive_group(required=True)
     outcome.add_argument("--value", help="the call's result, as JSON (a string needs quotes: '\"done\"')")
     outcome.add_argument("--retry", action="store_true", help="let the call run again on the next run")
@@ -80,17 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write a session as a standalone Python script",
                                  description="The script runs with plain `python` and is durable the same way: "
                                  "pointed at a journal it resumes from it.")
-    export.add_argument("session")
+    export.add_argument("session", help="the session to export (see `durable ls`)")
     export.add_argument("-o", "--output", type=Path, required=True, help="the script to write")
     _reads_journal(export)
     sql = commands.add_parser("sql", help="query the journal (read-only)",
                               description="Views: sessions, steps, calls, approvals (see the README).")
-    sql.add_argument("query")
+    sql.add_argument("query", help="SQL, quoted as one argument: \"SELECT * FROM calls\"")
     _reads_journal(sql, json=True)
     prices = commands.add_parser("prices", help="show the price table, or load it from a file",
                                  description="FILE is JSON or TOML: {model: {input: X, output: Y, currency: "
                                  "EUR}} with prices per million prompt (input) and completion (output) tokens.")
-    prices.add_argument("file", nargs="?", type=Path)
+    prices.add_argument("file", nargs="?", type=Path,
+                        help="a JSON or TOML price file to load (default: the `prices` setting's file if set; "
+                        "without either, the table is shown)")
     _reads_journal(prices)
     recover = commands.add_parser("recover", help="copy what is readable of a damaged journal into a new one",
                                   description="Copies every session, step, step run, call and blob DuckDB can "
@@ -112,15 +159,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command not in _NO_JOURNAL:
+        from ..config import SettingError, settings
+
+        try:
+            args.settings = settings(journal=getattr(args, "journal", None))
+        except SettingError as exc:
+            return _usage(args.command, str(exc))
+        args.journal = args.settings.journal
     if args.command == "demo":
+        if args.kill_at > args.turns + 1:
+            return _usage("demo", f"--kill-at takes 1 to {args.turns + 1} (with --turns {args.turns} the notebook "
+                          f"makes {args.turns + 1} calls), got {args.kill_at}")
         from .demo import run_demo
 
         return run_demo(args.dir, args.turns, args.kill_at, args.latency)
     if args.command == "model":
         return _model(args.port, args.reply_chars, args.tool_rounds)
     if args.command == "run":
-        if not math.isfinite(args.timeout) or args.timeout <= 0:
-            return _usage("run", f"--timeout takes a positive number of seconds, got {args.timeout:g}")
         from .run import run
 
         return run(args.notebook, session=args.session, journal=args.journal, output=args.output,
@@ -139,10 +195,6 @@ def _usage(command: str, message: str) -> int:
 def _model(port: int, reply_chars: int, tool_rounds: int) -> int:
     from ..scripted.server import ScriptedModelServer, serve
 
-    if not 0 <= port <= 65535:
-        return _usage("model", f"--port takes 0 to 65535, got {port}")
-    if reply_chars < 0 or tool_rounds < 0:
-        return _usage("model", "--reply-chars and --tool-rounds take a number >= 0")
     server = ScriptedModelServer("127.0.0.1", port, reply_chars=reply_chars, tool_rounds=tool_rounds)
     try:
         server.start()
@@ -219,7 +271,11 @@ def _journal_command(args: argparse.Namespace) -> int:
         if args.command == "prices":
             from ..prices import load_prices, render_prices
 
-            print(load_prices(journal, args.file) if args.file else render_prices(journal))
+            source = args.file or args.settings.prices
+            if source is not None:
+                print(load_prices(journal, source))
+            if args.file is None:
+                print(render_prices(journal))
             return EXIT_COMPLETED
     except (StepError, JournalError) as exc:
         print(f"durable {args.command}: {exc}", file=sys.stderr)

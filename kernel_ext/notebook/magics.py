@@ -9,6 +9,7 @@ the user's namespace, inside a durable step.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import asyncio
 import builtins
@@ -19,27 +20,26 @@ import re
 import sys
 from collections import OrderedDict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_cell_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import ArgDecorator, argument, kwds, magic_arguments
 
 from journal import JournalError, digest
 
+from .. import config
 from ..errors import StepError
-from ..runtime import current_session, session, settle
+from ..runtime import Session, current_session, session, settle
 from ..status import render_approvals, render_status
 from .interrupts import CellInterrupts
 from .outputs import OutputRecorder
 from .progress import ProgressLine
 from .variables import VariableTracker, describe, restore
 
-_COMMANDS = ("session NAME, status, history [SESSION], sql QUERY, fork NEW [--from STEP], forget STEP, "
-             "restore, settle CALL_ID --value JSON|--retry, approvals, prices [FILE], export PATH")
 _MAGIC = re.compile(r"%%durable(?=\s|$)")
 _RUNNER = "__durable_cell__"
-_LINE_COMMANDS = ("history", "sql", "fork", "forget", "prices", "export")  # handled by `_COMMAND(rest, text)`
 _pending: OrderedDict[str, str] = OrderedDict()  # cell bodies by hash, handed from transformer to runner
 _state: dict[str, Any] = {"cell_id": None, "number": None}  # of the cell being run
 
@@ -62,14 +62,6 @@ def _prepare(body: str) -> str:
     return key
 
 
-@magic_arguments()
-@argument("name", nargs="?", help="step name; default: the cell's id")
-@argument("--strict", action="store_true", help="fail instead of sending any call live")
-@argument("--rerun", action="store_true", help="send every call live again; older records stay in history")
-def _cell_arguments(line: str, cell: str) -> None:
-    """%%durable [NAME] [--strict] [--rerun]"""
-
-
 async def run_durable_cell(args: str, key: str) -> Any:
     """Run a transformed `%%durable` cell as a durable step; return its last expression's value."""
     __tracebackhide__ = True
@@ -79,11 +71,17 @@ async def run_durable_cell(args: str, key: str) -> Any:
     body = _pending.get(key)
     if body is None:
         raise UsageError("this %%durable cell was not prepared by kernel_ext; run the cell again")
-    options = parse_argstring(_cell_arguments, args)
+    options = _parse(DurableMagics.durable_cell.parser, args)
     if options.strict and options.rerun:
         raise UsageError("%%durable: --strict replays only and --rerun sends every call live; choose one")
+    chosen = _settings()
+    if options.rerun and chosen.strict:
+        raise UsageError(f"%%durable --rerun: strict is on ({chosen.origin('strict')}), so no call may go live; "
+                         "drop --rerun, or turn strict off where it is set")
     name = options.name or _default_step_name(body)
+    _follow_settings(chosen)
     current_session().note_cell("step", name, f"%%durable {args}".rstrip() + "\n" + body)
+    _load_configured_prices(chosen, current_session())
     main, last = _compile(shell, body)
     tracker = VariableTracker(body, shell.user_ns)
     try:
@@ -93,7 +91,9 @@ async def run_durable_cell(args: str, key: str) -> Any:
         raise UsageError(str(exc)) from None
     value = None
     recorder = OutputRecorder(shell)
-    progress = active.observer = ProgressLine()
+    progress = ProgressLine()
+    if chosen.progress:  # off, the line appears once, as the step's summary
+        active.observer = progress
     interrupts = CellInterrupts(run_durable_cell.__code__)
     try:
         with recorder, interrupts:
@@ -176,124 +176,225 @@ def _run_sync(coroutine: Any) -> Any:
     raise UsageError("this %%durable cell awaits, which needs the cell form: start the cell with %%durable")
 
 
+def _settings() -> config.Settings:
+    try:
+        return config.settings()
+    except config.SettingError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _follow_settings(chosen: config.Settings) -> None:
+    # The journal setting may have changed since the last cell (%env, pyproject.toml, %config).
+    moved = config.follow_journal_setting(chosen)
+    if moved:
+        print(moved)
+
+
+_prices_loaded: dict[Path, tuple[Path, int, int]] = {}  # per journal: the price file as last loaded into it
+
+
+def _load_configured_prices(chosen: config.Settings, current: Session) -> None:
+    """Load the `prices` setting's file into the session's journal when it is new there or has changed."""
+    from ..prices import load_prices
+
+    if chosen.prices is None:
+        return
+    try:
+        stat = chosen.prices.stat()
+    except OSError as exc:
+        raise UsageError(f"cannot read the price file {chosen.prices} (prices setting from "
+                         f"{chosen.origin('prices')}): {exc.strerror or exc}") from None
+    loaded = (chosen.prices, stat.st_mtime_ns, stat.st_size)
+    if _prices_loaded.get(current.journal.path) == loaded:
+        return
+    try:
+        load_prices(current.journal, chosen.prices)
+    except (StepError, JournalError) as exc:
+        raise UsageError(f"{exc} (prices setting from {chosen.origin('prices')})") from None
+    _prices_loaded[current.journal.path] = loaded
+
+
+def _parse(parser: Any, line: str) -> Any:
+    """Parse a magic's arguments; a usage error is one line that shows the valid usage."""
+    try:
+        return parser.parse_argstring(line)
+    except (UsageError, ValueError) as exc:  # ValueError: an unbalanced quote
+        raise UsageError(f"%{parser.prog}: {exc}; usage: {_usage(parser)}") from None
+
+
+def _usage(parser: Any) -> str:
+    # IPython's formatter writes usage as an RST block ("::\n\n  %..."); one line reads better in an error.
+    return " ".join(parser.format_usage().replace("::", "", 1).split())
+
+
+# (name, arguments as shown in usage, what it does, how each argument is declared)
+_SUBCOMMANDS: tuple[tuple[str, str, str, tuple[tuple[tuple[str, ...], dict[str, Any]], ...]], ...] = (
+    ("session", "NAME", "switch to (or create) the session NAME; its steps replay from the journal",
+     ((("name",), {"metavar": "NAME", "help": "the session's name (default session: the notebook's name)"}),)),
+    ("status", "", "the current session's steps and calls, with tokens and cost", ()),
+    ("history", "[SESSION]", "steps and calls to browse: requests, responses, tokens, cost",
+     ((("session",), {"nargs": "?", "metavar": "SESSION", "help": "another session (default: the current one)"}),)),
+    ("sql", "QUERY", "query the views sessions, steps, calls, approvals (read-only)",
+     ((("query",), {"nargs": "+", "metavar": "QUERY", "help": "SQL: the rest of the line, as typed"}),)),
+    ("fork", "NEW [--from STEP]", "copy this session into NEW and switch to it; the original stays as it is",
+     ((("new",), {"metavar": "NEW", "help": "the new session's name"}),
+      (("--from",), {"dest": "upto", "metavar": "STEP",
+                     "help": "copy only the steps first run up to and including STEP (default: all)"}))),
+    ("forget", "STEP", "STEP runs live next time; its records stay in history",
+     ((("step",), {"metavar": "STEP", "help": "a step of the current session"}),)),
+    ("restore", "", "bring back the variables of the session's completed steps", ()),
+    ("settle", "CALL_ID --value JSON|--retry", "decide an in-doubt tool call (its InDoubtError names it)",
+     ((("call_id",), {"type": int, "metavar": "CALL_ID", "help": "the journal id of the call"}),
+      (("--value",), {"metavar": "JSON", "help": "it took effect and returned JSON (the rest of the line; "
+                                                 "a string needs quotes: '\"done\"')"}),
+      (("--retry",), {"action": "store_true", "help": "it did not take effect: run it again"}))),
+    ("approvals", "", "pending and decided approvals of the session", ()),
+    ("prices", "[FILE]", "show the price table, or load it from a JSON/TOML file",
+     ((("file",), {"nargs": "?", "metavar": "FILE", "help": "{model: {input, output, currency}} per million tokens "
+                                                             "(default: the prices setting's file, if set)"}),)),
+    ("export", "PATH", "write the session as a standalone Python script",
+     ((("path",), {"metavar": "PATH", "help": "the script to write"}),)),
+)
+_COMMANDS = ", ".join(f"{name} {shown}".strip() for name, shown, _, _ in _SUBCOMMANDS)
+
+
+class _subcommands(ArgDecorator):  # noqa: N801 - a decorator, named like IPython's own
+    """Add the `%durable` subcommands to its magic_arguments parser."""
+
+    def add_to_parser(self, parser: Any, group: Any) -> None:
+        # The list argparse would print is left out: `_describe_commands` shows each command with its arguments.
+        commands = parser.add_subparsers(dest="command", help=argparse.SUPPRESS)
+        parser.commands = {}
+        for name, shown, does, arguments in _SUBCOMMANDS:
+            sub = commands.add_parser(name, help=does, description=does, prog=f"durable {name}",
+                                      usage=f"%(prog)s {shown}".rstrip())
+            for flags, options in arguments:
+                sub.add_argument(*flags, **options)
+            parser.commands[name] = sub
+
+
+def _describe_commands(parser: Any) -> str:
+    """Each subcommand's usage and arguments, for `%durable?` (argparse lists only the names)."""
+    lines = ["", "Commands:"]
+    for name, shown, does, _ in _SUBCOMMANDS:
+        lines.append(f"  %durable {name} {shown}".rstrip())
+        lines.append(f"      {does}")
+        for action in parser.commands[name]._actions:
+            if action.help:
+                label = action.metavar if not action.option_strings else ", ".join(action.option_strings)
+                lines.append(f"      {label}: {action.help}")
+    lines.append("")
+    lines.append("Settings (journal, sync, strict, prices, progress): %config Durable, and the README's Settings.")
+    return "\n".join(lines) + "\n"
+
+
 @magics_class
 class DurableMagics(Magics):
-    @line_cell_magic
-    def durable(self, line: str, cell: str | None = None) -> Any:
-        """Durable steps for LLM agents.
+    @cell_magic("durable")
+    @magic_arguments("%durable")
+    @kwds(usage="%(prog)s [NAME] [--strict] [--rerun]")
+    @argument("name", nargs="?", metavar="NAME", help="step name; default: the cell's id")
+    @argument("--strict", action="store_true",
+              help="replay only: a call that would go live is an error (also on for every step when the "
+              "strict setting is)")
+    @argument("--rerun", action="store_true",
+              help="send every call live again; older records stay in history (refused while strict is on)")
+    def durable_cell(self, line: str, cell: str) -> Any:
+        """Run the cell as the durable step NAME.
 
-        Cell:  %%durable [NAME] [--strict] [--rerun]
-            Runs the cell as the durable step NAME: every openai call inside it is journaled
-            and, when the cell runs again, replayed from the journal instead of re-sent.
-            --strict fails instead of sending any call live; --rerun sends every call live again.
-        Line:  %durable session NAME   switch to (or create) the session NAME
-               %durable status         the current session's steps and calls
-               %durable history [SESSION]
-                                       steps and calls to browse: requests, responses, tokens, cost
-               %durable sql QUERY      query the views sessions, steps, calls, approvals (read-only)
-               %durable fork NEW [--from STEP]
-                                       copy this session (up to and including STEP) into NEW and switch
-                                       to it; the original stays as it is
-               %durable forget STEP    STEP runs live next time; its records stay in history
-               %durable prices [FILE]  show the price table, or load it from a JSON/TOML file
-               %durable export PATH    write the session as a standalone Python script
-               %durable restore        bring back the variables of the session's completed steps
-               %durable approvals      pending and decided approvals of the session
-               %durable settle ID --value JSON | --retry
-                                       decide an in-doubt tool call (see the InDoubtError message)
+        Every model and tool call inside it is journaled and, when the cell runs again (a re-run,
+        Run All after a restart), replayed from the journal instead of sent again. The body may use
+        top-level `await`. Settings (journal, strict, progress, ...): %config Durable.
         """
-        if cell is not None:
-            return _run_sync(run_durable_cell(line, _prepare(cell)))
-        words = line.split()
+        return _run_sync(run_durable_cell(line, _prepare(cell)))
+
+    @line_magic("durable")
+    @magic_arguments("durable")
+    @kwds(usage="%(prog)s COMMAND [ARGUMENTS]")
+    @_subcommands()
+    def durable_line(self, line: str) -> Any:
+        """The durable session of this notebook: switch it, inspect it, export it."""
+        words = line.split(None, 1)
         if not words:
             raise UsageError(f"usage: %durable COMMAND; commands: {_COMMANDS}  (see %durable?)")
-        command, rest = words[0], words[1:]
+        command, rest = words[0], words[1] if len(words) > 1 else ""
+        parser = self.durable_line.parser.commands.get(command)
+        if parser is None:
+            raise UsageError(f"unknown %durable command {command!r}; available: {_COMMANDS}  (see %durable?)")
+        _follow_settings(_settings())
         try:
-            handler = getattr(self, f"_{command}", None)
-            if command in _LINE_COMMANDS and handler is not None:
-                return handler(rest, line.split(None, 1)[1] if rest else "")
-            if command == "session":
-                if len(rest) != 1:
-                    raise UsageError("usage: %durable session NAME")
-                current = session(rest[0])
-                print(f"durable session {current.name!r} in {current.journal.path}")
-                return None
-            if command == "status":
-                if rest:
-                    raise UsageError("usage: %durable status")
-                print(render_status(current_session()))
-                return None
-            if command == "restore":
-                if rest:
-                    raise UsageError("usage: %durable restore")
-                return self._restore()
+            if command == "sql":  # the query is taken as typed: quotes belong to SQL
+                if not rest.strip():
+                    raise UsageError(f"%durable sql: QUERY is missing; usage: {_usage(parser)}  "
+                                     "(views: sessions, steps, calls, approvals)")
+                return self._sql(rest)
             if command == "settle":
-                return self._settle(rest)
-            if command == "approvals":
-                if rest:
-                    raise UsageError("usage: %durable approvals")
-                print(render_approvals(current_session()))
-                return None
-        except (JournalError, StepError) as exc:
+                return self._settle(parser, rest)
+            options = _parse(parser, rest)
+            return getattr(self, f"_{command}")(options)
+        except (JournalError, StepError, config.SettingError) as exc:
             raise UsageError(str(exc)) from None
-        raise UsageError(f"unknown %durable command {command!r}; available: {_COMMANDS}")
 
-    def _history(self, rest: list[str], _text: str) -> Any:
+    durable_line.__doc__ += _describe_commands(durable_line.parser)
+
+    def _session(self, options: Any) -> None:
+        current = session(options.name)
+        print(f"durable session {current.name!r} in {current.journal.path}")
+
+    def _status(self, _options: Any) -> None:
+        current = current_session()
+        _load_configured_prices(_settings(), current)
+        print(render_status(current))
+
+    def _approvals(self, _options: Any) -> None:
+        print(render_approvals(current_session()))
+
+    def _history(self, options: Any) -> Any:
         from ..history import history_view
 
-        if len(rest) > 1:
-            raise UsageError("usage: %durable history [SESSION]")
         current = current_session()
-        return history_view(current.journal, rest[0] if rest else current.name)
+        _load_configured_prices(_settings(), current)
+        return history_view(current.journal, options.session or current.name)
 
-    def _sql(self, _rest: list[str], text: str) -> Any:
+    def _sql(self, text: str) -> Any:
         from ..sql import run_query
 
-        if not text.strip():
-            raise UsageError("usage: %durable sql QUERY  (views: sessions, steps, calls, approvals)")
         current = current_session()
         current.close_journal()  # a process cannot hold the file read-write and read-only at once
         return run_query(current.journal, text)
 
-    def _fork(self, rest: list[str], _text: str) -> None:
-        upto = None
-        if len(rest) == 3 and rest[1] == "--from":
-            upto = rest[2]
-        elif len(rest) != 1:
-            raise UsageError("usage: %durable fork NEW [--from STEP]")
+    def _fork(self, options: Any) -> None:
         current = current_session()
         with current.journal.open() as store:
-            copied = store.fork_session(current.name, rest[0], upto)
-        forked = session(rest[0], current.journal)
+            copied = store.fork_session(current.name, options.new, options.upto)
+        forked = session(options.new, current.journal)
         print(f"forked session {current.name!r} into {forked.name!r} ({len(copied)} steps: "
               f"{', '.join(copied) or 'none'}); now in {forked.name!r}, where those steps replay and later "
               f"steps run live. %durable session {current.name} goes back.")
 
-    def _forget(self, rest: list[str], _text: str) -> None:
-        if len(rest) != 1:
-            raise UsageError("usage: %durable forget STEP")
+    def _forget(self, options: Any) -> None:
         current = current_session()
         with current.journal.open() as store:
-            store.forget_step(current.name, rest[0])
-        print(f"step {rest[0]!r} of session {current.name!r} runs live next time; "
+            store.forget_step(current.name, options.step)
+        print(f"step {options.step!r} of session {current.name!r} runs live next time; "
               "its recorded calls stay in history")
 
-    def _prices(self, rest: list[str], _text: str) -> None:
+    def _prices(self, options: Any) -> None:
         from ..prices import load_prices, render_prices
 
-        if len(rest) > 1:
-            raise UsageError("usage: %durable prices [FILE]  (JSON or TOML: {model: {input, output, currency}})")
-        journal = current_session().journal
-        print(load_prices(journal, rest[0]) if rest else render_prices(journal))
+        current = current_session()
+        if options.file:
+            print(load_prices(current.journal, options.file))
+            return
+        _load_configured_prices(_settings(), current)
+        print(render_prices(current.journal))
 
-    def _export(self, rest: list[str], _text: str) -> None:
+    def _export(self, options: Any) -> None:
         from ..export import export_from_kernel
 
-        if len(rest) != 1:
-            raise UsageError("usage: %durable export PATH")
-        print(export_from_kernel(current_session(), rest[0]))
+        print(export_from_kernel(current_session(), options.path))
 
-    def _restore(self) -> None:
+    def _restore(self, _options: Any) -> None:
         current = current_session()
         with current.journal.open() as store:
             values = store.latest_variables(current.name)
@@ -312,22 +413,21 @@ class DurableMagics(Magics):
         if failed:
             print(f"could not unpickle: {describe(failed)}", file=sys.stderr)
 
-    def _settle(self, words: list[str]) -> None:
-        usage = "usage: %durable settle CALL_ID --value JSON | %durable settle CALL_ID --retry"
-        if len(words) < 2 or not words[0].isdigit() or words[1] not in ("--value", "--retry"):
-            raise UsageError(usage)
-        call_id = int(words[0])
-        if words[1] == "--retry":
-            if len(words) != 2:
-                raise UsageError(usage)
-            print(settle(call_id, retry=True))
+    def _settle(self, parser: Any, rest: str) -> None:
+        # JSON is taken as typed (its quotes are its own), so only what precedes --value is parsed.
+        head, value_flag, text = rest.partition("--value")
+        options = _parse(parser, head + (" --value JSON" if value_flag else ""))
+        if bool(value_flag) == options.retry:
+            both = "--value and --retry exclude each other" if options.retry else "--value JSON or --retry is missing"
+            raise UsageError(f"%durable settle: {both}; usage: {_usage(parser)}")
+        if options.retry:
+            print(settle(options.call_id, retry=True))
             return
-        text = " ".join(words[2:])
         try:
             value = json.loads(text)
         except ValueError:
-            raise UsageError(f"--value takes JSON (for a string, quote it: '\"done\"'); got {text!r}") from None
-        print(settle(call_id, value=value))
+            raise UsageError(f"--value takes JSON (for a string, quote it: '\"done\"'); got {text.strip()!r}") from None
+        print(settle(options.call_id, value=value))
 
 
 def _remember_cell(info: Any) -> None:
@@ -343,7 +443,8 @@ def _note_setup_cell(result: Any) -> None:
     """Remember a plain cell that ran without error: an exported script runs it as its setup."""
     source = getattr(result.info, "raw_cell", None)
     if result.success and source and source.strip() and not _MAGIC.match(source):
-        current_session().note_cell("setup", None, source)
+        with contextlib.suppress(config.SettingError):  # not after every cell: the next durable cell says it
+            current_session().note_cell("setup", None, source)
 
 
 def _note_earlier_cells(shell: Any) -> None:
@@ -352,7 +453,8 @@ def _note_earlier_cells(shell: Any) -> None:
     history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", [])
     for source in history[1:-1]:
         if source.strip() and not _MAGIC.match(source):
-            current_session().note_cell("setup", None, source)
+            with contextlib.suppress(config.SettingError):  # the first durable cell says what is wrong
+                current_session().note_cell("setup", None, source)
 
 
 def _register_widgets(shell: Any) -> None:
@@ -364,6 +466,7 @@ def _register_widgets(shell: Any) -> None:
 
 
 def load(shell: Any) -> None:
+    config.register(shell)  # first: the session made below already follows c.Durable.* from config files
     _register_widgets(shell)
     _note_earlier_cells(shell)
     shell.events.register("post_run_cell", _note_setup_cell)
@@ -375,6 +478,7 @@ def load(shell: Any) -> None:
 
 
 def unload(shell: Any) -> None:
+    config.unregister(shell)
     if transform_durable_cell in shell.input_transformers_cleanup:
         shell.input_transformers_cleanup.remove(transform_durable_cell)
     shell.events.unregister("pre_run_cell", _remember_cell)

@@ -1,0 +1,346 @@
+"""Settings: where the journal is, how hard its records are synced, strictness, prices, the progress line.
+
+Each setting is read from several places; the first that has it wins:
+
+    explicit argument or option > environment variable > %config Durable.NAME
+        > [tool.durable] in the nearest pyproject.toml > default
+
+The environment comes before `%config` because `durable run` hands its --journal and --strict to
+the notebook's kernel through the environment: a notebook must not send a CI run's records to
+another journal, nor turn its strictness off. A `%config` that an environment variable overrides
+says so when it is set.
+
+An invalid value anywhere is an error (`SettingError`, one line that lists the valid values), not
+a silent fallback: a mistyped durability mode must not quietly weaken the journal.
+
+Nothing here imports IPython or traitlets until the extension registers `Durable` with a shell,
+so an exported script pays for neither.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from journal._log import SYNC_MODES
+
+from .errors import DurableError
+
+_ON = ("1", "true", "yes", "on")
+_OFF = ("0", "false", "no", "off")
+_MAYBE_OURS = re.compile(r"\bdurable\b")  # a pyproject.toml without it is not parsed at all
+
+
+class SettingError(DurableError, ValueError):
+    """A setting has a value it cannot take; the message names where it came from and the valid values."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    kind: Literal["path", "choice", "switch"]
+    default: Any
+    valid: str  # shown in every error about this setting
+    help: str
+
+
+SETTINGS: dict[str, Setting] = {s.name: s for s in (
+    Setting("journal", "DURABLE_JOURNAL", "path", None, "a file path",
+            "The journal file (DuckDB). Default: .durable/journal.duckdb under the working directory. "
+            "A relative path is taken from the working directory; in pyproject.toml, from that file's folder."),
+    Setting("sync", "DURABLE_SYNC", "choice", "effects", ", ".join(SYNC_MODES),
+            "When journal records are fdatasync'ed. always: every record, before the call returns (survives "
+            "power loss). effects: survives a killed process with nothing lost; records whose loss after a "
+            "power cut could repeat an effect (a non-idempotent tool's start, an approval decision) are "
+            "fdatasync'ed. never: survives a killed process, not a power cut."),
+    Setting("strict", "DURABLE_STRICT", "switch", False, "true or false (also 1/0, yes/no, on/off)",
+            "Every durable step replays only: a call that would go live is an error (CI mode; "
+            "`durable run --strict` sets it). A cell's --rerun is then refused."),
+    Setting("prices", "DURABLE_PRICES", "path", None, "a file path",
+            "A JSON or TOML price file ({model: {input, output, currency}} per million tokens), loaded into "
+            "the journal before a durable step when it changed, and by `%durable prices` / `durable prices`."),
+    Setting("progress", "DURABLE_PROGRESS", "switch", True, "true or false (also 1/0, yes/no, on/off)",
+            "The line under a running durable cell that is updated as calls are made. Off, the cell shows "
+            "only its summary line when it ends."),
+)}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings in effect, and where each came from (for messages that say how to change it).
+
+    `journal` is absolute, except an explicit argument's, which is kept as given.
+    """
+
+    journal: Path
+    sync: str
+    strict: bool
+    prices: Path | None
+    progress: bool
+    origins: Mapping[str, str]
+
+    def origin(self, name: str) -> str:
+        return self.origins[name]
+
+
+def settings(**explicit: Any) -> Settings:
+    """The settings in effect now; `explicit` values (None: not given) win over every other source.
+
+    Cheap enough to call once per step (a few stat calls; pyproject.toml is parsed once per change),
+    not once per journal record: read it once per unit of work and keep the value.
+    """
+    unknown = set(explicit) - set(SETTINGS)
+    if unknown:
+        raise TypeError(f"no such setting: {', '.join(sorted(unknown))}; settings: {', '.join(SETTINGS)}")
+    return _resolve(explicit, _configured_values())
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest pyproject.toml in `start` (default: the working directory) or its parents."""
+    folder = (start or Path.cwd()).resolve()
+    for candidate in (folder, *folder.parents):
+        path = candidate / "pyproject.toml"
+        if path.is_file():
+            return path
+    return None
+
+
+def _resolve(explicit: Mapping[str, Any], configured: Mapping[str, Any]) -> Settings:
+    cwd = Path.cwd()
+    project = find_pyproject(cwd)
+    table = _project_table(project) if project is not None else {}
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, setting in SETTINGS.items():
+        # Every source is checked, also those that lose: a typo stays an error until it is fixed.
+        found: list[tuple[Any, str]] = []  # (value, where it came from), first wins
+        if explicit.get(name) is not None:
+            found.append((_parse(setting, explicit[name], f"{name}={explicit[name]!r}"), "explicit argument"))
+        raw = os.environ.get(setting.env, "")
+        if raw:
+            found.append((_parse(setting, raw, f"{setting.env}={raw!r}", cwd), f"{setting.env}={raw}"))
+        if configured.get(name) is not None:
+            where = f"%config Durable.{name} = {configured[name]!r}"
+            found.append((_parse(setting, configured[name], where, cwd), where))
+        if name in table:
+            where = f"[tool.durable] in {project}"
+            found.append((_parse(setting, table[name], f"{name} = {table[name]!r} in {where}", project.parent),
+                          where))
+        values[name], origins[name] = found[0] if found else (setting.default, "default")
+    if values["journal"] is None:
+        values["journal"] = cwd / ".durable" / "journal.duckdb"
+    return Settings(origins=origins, **values)
+
+
+def _parse(setting: Setting, value: Any, where: str, base: Path | None = None) -> Any:
+    """A value checked and normalised; a relative path is taken from `base`, else kept as given."""
+    def invalid() -> SettingError:
+        return SettingError(f"{where} is not a valid {setting.name} setting; valid values: {setting.valid}")
+
+    if setting.kind == "path":
+        if isinstance(value, Path):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise invalid()
+        path = Path(value).expanduser()
+        return base / path if base is not None and not path.is_absolute() else path
+    if setting.kind == "choice":
+        if not isinstance(value, str) or value.strip().lower() not in SYNC_MODES:
+            raise invalid()
+        return value.strip().lower()
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _ON + _OFF:
+        return value.strip().lower() in _ON
+    raise invalid()
+
+
+_project_cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
+
+
+def _project_table(path: Path) -> dict[str, Any]:
+    """`[tool.durable]` of a pyproject.toml, checked for unknown keys; parsed again only when the file changes."""
+    try:
+        stat = path.stat()
+        signature = (stat.st_mtime_ns, stat.st_size)
+        cached = _project_cache.get(path)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingError(f"cannot read {path}: {exc.strerror or exc}") from None
+    table: dict[str, Any] = {}
+    if _MAYBE_OURS.search(text):
+        data = _load_toml(path, text)
+        tool = data.get("tool", {})
+        table = tool.get("durable", {}) if isinstance(tool, dict) else {}
+        if not isinstance(table, dict):
+            raise SettingError(f"tool.durable in {path} must be a table ([tool.durable]), not {type(table).__name__}")
+        unknown = sorted(set(table) - set(SETTINGS))
+        if unknown:
+            raise SettingError(f"[tool.durable] in {path} has no setting {', '.join(map(repr, unknown))}; "
+                               f"valid settings: {', '.join(SETTINGS)}")
+    _project_cache[path] = (signature, table)
+    return table
+
+
+def _load_toml(path: Path, text: str) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ImportError:
+            raise SettingError(f"reading [tool.durable] in {path} needs Python 3.11 or the tomli package") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingError(f"{path} is not valid TOML: {exc}") from None
+
+
+# -- %config Durable.NAME (only once the extension is loaded) ------------------------------------------
+
+_registered: Any = None  # the shell's Durable instance
+
+
+def _configured_values() -> dict[str, Any]:
+    if _registered is None:
+        return {}
+    return {name: value for name in SETTINGS if (value := getattr(_registered, name)) is not None}
+
+
+@functools.cache
+def configurable_class() -> type:
+    """The `traitlets` Configurable `Durable`, built on first use so that scripts never import traitlets."""
+    import traitlets
+    from traitlets.config import Configurable
+
+    class _OneLine:
+        # traitlets' own message names the instance and the trait type; ours the valid values, as elsewhere.
+        def error(self, obj: Any, value: Any, error: Exception | None = None, info: str | None = None) -> None:
+            setting = SETTINGS[self.name]  # type: ignore[attr-defined]
+            raise traitlets.TraitError(
+                f"Durable.{setting.name} = {value!r} is not valid; valid values: {setting.valid}")
+
+    # Named as traitlets' own types: `%config Durable` shows the name, and lists an Enum's choices.
+    class Unicode(_OneLine, traitlets.Unicode):
+        def validate(self, obj: Any, value: Any) -> Any:
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                self.error(obj, value)
+            return super().validate(obj, value)
+
+    class Enum(_OneLine, traitlets.Enum):
+        pass
+
+    class Bool(_OneLine, traitlets.Bool):
+        pass
+
+    def trait(setting: Setting) -> Any:
+        if setting.kind == "path":
+            made = Unicode(None, allow_none=True)
+        elif setting.kind == "choice":
+            made = Enum(SYNC_MODES, None, allow_none=True)
+        else:
+            made = Bool(None, allow_none=True)
+        default = "" if setting.default is None else f" Default: {str(setting.default).lower()}."
+        made.help = (f"{setting.help}{default} ${setting.env}, when set, wins over this; this wins over "
+                     f"[tool.durable] in pyproject.toml. None: not set here.")
+        return made.tag(config=True)
+
+    class Durable(Configurable):
+        """durable-kernel's settings; the README's "Settings" has the sources and their order."""
+
+        journal = trait(SETTINGS["journal"])
+        sync = trait(SETTINGS["sync"])
+        strict = trait(SETTINGS["strict"])
+        prices = trait(SETTINGS["prices"])
+        progress = trait(SETTINGS["progress"])
+
+        @traitlets.observe(*SETTINGS)
+        def _changed(self, change: Any) -> None:
+            if self is _registered:
+                _configuration_changed(change["name"])
+
+    return Durable
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Durable":
+        return configurable_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def register(shell: Any) -> Any:
+    """Make `%config Durable...` work in `shell`; also reads `c.Durable.*` from the IPython config files."""
+    global _registered, _followed
+    if _registered is None or _registered.parent is not shell:
+        unregister(shell)
+        _registered = configurable_class()(parent=shell)
+    if _registered not in shell.configurables:
+        shell.configurables.append(_registered)
+    with contextlib.suppress(SettingError):  # the first durable cell says what is wrong
+        chosen = settings()
+        _followed = (_journal_source(chosen), chosen.journal)
+    return _registered
+
+
+def unregister(shell: Any) -> None:
+    global _registered
+    if _registered is not None and _registered in getattr(shell, "configurables", []):
+        shell.configurables.remove(_registered)
+    _registered = None
+
+
+def _configuration_changed(name: str) -> None:
+    setting = SETTINGS[name]
+    overriding = os.environ.get(setting.env, "")
+    if overriding:
+        print(f"durable: %config Durable.{name} has no effect while {setting.env}={overriding} is set "
+              f"(the environment comes first); `%env {setting.env}=` clears it", file=sys.stderr)
+    elif name == "journal":
+        with contextlib.suppress(SettingError):  # the next durable cell says what is wrong
+            moved = follow_journal_setting(settings())
+            if moved:
+                print(moved)
+
+
+# Where the journal setting came from and the journal it gave, when the current session last followed it.
+_followed: tuple[tuple[str, Path | None], Path] | None = None
+
+
+def _journal_source(chosen: Settings) -> tuple[str, Path | None]:
+    # What was set, not where it leads from the working directory now: a session must not move when a
+    # cell calls os.chdir. The origin names the environment's and %config's value; pyproject.toml's is its path.
+    origin = chosen.origin("journal")
+    return origin, chosen.journal if origin.startswith("[tool.durable]") else None
+
+
+def follow_journal_setting(chosen: Settings) -> str | None:
+    """Move the current session to `chosen.journal` when the journal setting was changed since it last followed.
+
+    Only a change of the setting moves it (%config, %env, pyproject.toml), not a change of the working
+    directory; a session opened on an explicit journal (`session(name, journal=...)`) stays where it is.
+    Returns the line that says the session moved, or None.
+    """
+    global _followed
+    from .runtime import current_session, session
+
+    source = _journal_source(chosen)
+    if _followed is not None and _followed[0] == source:
+        return None
+    previous, _followed = _followed, (source, chosen.journal)
+    if previous is None:
+        return None
+    current = current_session()
+    if current.journal.path != previous[1] or current.journal.path == chosen.journal:
+        return None
+    session(current.name, chosen.journal)
+    return f"durable: session {current.name!r} now journals to {chosen.journal}"
