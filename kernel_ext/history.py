@@ -1,28 +1,42 @@
-"""What a session did, for people: its steps and calls, and each call's request and response.
+"""What a session did, for people: its steps and calls (one number per call, when each ran), what replay
+saved, and each call's request and response.
 
-One model (`SessionHistory`, `CallDetail`) feeds the history widget, the HTML rendering used
-where widgets cannot render (nbclient output, a notebook on a code host), and plain text.
+One model (`SessionHistory`; `CallDetail` in history_detail) feeds the history widget, the HTML picture
+used where widgets cannot render (nbclient output, a notebook on a code host; history_html) and plain
+text (`durable show`).
+
+A call is numbered by its position in its step ("step plan · call 2"), the number the runtime's own
+messages use (strict replay, in-doubt errors). The journal's id of a call is shown only beside it, where
+a command needs it (`durable settle`).
 """
 
 from __future__ import annotations
 
-import html
 import json
+import shlex
+from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from journal import Journal
+from journal import Journal, Store, now
 
 from .errors import StepError
 
-_MAX_TEXT = 2000  # characters of one message shown; the journal keeps everything
-_MAX_MESSAGES = 8  # latest messages of a conversation shown under each call
+# How a call's bar is coloured, and what the legend says of it. One key per call (see CallView.shade).
+SHADES: dict[str, str] = {
+    "live": "live: sent to the model, or the tool ran, in the step's last run",
+    "replayed": "replayed: read back from the journal, nothing sent",
+    "person": "waiting for a person: an approval (the bar is how long they took)",
+    "failed": "failed, or no outcome recorded (in doubt)",
+    "earlier": "earlier record: not used by the step's last run",
+}
 
 
 @dataclass
 class CallView:
-    id: int
-    seq: int
+    id: int  # the journal's id: what `durable settle` takes; people see `number`
+    seq: int  # the call's position in its step: the number people see
     kind: str
     name: str
     model: str | None
@@ -38,23 +52,126 @@ class CallView:
     # the request at its place, or a failed call was made again; kept as history), or recorded earlier
     # (a run of an older release, which did not say which calls it replayed).
     use: str = "live"
+    step: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    in_doubt: bool = False  # started, no outcome, and nothing is running it any more
 
-    def label(self) -> str:
-        head = f"{self.seq}. {self.kind} {self.name}" + (f" [{self.model}]" if self.model else "")
-        if self.kind == "approval":  # a person's decision: neither live nor replayed, and its time is theirs
-            state = "decided" if self.status == "completed" else "waiting for a person"
-            waited = f"waited {self.latency_ms / 1000:.0f} s" if self.latency_ms is not None else None
-            return " · ".join(p for p in (head, state, waited) if p)
-        parts = [head, self.status, self.use]
+    @property
+    def number(self) -> str:
+        return f"call {self.seq}"
+
+    @property
+    def ref(self) -> str:
+        """The name people use for the call: its step and its number there."""
+        return f"step {self.step} · call {self.seq}"
+
+    @property
+    def what(self) -> str:
+        return f"{self.kind} {self.name}" + (f" [{self.model}]" if self.model else "")
+
+    @property
+    def tokens(self) -> int | None:
+        if self.prompt_tokens is None and self.completion_tokens is None:
+            return None
+        return (self.prompt_tokens or 0) + (self.completion_tokens or 0)
+
+    @property
+    def shade(self) -> str:
+        """Which of SHADES the call is drawn in."""
+        if self.use == "not used by the last run" or self.use == "recorded earlier":
+            return "earlier"
+        if self.kind == "approval":
+            return "person"
+        if self.status == "failed" or self.in_doubt:
+            return "failed"
+        return "replayed" if self.use == "replayed" else "live"
+
+    @property
+    def state(self) -> str:
+        """Its status in words: an approval is decided or waiting, never live."""
+        if self.kind == "approval":
+            return "decided" if self.status == "completed" else "waiting for a person"
+        if self.in_doubt:
+            return "in doubt (no outcome recorded)"
+        return self.status
+
+    def seconds(self, at: datetime | None = None) -> float:
+        """How long it took; a pending approval has taken until `at` (now) so far."""
+        if self.started_at is not None and self.ended_at is not None:
+            return max(0.0, (self.ended_at - self.started_at).total_seconds())
+        if self.latency_ms is not None:
+            return self.latency_ms / 1000
+        if self.started_at is not None and self.kind == "approval" and self.status == "started":
+            return max(0.0, ((at or now()) - self.started_at).total_seconds())
+        return 0.0
+
+    def figures(self) -> list[str]:
+        """Time, tokens and cost, as short phrases."""
+        parts = []
+        if self.kind == "approval":
+            if self.latency_ms is not None:
+                parts.append(f"waited {duration(self.latency_ms / 1000)}")
+            return parts
         if self.attempts > 1:
             parts.append(f"{self.attempts} attempts")
         if self.latency_ms is not None:
             parts.append(f"{self.latency_ms:.0f} ms")
-        if self.prompt_tokens is not None or self.completion_tokens is not None:
+        if self.tokens is not None:
             parts.append(f"{self.prompt_tokens or 0}+{self.completion_tokens or 0} tokens")
         if self.cost is not None:
-            parts.append(_money(self.cost, self.currency))
-        return " · ".join(parts)
+            parts.append(money(self.cost, self.currency))
+        return parts
+
+    def label(self) -> str:
+        parts = [f"{self.number} · {self.what}", self.state]
+        if self.kind != "approval":
+            parts.append(self.use)
+        return " · ".join(parts + self.figures())
+
+
+@dataclass
+class Saved:
+    """What replaying recorded calls saved, over every run of a step that replayed some."""
+
+    calls: int = 0  # recorded calls read back instead of made again (a call replayed twice counts twice)
+    model_calls: int = 0
+    tool_runs: int = 0
+    decisions: int = 0  # approvals read back instead of asked again
+    tokens: int = 0
+    cost: float | None = None  # at the prices the user set; None where none of them is priced
+    currency: str | None = None
+    model_seconds: float = 0.0  # how long the model took to answer them when they were recorded
+
+    def add(self, other: Saved) -> None:
+        self.calls += other.calls
+        self.model_calls += other.model_calls
+        self.tool_runs += other.tool_runs
+        self.decisions += other.decisions
+        self.tokens += other.tokens
+        self.model_seconds += other.model_seconds
+        if other.cost is not None:
+            self.cost = (self.cost or 0.0) + other.cost
+            self.currency = self.currency or other.currency
+
+    def cost_text(self) -> str:
+        if self.cost is not None:
+            return f"{money(self.cost, self.currency)} at your prices"
+        return "cost: no price set (%durable prices FILE)"
+
+    def short(self) -> str:
+        """In a step's line: tokens where some were saved, else the calls."""
+        if self.tokens:
+            return f"replay saved {self.tokens:,} tokens"
+        return f"replay saved {_count(self.calls, 'call')}" if self.calls else ""
+
+    def text(self) -> str:
+        if not self.calls:
+            return "replay saved nothing yet: no run has replayed a recorded call"
+        made = [_count(n, noun) for n, noun in ((self.model_calls, "model call"), (self.tool_runs, "tool run"),
+                                                 (self.decisions, "decision")) if n]
+        return (f"replay saved {_count(self.calls, 'call')} ({', '.join(made)}): {self.tokens:,} tokens, "
+                f"{self.cost_text()}, {duration(self.model_seconds)} of model time")
 
 
 @dataclass
@@ -68,6 +185,7 @@ class StepView:
     tokens: int
     cost: float | None
     calls: list[CallView] = field(default_factory=list)
+    saved: Saved = field(default_factory=Saved)
 
     def label(self) -> str:
         mark = {"completed": "✓", "failed": "✗", "suspended": "⏸", "running": "…", "interrupted": "■"}.get(
@@ -80,7 +198,9 @@ class StepView:
         if self.tokens:
             parts.append(f"{self.tokens:,} tokens")
         if self.cost is not None:
-            parts.append(_money(self.cost, self.calls[0].currency if self.calls else None))
+            parts.append(money(self.cost, self.calls[0].currency if self.calls else None))
+        if self.saved.calls:
+            parts.append(self.saved.short())
         return " · ".join(parts)
 
 
@@ -89,22 +209,55 @@ class SessionHistory:
     session: str
     journal: str
     steps: list[StepView]
+    saved: Saved = field(default_factory=Saved)
+
+    @property
+    def calls(self) -> int:
+        return sum(len(s.calls) for s in self.steps)
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.steps)
+
+    @property
+    def cost(self) -> float | None:
+        costs = [s.cost for s in self.steps if s.cost is not None]
+        return sum(costs) if costs else None
+
+    @property
+    def currency(self) -> str | None:
+        return next((c.currency for s in self.steps for c in s.calls if c.currency), None)
 
     def totals(self) -> str:
-        calls = sum(len(s.calls) for s in self.steps)
-        tokens = sum(s.tokens for s in self.steps)
-        costs = [s.cost for s in self.steps if s.cost is not None]
-        cost = f", {_money(sum(costs), None)} where priced" if costs else ""
-        return (f"session {self.session!r}: {_count(len(self.steps), 'step')}, {_count(calls, 'call')}, "
-                f"{tokens:,} tokens{cost}")
+        cost = f", {money(self.cost, self.currency)} where priced" if self.cost is not None else ""
+        return (f"session {self.session!r}: {_count(len(self.steps), 'step')}, {_count(self.calls, 'call')}, "
+                f"{self.tokens:,} tokens{cost}")
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _money(value: float, currency: str | None) -> str:
-    return f"{value:.4f} {currency or ''}".rstrip()
+def money(value: float, currency: str | None) -> str:
+    """An amount with the digits that matter: a call often costs a fraction of a cent."""
+    if value == 0 or abs(value) >= 0.01:
+        text = f"{value:.4f}" if abs(value) < 100 else f"{value:,.2f}"
+    else:
+        text = f"{value:.2g}" if abs(value) >= 1e-4 else f"{value:.2e}"
+        text = f"{float(text):.8f}".rstrip("0")
+    return f"{text} {currency or ''}".rstrip()
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def load_history(journal: Journal, session: str) -> SessionHistory:
@@ -114,16 +267,25 @@ def load_history(journal: Journal, session: str) -> SessionHistory:
             known = ", ".join(s["session"] for s in store.sessions_overview()) or "none"
             raise StepError(f"no session {session!r} in {journal.path}; sessions: {known}")
         calls = store.session_calls(session)
+        ended = dict(store.con.execute("SELECT id, ended_at FROM calls WHERE session = ?", [session]).fetchall())
+        saved = _saved_by_step(store, session)
     views = []
     for s in steps:
         step_calls = [CallView(c["id"], c["seq"], c["kind"], c["name"], c["model"], c["status"],
                                c["attempts"] or 1, c["latency_ms"], c["prompt_tokens"], c["completion_tokens"],
                                c["cost"], c["currency"], c["run_id"] == s["last_run_id"],
-                               _use(c, s["last_run_id"], s["last_run_replayed_calls"]))
+                               _use(c, s["last_run_id"], s["last_run_replayed_calls"]), step=s["name"],
+                               started_at=c["started_at"], ended_at=ended.get(c["id"]),
+                               in_doubt=(c["status"] == "started" and c["kind"] != "approval"
+                                         and s["status"] != "running"))
                       for c in calls.get(s["name"], [])]
         views.append(StepView(s["name"], s["status"], s["runs"], s["last_run_seconds"], s["last_run_live"],
-                              s["last_run_replayed"], int(s["tokens"] or 0), s["cost"], step_calls))
-    return SessionHistory(session, str(journal.path), views)
+                              s["last_run_replayed"], int(s["tokens"] or 0), s["cost"], step_calls,
+                              saved.get(s["name"], Saved())))
+    total = Saved()
+    for step in views:
+        total.add(step.saved)
+    return SessionHistory(session, str(journal.path), views, total)
 
 
 def _use(call: dict[str, Any], last_run: int | None, replayed: set[int] | None) -> str:
@@ -134,224 +296,62 @@ def _use(call: dict[str, Any], last_run: int | None, replayed: set[int] | None) 
     return "replayed" if call["id"] in replayed else "not used by the last run"
 
 
-# -- one call, readable ---------------------------------------------------------------------------
-
-@dataclass
-class CallDetail:
-    title: str
-    conversation: list[tuple[str, str]] = field(default_factory=list)  # (role, text), oldest first
-    omitted: int = 0  # earlier messages not shown
-    sections: list[tuple[str, str]] = field(default_factory=list)  # (heading, preformatted text)
-
-
-def call_detail(journal: Journal, call_id: int) -> CallDetail:
-    with journal.open() as store:
-        call = store.call_documents(call_id)
-    if call is None:
-        raise StepError(f"no call {call_id} in {journal.path}")
-    return _detail(call)
-
-
-def all_details(journal: Journal, history: SessionHistory) -> dict[int, CallDetail]:
-    with journal.open() as store:
-        return {call.id: _detail(store.call_documents(call.id)) for step in history.steps for call in step.calls}
-
-
-def _detail(call: dict[str, Any]) -> CallDetail:
-    detail = CallDetail(f"call {call['id']}: {call['kind']} {call['name']}"
-                        + (f" [{call['model']}]" if call["model"] else "") + f" ({call['status']})")
-    meta, request, response = call["meta"], call["request"], call["response"]
-    if call["kind"] == "llm":
-        _llm_detail(detail, request, response, meta)
-    elif call["kind"] == "tool":
-        detail.sections.append(("arguments", _json(request.get("args") if isinstance(request, dict) else request)))
-        detail.sections.append(_outcome(meta, response))
-        if meta.get("idempotency_key"):
-            detail.sections.append(("idempotency key", meta["idempotency_key"]))
-    elif call["kind"] == "approval":
-        detail.sections.append(("asked", meta.get("prompt") or ""))
-        if meta.get("details") is not None:
-            detail.sections.append(("details", _json(meta["details"])))
-        detail.sections.append(("decision", _json(response) if response is not None else "pending"))
-    else:
-        detail.sections.append(_outcome(meta, response))
-    return detail
-
-
-def _llm_detail(detail: CallDetail, request: Any, response: Any, meta: dict[str, Any]) -> None:
-    body = request.get("body") if isinstance(request, dict) else None
-    if not isinstance(body, dict):
-        detail.sections.append(("request", _json(request)))
-        return
-    messages = body.get("messages", body.get("input", body.get("contents")))  # openai, anthropic; gemini
-    if isinstance(messages, str):
-        messages = [{"role": "user", "content": messages}]
-    if isinstance(messages, list) and all(isinstance(m, dict) for m in messages):
-        shown = messages[-_MAX_MESSAGES:]
-        detail.omitted = len(messages) - len(shown)
-        detail.conversation = [(_role(m), _message_text(m)) for m in shown]
-    elif messages is not None:
-        detail.sections.append(("input", _json(messages)))
-    options = {k: v for k, v in body.items() if k not in ("messages", "input", "contents", "tools")}
-    if body.get("tools"):
-        options["tools"] = [(t.get("function") or t).get("name") for t in body["tools"] if isinstance(t, dict)]
-    detail.sections.append(("request options", _json(options)))
-    reply = _reply(response, meta)
-    if reply is not None:
-        detail.conversation.append(("assistant (reply)", reply))
-    elif response is not None:
-        detail.sections.append(("response", _clip(_json(response))))
-
-
-def _role(message: dict[str, Any]) -> str:
-    role = message.get("role") or message.get("type") or "item"
-    return f"tool result ({message['tool_call_id']})" if role == "tool" and "tool_call_id" in message else role
-
-
-def _message_text(message: dict[str, Any]) -> str:
-    parts = []
-    content = message.get("content")
-    if isinstance(content, str):
-        parts.append(content)
-    elif isinstance(content, list):
-        parts += [c.get("text", "") if isinstance(c, dict) else str(c) for c in content]
-    parts += [p["text"] for p in message.get("parts") or [] if isinstance(p, dict) and "text" in p]  # gemini
-    for call in message.get("tool_calls") or []:
-        function = call.get("function", {})
-        parts.append(f"→ {function.get('name')}({function.get('arguments', '')})")
-    if message.get("type") == "function_call":
-        parts.append(f"→ {message.get('name')}({message.get('arguments', '')})")
-    if message.get("type") == "function_call_output":
-        parts.append(str(message.get("output", "")))
-    return _clip("\n".join(p for p in parts if p))
-
-
-def _reply(response: Any, meta: dict[str, Any]) -> str | None:
-    """The model's answer, from a JSON body or an assembled server-sent-event stream."""
-    if isinstance(response, (bytes, bytearray)):
-        response = _assemble_stream(bytes(response))
-    if not isinstance(response, dict):
-        return None
-    if response.get("choices"):
-        message = response["choices"][0].get("message") or {}
-        return _message_text(message)
-    if isinstance(response.get("output"), list):
-        return "\n".join(_message_text(item) for item in response["output"] if isinstance(item, dict))
-    if isinstance(response.get("data"), list):
-        return f"{len(response['data'])} embeddings"
-    return None
-
-
-def _assemble_stream(body: bytes) -> dict[str, Any] | None:
-    content: list[str] = []
-    tools: dict[int, dict[str, str]] = {}
-    for line in body.splitlines():
-        if not line.startswith(b"data:") or line.strip() == b"data: [DONE]":
+def _saved_by_step(store: Store, session: str) -> dict[str, Saved]:
+    """Every run's replayed calls (the ids each step run noted), priced and timed as when recorded."""
+    replays: Counter[int] = Counter()
+    for (raw,) in store.con.execute(
+            "SELECT replayed_calls FROM step_runs WHERE session = ? AND replayed_calls IS NOT NULL",
+            [session]).fetchall():
+        replays.update(json.loads(raw))
+    if not replays:
+        return {}
+    saved: dict[str, Saved] = {}
+    rows = store.con.execute(
+        "SELECT id, step, kind, prompt_tokens, completion_tokens, cost, currency, latency_ms FROM calls "
+        "WHERE session = ?", [session]).fetchall()
+    for call_id, step, kind, prompt, completion, cost, currency, latency_ms in rows:
+        times = replays.get(call_id, 0)
+        if not times:
             continue
-        try:
-            event = json.loads(line[5:])
-        except ValueError:
-            continue
-        if event.get("type") == "response.completed":
-            return event.get("response")
-        for choice in event.get("choices") or []:
-            delta = choice.get("delta") or {}
-            content.append(delta.get("content") or "")
-            for call in delta.get("tool_calls") or []:
-                slot = tools.setdefault(call.get("index", 0), {"name": "", "arguments": ""})
-                function = call.get("function") or {}
-                slot["name"] += function.get("name") or ""
-                slot["arguments"] += function.get("arguments") or ""
-    if not content and not tools:
-        return None
-    message = {"content": "".join(content),
-               "tool_calls": [{"function": tools[i]} for i in sorted(tools)]}
-    return {"choices": [{"message": message}]}
+        one = Saved(calls=times)
+        if kind == "llm":
+            one.model_calls = times
+            one.tokens = times * ((prompt or 0) + (completion or 0))
+            one.model_seconds = times * (latency_ms or 0) / 1000
+            if cost is not None:
+                one.cost, one.currency = times * cost, currency
+        elif kind == "tool":
+            one.tool_runs = times
+        elif kind == "approval":
+            one.decisions = times
+        saved.setdefault(step, Saved()).add(one)
+    return saved
 
 
-def _outcome(meta: dict[str, Any], response: Any) -> tuple[str, str]:
-    if meta.get("error"):
-        return "raised", f"{meta['error'].get('type')}: {meta['error'].get('message')}"
-    if response is None:
-        return "result", "none yet (started, no outcome recorded: in doubt)"
-    if meta.get("body") == "pickle" and isinstance(response, bytes):
-        try:
-            import cloudpickle
-
-            value = cloudpickle.loads(response)
-        except Exception:  # noqa: BLE001 - a class this process cannot import
-            return "result", f"(a pickled value of {len(response)} bytes)"
-        try:  # JSON where the value is JSON data, as the README promises; Python's repr for the rest
-            return "result", _clip(json.dumps(value, indent=2, ensure_ascii=False))
-        except (TypeError, ValueError):
-            return "result", _clip(repr(value))
-    return "result", _clip(_json(response))
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + f"… ({len(text) - _MAX_TEXT} more characters)"
-
-
-# -- renderings -----------------------------------------------------------------------------------
-
-_CSS = ("font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;"
-        "border-left:3px solid #888;padding-left:8px;margin:4px 0")
-
-
-def detail_html(detail: CallDetail) -> str:
-    parts = [f"<div><b>{html.escape(detail.title)}</b></div>"]
-    if detail.omitted:
-        parts.append(f"<div style='opacity:.6'>… {detail.omitted} earlier messages</div>")
-    for role, text in detail.conversation:
-        parts.append(f"<div style='{_CSS}'><div style='opacity:.7'>{html.escape(role)}</div>"
-                     f"<div style='white-space:pre-wrap'>{html.escape(text)}</div></div>")
-    for heading, text in detail.sections:
-        parts.append(f"<div><i>{html.escape(heading)}</i><pre style='margin:2px 0'>{html.escape(text)}</pre></div>")
-    return "".join(parts)
-
-
-def detail_text(detail: CallDetail) -> str:
-    lines = [detail.title]
-    if detail.omitted:
-        lines.append(f"  … {detail.omitted} earlier messages")
-    lines += [f"  [{role}] {text}" for role, text in detail.conversation]
-    lines += [f"  {heading}: {text}" for heading, text in detail.sections]
-    return "\n".join(lines)
-
-
-def history_html(history: SessionHistory, details: dict[int, CallDetail]) -> str:
-    """The whole history as nested <details>: steps, their calls, each call's request and response."""
-    parts = [f"<div class='durable-history'><b>{html.escape(history.totals())}</b>"]
-    for step in history.steps:
-        parts.append(f"<details><summary>{html.escape(step.label())}</summary><div style='margin-left:1em'>")
-        for call in step.calls:
-            inner = detail_html(details[call.id]) if call.id in details else ""
-            parts.append(f"<details><summary>{html.escape(call.label())}</summary>"
-                         f"<div style='margin-left:1em'>{inner}</div></details>")
-        parts.append("</div></details>")
-    parts.append("</div>")
-    return "".join(parts)
-
+# -- text, for terminals (`durable show`) and a notebook's text/plain fallback ----------------------
 
 def history_text(history: SessionHistory) -> str:
-    lines = [history.totals()]
+    lines = [history.totals(), history.saved.text()]
     for step in history.steps:
         lines.append(f"  {step.label()}")
-        lines += [f"      {call.label()}" for call in step.calls]
+        for call in step.calls:
+            line = f"      {call.label()}"
+            if call.in_doubt and call.kind == "tool":  # the one place a person needs the journal's id
+                line += (f" · journal id {call.id}: durable settle {shlex.quote(history.session)} {call.id} "
+                         "--value JSON | --retry")
+            lines.append(line)
     return "\n".join(lines)
 
 
 class HistoryDocument:
     """The history where widgets cannot render: HTML for notebooks and code hosts, text for terminals."""
 
-    def __init__(self, history: SessionHistory, details: dict[int, CallDetail]) -> None:
+    def __init__(self, history: SessionHistory, details: dict[int, Any]) -> None:
         self.history, self.details = history, details
 
     def _repr_html_(self) -> str:
+        from .history_html import history_html
+
         return history_html(self.history, self.details)
 
     def __repr__(self) -> str:
@@ -364,6 +364,8 @@ presenters: dict[str, Any] = {}
 
 def history_view(journal: Journal, session: str) -> Any:
     """`%durable history`: the widget where ipywidgets is installed, else the HTML/text document."""
+    from .history_detail import all_details
+
     history = load_history(journal, session)
     show = presenters.get("history")
     if show is not None:

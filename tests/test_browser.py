@@ -1,12 +1,16 @@
-"""The approval flow in a real browser: JupyterLab (from PyPI) serves notebooks/approval_demo.ipynb,
-headless Chromium (Debian's package) driven by Playwright runs it, types a comment into the approval
-widget and clicks Approve; the cell goes on, and the journal holds the decision.
+"""The approval flow and the history in a real browser: JupyterLab (from PyPI) serves
+notebooks/approval_demo.ipynb against the scripted stand-in model, headless Chromium (Debian's package)
+driven by Playwright runs it, types a comment into the approval widget and clicks Approve; the cell goes
+on, and the journal holds the decision. Run All again replays every call, and the history widget shows
+it: a legend, the calls on their steps' timelines, what replay saved, and a selected call's request and
+response under the same number as its bar.
 
 Needs /usr/bin/chromium (`apt-get install -y chromium`) and the `browser` extra (also in `test`):
 without them this test fails, it never skips, because CI installs both. Screenshots land in
-test-artifacts/ under the repository root (git-ignored): approval-pending.png before the click,
-approval.png after it, history.png of the history widget (the notebook's last cell) with the approval
-selected, failure-*.png when a stage times out.
+test-artifacts/ under the repository root (git-ignored): approval-pending.png of the waiting widget,
+approval.png of the decided one, step-summary.png of a step's summary under the cell's output,
+history.png of the history timeline (the notebook's last cell) with a call selected after the replay,
+failure-*.png when a stage times out.
 """
 
 from __future__ import annotations
@@ -73,8 +77,8 @@ def _free_port() -> int:
 class Lab:
     """A JupyterLab server in a subprocess, isolated from the user's Jupyter and IPython settings."""
 
-    def __init__(self, root: Path, home: Path, journal: Path) -> None:
-        self.root, self.home, self.journal = root, home, journal
+    def __init__(self, root: Path, home: Path, journal: Path, model_url: str) -> None:
+        self.root, self.home, self.journal, self.model_url = root, home, journal, model_url
         self.port = _free_port()
         self.token = os.urandom(16).hex()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -97,6 +101,7 @@ class Lab:
         (settings / "notification.jupyterlab-settings").write_text(
             json.dumps({"fetchNews": "false", "checkForUpdates": False}))
         env["DURABLE_JOURNAL"] = str(self.journal)
+        env.update(OPENAI_BASE_URL=self.model_url, OPENAI_API_KEY="unused")  # the scripted stand-in model
         env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"  # quiets debugpy's warning in the kernel's log
         return env
 
@@ -160,12 +165,12 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+def lab(tmp_path: Path, model_server: Any) -> Iterator[Lab]:
     _require_browser_tools()
     root = tmp_path / "notebooks"
     root.mkdir()
     shutil.copy(NOTEBOOKS / NOTEBOOK, root / NOTEBOOK)
-    server = Lab(root, tmp_path / "jupyter-home", tmp_path / "journal.duckdb")
+    server = Lab(root, tmp_path / "jupyter-home", tmp_path / "journal.duckdb", model_server.base_url)
     try:
         started = time.monotonic()
         server.start()
@@ -215,11 +220,24 @@ def _wait_until(page: Any, check: Callable[[], bool], timeout_ms: int, what: str
     raise AssertionError(f"timed out after {timeout_ms / 1000:.0f} s waiting for {what}")
 
 
-def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab: Lab):
+def _run_all(page: Any) -> None:
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+
+
+def _cell_done(cell: Any) -> None:
+    """A cell has finished once its prompt shows an execution count instead of [*]."""
+    from playwright.sync_api import expect
+
+    expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=60_000)
+
+
+def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab: Lab, model_server: Any):
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
-    for stale in [*ARTIFACTS.glob("approval*.png"), *ARTIFACTS.glob("history.png"), *ARTIFACTS.glob("failure-*.png")]:
+    for stale in [*ARTIFACTS.glob("approval*.png"), *ARTIFACTS.glob("history.png"), *ARTIFACTS.glob("step-summary.png"),
+                  *ARTIFACTS.glob("failure-*.png")]:
         stale.unlink()
     echoed: list[bool] = []  # the kernel echoed the whole comment back: it has it before the click
 
@@ -241,6 +259,8 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
             ui = Stages(page, lab)
             notebook = page.locator(".jp-NotebookPanel")
             outputs = notebook.locator(".jp-OutputArea-output")
+            assess = notebook.locator(".jp-CodeCell").filter(has_text="%%durable assess")
+            refund = notebook.locator(".jp-CodeCell").filter(has_text="%%durable refund")
 
             with ui.stage("open the notebook"):
                 page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}", wait_until="domcontentloaded",
@@ -252,8 +272,7 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
                 expect(page.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
                     "data-status", "idle", timeout=KERNEL_TIMEOUT)
             with ui.stage("run all cells"):
-                page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-                page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+                _run_all(page)
             # Found by its prompt: its header says "Approval needed" only until it is decided.
             widget = outputs.locator(".widget-vbox").filter(has_text="Refund 120 EUR to Ana?")
             approve = widget.get_by_role("button", name="Approve")
@@ -267,6 +286,8 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
                 expect(widget).to_contain_text("damaged parcel")
                 amount = widget.locator("b", has_text=re.compile(r"^120$"))
                 expect(amount).to_have_css("color", "rgb(180, 83, 9)")  # the amount stands out
+                # While it waits, the step's line says for whom.
+                expect(refund).to_contain_text("waiting for a person to decide approval 'refund-ana'")
             with ui.stage("type a comment"):
                 comment = widget.get_by_placeholder("comment (optional)")
                 comment.click()
@@ -279,8 +300,7 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
                 _wait_until(page, lambda: bool(echoed), 60_000,
                             f"the kernel to echo the whole comment {COMMENT!r} (the browser's widget manager "
                             "sends an update only after the kernel's idle status for the previous one)")
-                widget.scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "approval-pending.png"))
+                refund.screenshot(path=str(ARTIFACTS / "approval-pending.png"))
             with ui.stage("approve and the cell goes on"):
                 approve.click()
                 expect(outputs.filter(has_text="refund approved: True")).to_have_count(1, timeout=60_000)
@@ -289,34 +309,71 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
                 expect(widget).to_contain_text(COMMENT)
                 for control in (approve, reject, comment):
                     expect(control).to_be_disabled()
-                # The cell has finished once its prompt shows an execution count instead of [*].
-                expect(notebook.locator(".jp-CodeCell").last.locator(".jp-InputPrompt")).to_have_text(
-                    re.compile(r"^\[\d+\]:$"), timeout=60_000)
-                widget.scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "approval.png"))
+                _cell_done(notebook.locator(".jp-CodeCell").last)
+                refund.screenshot(path=str(ARTIFACTS / "approval.png"))
             printed = outputs.filter(has_text="refund approved:").inner_text()
-            history = outputs.locator(".widget-vbox").filter(has_text="session 'approval_demo': 1 step,")
-            with ui.stage("the history widget renders and shows a selected call"):
+            with ui.stage("each step's summary comes after the cell's own output"):
+                for cell, step, own in ((assess, "assess", "model: [scripted]"), (refund, "refund", "refund approved")):
+                    texts = cell.locator(".jp-OutputArea-output").all_inner_texts()
+                    where = [i for i, t in enumerate(texts) if f"durable step '{step}'" in t]
+                    assert where == [len(texts) - 1], texts  # one summary, the last output
+                    assert any(own in t for t in texts[:-1]), texts
+                summary = assess.locator(".jp-OutputArea-output").last.locator("div", has_text="durable step").last
+                stream = assess.locator(".jp-OutputArea-output", has_text="model:").locator("pre")
+                # Readable: the summary's text has the colour of the cell's own text, not a grey on grey.
+                expect(summary).to_have_css("color", stream.evaluate("e => getComputedStyle(e).color"))
+                expect(summary).to_have_css("opacity", "1")
+                assess.scroll_into_view_if_needed()
+                assess.screenshot(path=str(ARTIFACTS / "step-summary.png"))
+            with ui.stage("run all again: every call replays"):
+                _run_all(page)
+                expect(assess.locator(".jp-OutputArea-output").last).to_contain_text(
+                    "↻ durable step 'assess': 2 replayed from the journal", timeout=60_000)
+                _cell_done(notebook.locator(".jp-CodeCell").last)
+            history = outputs.locator(".dk-history")
+            with ui.stage("the history shows the timeline, its legend and what replay saved"):
                 expect(history).to_be_visible(timeout=60_000)
-                history.locator(".lm-AccordionPanel-title, .p-Accordion-title, .jupyter-widget-Collapse-header",
-                                has_text="refund").first.click()
-                calls = history.locator("select")
-                expect(calls).to_be_visible()
-                expect(calls.locator("option")).to_have_text([re.compile(r"^1\.\s+approval\s+refund-ana")])
-                calls.select_option(index=0)
-                expect(history).to_contain_text("Refund 120 EUR to Ana?")
-                expect(history).to_contain_text(COMMENT)  # the recorded decision, read back from the journal
-                history.scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "history.png"))
+                expect(history).to_contain_text("session 'approval_demo': 2 steps, 3 calls")
+                legend = history.locator(".dk-legend")
+                for shade in ("live", "replayed", "waiting for a person", "failed / in doubt", "earlier record"):
+                    expect(legend).to_contain_text(shade)
+                saved = history.locator(".dk-saved")
+                expect(saved).to_contain_text("replay saved")
+                expect(saved).to_contain_text("of model time")
+                saved_tokens = int(re.search(r"([\d,]+) tokens", saved.inner_text()).group(1).replace(",", ""))
+                assert saved_tokens > 0
+                bars = history.locator("button.dk-bar")
+                expect(bars).to_have_count(3)
+                expect(history.locator("button.dk-bar.dk-replayed")).to_have_count(2)  # assess's tool and model call
+                expect(history.locator("button.dk-bar.dk-person")).to_have_count(1)  # the approval
+            with ui.stage("a selected call shows its request and response under its bar's number"):
+                row = history.locator(".dk-call").filter(has=page.locator("button.dk-label", has_text="· llm "))
+                row.locator("button.dk-bar").click()
+                selected = history.locator("button.dk-bar.dk-selected")
+                expect(selected).to_have_count(1)
+                number = selected.inner_text().strip()
+                head = history.locator(".dk-detail-head")
+                expect(head).to_contain_text(f"step assess · call {number}")
+                expect(history.locator("button.dk-label.dk-selected")).to_have_text(
+                    re.compile(rf"^call {number} · llm chat.completions"))
+                detail = history.locator(".dk-detail")
+                expect(detail).to_contain_text("Should we refund this order?")
+                expect(detail.locator(".dk-bubble")).to_have_count(3)  # system, user, the model's reply
+                expect(detail).to_contain_text("assistant · reply")
+                history.screenshot(path=str(ARTIFACTS / "history.png"))
         finally:
             browser.close()
 
     # The step has ended, so the kernel has released the journal file (the server is still running).
     with Journal(lab.journal).open() as store:
         approvals = store.approvals()
+        (tokens,) = store.con.execute("SELECT sum(prompt_tokens + completion_tokens) FROM calls "
+                                      "WHERE kind = 'llm'").fetchone()
     assert len(approvals) == 1, approvals
     (approval,) = approvals
     assert (approval["session"], approval["step"], approval["key"]) == (SESSION, "refund", "refund-ana")
     decision = approval["decision"]
     assert decision["approved"] is True and decision["comment"] == COMMENT, decision
     assert f"refund approved: True by {decision['by']}" in printed
+    assert saved_tokens == tokens  # one replay of the one model call
+    assert model_server.stats()["requests"] == 1  # the second Run All sent nothing

@@ -45,8 +45,10 @@ def test_ls_and_show_read_a_recorded_session(tmp_path, kernel_env, model_server)
     shown = _durable("show", "trip", env=kernel_env, cwd=tmp_path)
     assert shown.returncode == 0
     assert "✓ research · completed · 4 calls" in shown.stdout and "✓ summary · completed · 1 call ·" in shown.stdout
-    assert "1. llm chat.completions [m] · completed · live" in shown.stdout
-    assert "2. tool lookup · completed · live" in shown.stdout
+    # Each call by its place in its step, the number the notebook's history and the runtime's messages use.
+    assert "call 1 · llm chat.completions [m] · completed · live" in shown.stdout
+    assert "call 2 · tool lookup · completed · live" in shown.stdout
+    assert "replay saved nothing yet" in shown.stdout
     detail = json.loads(_durable("show", "trip", "--json", env=kernel_env, cwd=tmp_path).stdout)
     research = detail["steps"][0]
     assert research["name"] == "research" and [c["kind"] for c in research["calls"]] == ["llm", "tool"] * 2

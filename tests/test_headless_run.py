@@ -259,7 +259,7 @@ def test_a_suspended_run_names_the_pending_approval_and_the_command_that_decides
     assert not re.search(r"^\[\d+/\d+\]", shown, re.M), "a line per cell instead of a bar redrawn in place"
 
     assert "suspended (waiting for a decision) after " in stdout
-    assert "session shop 42: 0 steps completed; 1 suspended (refund)" in stdout
+    assert "session shop 42: 1 step completed; 1 suspended (refund)" in stdout
     assert "pending approval refund-ana (step refund): Refund 120 EUR to Ana?" in stdout
     decide = re.search(r"decide: (durable approve .*?) \[--reject\] \[--comment TEXT\]; then run again", stdout)
     assert decide is not None, stdout
@@ -279,8 +279,8 @@ def test_a_suspended_run_names_the_pending_approval_and_the_command_that_decides
 
     resumed = _durable(command, env, tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "session shop 42: 1 step completed, 1 of them replayed entirely" in resumed.stdout
-    assert "calls: 1 replayed, 0 live" in resumed.stdout
+    assert "session shop 42: 2 steps completed, 2 of them replayed entirely" in resumed.stdout
+    assert "calls: 3 replayed, 0 live" in resumed.stdout  # the tool, the model call and the decision
     assert "pending approval" not in resumed.stdout
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import re
 import threading
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -97,6 +98,16 @@ class ApprovalView(w.VBox):
                          layout=w.Layout(border="1px solid #d4d4d8", padding="8px", width="auto"))
         if decision is not None:
             self.show_decision(decision)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is None or not self.approve_button.disabled:
+            return bundle  # a pending approval changes: a snapshot of it would go stale in a saved notebook
+        # Decided, it never changes again: a notebook on a code host shows it as it stands, not as a repr.
+        bundle["text/html"] = (f"<div style='border:1px solid #d4d4d8;padding:8px'><div>{self.prompt_html.value}"
+                               f"</div>{self.details_html.value}<div>{self.status.value}</div></div>")
+        bundle["text/plain"] = html.unescape(re.sub(r"<[^>]+>", "", f"{self.prompt_html.value}\n{self.status.value}"))
+        return bundle
 
     def _header(self, state: str) -> str:
         return (f"<b>{state}:</b> {html.escape(self.prompt)} "
