@@ -71,11 +71,14 @@ class Ledger:
         return [int(line) for line in self.path.read_text().split()] if self.path.exists() else []
 
 
-def spawn(workload: str, *args: Any, cwd: Path, expect_kill: bool = False, timeout: float = 900) -> dict[str, Any]:
-    """Run `python -m bench.<workload> ARGS` in `cwd` and return its result, with `spawned_at` (our clock)."""
+def spawn(workload: str, *args: Any, cwd: Path, expect_kill: bool = False, timeout: float = 900,
+          env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `python -m bench.<workload> ARGS` in `cwd` (with `env` added to ours) and return its result, with
+    `spawned_at` (our clock)."""
     import subprocess
 
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, **(env or {}),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     command = [sys.executable, "-m", f"bench.{workload}", *map(str, args)]
     spawned_at = clock()
     proc = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -40,7 +40,9 @@ def words(scale: Scale) -> dict[str, str]:
     return {k: f"{v:,}" for k, v in {
         "tool_calls": scale.tool_calls, "llm_calls": scale.llm_calls, "warmup": scale.warmup,
         "steps": scale.steps, "steps_done": scale.steps - 1, "replay_calls": scale.replay_calls,
-        "short": short, "long": long, "chars": 500, "runs": scale.runs}.items()}
+        "short": short, "long": long, "chars": 500, "runs": scale.runs,
+        "kernel_calls": scale.kernel_calls, "ls_calls": scale.ls_calls, "ls_half": scale.ls_calls // 2,
+        "ls_next": scale.ls_calls // 2 + 1}.items()}
 
 
 def shown(unit: str) -> str:
@@ -100,7 +102,7 @@ def render(rows: list[Row], details: list[tuple[str, str, str]], results: Result
         f"Produced by `{command}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC in {elapsed / 60:.1f} "
         f"minutes{waited}. "
         f"Every number is the median of {scale.runs} run{'s' if scale.runs != 1 else ''}; each run of each "
-        "system is a fresh process (a fresh kernel for `%load_ext`) in a fresh temporary folder. Ratios are "
+        "system is a fresh process (fresh kernels for the notebook rows) in a fresh temporary folder. Ratios are "
         "durable-kernel's median divided by the peer's (below 1: durable-kernel is faster or smaller). Targets "
         "are those of the design and are judged on durable-kernel's medians.",
         "",

@@ -18,13 +18,15 @@ class Scale:
     steps: int = 1000
     turns: tuple[int, int] = (200, 1000)
     replay_calls: int = 1000
+    kernel_calls: int = 20  # per kernel, in workload 6
+    ls_calls: int = 40  # the running cell's, in workload 7
     runs: int = 3
     quick: bool = False
 
     @classmethod
     def quick_run(cls) -> Scale:
-        return cls(tool_calls=100, llm_calls=30, warmup=5, steps=100, turns=(20, 60), replay_calls=100, runs=1,
-                   quick=True)
+        return cls(tool_calls=100, llm_calls=30, warmup=5, steps=100, turns=(20, 60), replay_calls=100,
+                   kernel_calls=6, ls_calls=16, runs=1, quick=True)
 
 
 @dataclass

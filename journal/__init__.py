@@ -8,6 +8,7 @@ from ._recover import RecoverUsageError, Recovery, recover
 from ._schema import LATEST as SCHEMA_VERSION
 from ._store import Holder, Journal, RecordedCall, StepRun, Store, default_path
 from ._time import now
+from ._writer import StepWriter
 from .errors import JournalBusyError, JournalDamagedError, JournalError, SchemaTooNewError, SessionHeldError
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "SessionHeldError",
     "Split",
     "StepRun",
+    "StepWriter",
     "Store",
     "canonical_json",
     "default_path",

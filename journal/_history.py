@@ -240,12 +240,16 @@ class History:
                    FROM step_runs r JOIN run_map m ON m.old = r.id""",
                 [new],
             )
+            (count,) = self.con.execute(
+                "SELECT count(*) FROM call_records c JOIN run_map m ON m.old = (c.doc->>'run_id')::BIGINT"
+            ).fetchone()
+            first = self.reserve_call_ids(count)[0] if count else 0
             self.con.execute(
                 """INSERT INTO call_records
-                   SELECT nextval('call_ids'), ?, c.step, c.epoch,
+                   SELECT ? - 1 + row_number() OVER (ORDER BY c.id), ?, c.step, c.epoch,
                           json_merge_patch(c.doc, json_object('run_id', m.new))::VARCHAR
-                   FROM call_records c JOIN run_map m ON m.old = (c.doc->>'run_id')::BIGINT ORDER BY c.id""",
-                [new],
+                   FROM call_records c JOIN run_map m ON m.old = (c.doc->>'run_id')::BIGINT""",
+                [first, new],
             )
             self.con.execute(
                 """INSERT INTO cells SELECT ?, kernel, position, kind, step, source, ran_at FROM cells

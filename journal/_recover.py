@@ -9,12 +9,14 @@ lost are then made safe to replay (`_repair`). Nothing here imports IPython.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._damage import damage_reason
+from ._log import logs_dir, logs_in
 from ._repair import repair
 from ._schema import LATEST, migrate
 from ._store import _BLOCK_SIZE, _LOCK_HOLDER, Journal
@@ -122,6 +124,7 @@ def _recover(source: Path, target: Path) -> Recovery:
         con.execute("DETACH damaged")
     finally:
         con.close()
+    _bring_logs(source, target)
     with Journal(target).open() as store, store.transaction():
         repair(store, report.note, calls_lost_unowned=report.calls_unowned)
     return report
@@ -229,6 +232,18 @@ def _owners_of_lost(con: Any, copy: TableCopy, report: Recovery) -> None:
             report.note(session, step, f"{n:,} {what}{'s' if what.endswith('record') else ''} lost")
 
 
+def _bring_logs(source: Path, target: Path) -> None:
+    """The append logs of the damaged journal go along: what they hold and it did not absorb is absorbed now.
+
+    Their absorbed positions were copied with the rows, so nothing is taken in twice.
+    """
+    logs = list(logs_in(logs_dir(source)))
+    if logs:
+        logs_dir(target).mkdir(parents=True, exist_ok=True)
+        for log in logs:
+            shutil.copy2(log, logs_dir(target) / log.name)
+
+
 def _continue_sequences(con: Any) -> None:
     """New ids start after every id the damaged journal ever gave out, also those of lost rows."""
     rows = con.execute("SELECT sequence_name, coalesce(last_value, 0) FROM duckdb_sequences() "
@@ -238,6 +253,13 @@ def _continue_sequences(con: Any) -> None:
     for name, last in rows:
         if name in mine:
             con.execute(f'CREATE OR REPLACE SEQUENCE "{name}" START {int(last) + 1}')
+    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                   "AND table_name = 'journal_state'").fetchone()[0]:
+        # Call ids reserved in blocks: past every copied call, also if the counter's own row was lost.
+        top = "(SELECT coalesce(max(id), 0) + 1 FROM call_records)"
+        con.execute(f"UPDATE journal_state SET value = greatest(value, {top}) WHERE name = 'next call id'")
+        con.execute(f"INSERT INTO journal_state SELECT 'next call id', {top} "
+                    "WHERE NOT EXISTS (SELECT 1 FROM journal_state WHERE name = 'next call id')")
 
 
 def _joined(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -222,6 +222,21 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        6,
+        "call ids reserved in blocks; how far each process's append log is absorbed",
+        [
+            # One small table for both (every non-empty DuckDB table costs a block of its own):
+            # 'next call id' -> the next id to reserve; 'log FILE' -> bytes of FILE absorbed.
+            "CREATE TABLE journal_state (name VARCHAR NOT NULL, value BIGINT NOT NULL)",
+            # Past every id the sequence handed out: rows of an older release keep theirs.
+            "INSERT INTO journal_state SELECT 'next call id', greatest(coalesce((SELECT max(id) FROM call_records), "
+            "0) + 1, nextval('call_ids'))",
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 from . import _blobs
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._history import History
+from ._log import LogWriter, sync_mode
 from ._schema import migrate
-from ._time import now
+from ._time import now, stamp
 from .errors import JournalBusyError, JournalDamagedError, JournalError, SessionHeldError
 
 # Small blocks: DuckDB's default 256 KB blocks make even a tiny journal a megabyte.
@@ -76,11 +77,8 @@ class Holder:
         return f"{self.label} (pid {self.pid} on {self.host})"
 
 
-_INLINE_LIMIT = 4096  # characters of encoded blobs a tool call keeps in its own row
+_FIRST_IDS = 64  # call ids reserved when a step begins; a longer step reserves more as it goes
 
-
-def _stamp(moment: datetime) -> str:
-    return moment.isoformat(sep=" ")
 
 
 def _process_start(pid: int) -> str:
@@ -117,6 +115,7 @@ class StepRun:
     step: str
     epoch: int
     run_id: int
+    call_ids: list[int] = field(default_factory=list)  # reserved for the calls this run journals
     recorded: list[RecordedCall] = field(default_factory=list)
     blobs: dict[str, bytes] = field(default_factory=dict)  # items of recorded responses, preloaded
 
@@ -129,14 +128,22 @@ class Journal:
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, wait: float = 10.0,
-                 create: bool = True) -> None:
+                 create: bool = True, sync: str | None = None) -> None:
         self.path = Path(path) if path is not None else default_path()
         self.wait = wait
         self.create = create
+        self.sync = sync_mode(sync)
+        self._writer: LogWriter | None = None
         self._known: set[str] = set()  # blob hashes known to be stored; blobs are never deleted
         self._identity: tuple[int, int] | None = None
         # The file as this process last left it after reading it whole: unchanged, it needs no probe.
         self._verified: tuple[int, ...] | None = None
+
+    def writer(self) -> LogWriter:
+        """This process's append log for the journal (one per Journal object)."""
+        if self._writer is None:
+            self._writer = LogWriter(self.path, sync=self.sync, process_start=_process_start(os.getpid()))
+        return self._writer
 
     def connect(self) -> Store:
         """An open store the caller closes (`Store.close`); `open()` is the usual way."""
@@ -211,6 +218,12 @@ class Journal:
         if identity != self._identity:
             self._known.clear()  # a different file now lives at this path
             self._identity = identity
+        try:
+            # What running and dead processes appended is part of the journal for whoever opens it.
+            Store(self, guarded).absorb()
+        except BaseException:
+            con.close()
+            raise
         return guarded
 
     def _probe(self, con: duckdb.DuckDBPyConnection) -> None:
@@ -232,12 +245,18 @@ class Journal:
 
     def _close(self, con: GuardedConnection, *, checkpoint: bool) -> None:
         """Close, merging the WAL into the file (a reopen after SIGKILL then has little to replay)."""
+        import duckdb
+
+        merged = False
         try:
             if checkpoint and not con.damaged:
                 con.execute("CHECKPOINT")
+                merged = True
+        except duckdb.TransactionException:
+            pass  # another connection of this process is writing: its close merges the WAL
         finally:
             con.close()
-        if checkpoint and not con.damaged:
+        if merged:
             self._verified = self._signature()
 
 
@@ -446,45 +465,46 @@ class Store(History):
                 "VALUES (nextval('run_ids'), ?, ?, ?, ?, 'running') RETURNING id",
                 [session, step, epoch, now()],
             ).fetchone()
+            ids = self.reserve_call_ids(_FIRST_IDS)
         self.con.execute("UPDATE session_records SET updated_at = ? WHERE name = ?", [now(), session])
         recorded = self._recorded(session, step, epoch)
-        return StepRun(session, step, epoch, run_id, recorded, self._items_of(recorded))
+        return StepRun(session, step, epoch, run_id, ids, recorded, self._items_of(recorded))
 
-    def end_step(
-        self,
-        run: StepRun,
-        status: str,
-        *,
-        live: int,
-        replayed: int,
-        outputs: list[dict[str, Any]] | None = None,
-        error: str | None = None,
-        variables: dict[str, bytes] | None = None,
-        replayed_calls: list[int] | None = None,
-    ) -> None:
-        """Close a step run; `variables` maps names to pickled values (stored once per content).
+    def apply_end(self, end: dict[str, Any]) -> None:
+        """Close a step run as its log's `end` record says (see `_writer.StepWriter.end_step`)."""
+        replayed = end.get("replayed_calls")
+        self.con.execute(
+            "UPDATE step_runs SET ended_at = ?, status = ?, calls_live = ?, calls_replayed = ?, "
+            "outputs = ?, error = ?, variables = ?, replayed_calls = ? WHERE id = ?",
+            [end["ended_at"], end["status"], end["live"], end["replayed"], end["outputs"], end["error"],
+             end["variables"], json.dumps(replayed) if replayed is not None else None, end["run_id"]],
+        )
+        self.con.execute(
+            "UPDATE step_records SET status = ?, updated_at = ? WHERE session = ? AND name = ? AND epoch = ?",
+            [end["status"], end["ended_at"], end["session"], end["step"], end["epoch"]],
+        )
 
-        `replayed_calls` are the ids of the recorded calls the run replayed: a recorded call that
-        neither this run made nor replayed was superseded (an edit changed its request).
-        """
-        with self.transaction():
-            outputs_key = self.put_bytes(_blobs.canonical_json(outputs)) if outputs is not None else None
-            variables_key = None
-            if variables is not None:
-                split = _blobs.Split()
-                names = {name: split.add(data) for name, data in variables.items()}
-                variables_key = split.add(_blobs.canonical_json(names))
-                self.put(split)
-            self.con.execute(
-                "UPDATE step_runs SET ended_at = ?, status = ?, calls_live = ?, calls_replayed = ?, "
-                "outputs = ?, error = ?, variables = ?, replayed_calls = ? WHERE id = ?",
-                [now(), status, live, replayed, outputs_key, error, variables_key,
-                 json.dumps(replayed_calls) if replayed_calls is not None else None, run.run_id],
-            )
-            self.con.execute(
-                "UPDATE step_records SET status = ?, updated_at = ? WHERE session = ? AND name = ? AND epoch = ?",
-                [status, now(), run.session, run.step, run.epoch],
-            )
+    def reserve_call_ids(self, count: int) -> list[int]:
+        """`count` call ids no other writer will use: a running step hands them out without DuckDB."""
+        (last,) = self.con.execute(
+            "UPDATE journal_state SET value = value + ? WHERE name = 'next call id' RETURNING value", [count]
+        ).fetchone()
+        return list(range(last - count, last))
+
+    def absorbed_position(self, log: Path) -> int:
+        row = self.con.execute("SELECT value FROM journal_state WHERE name = ?", [f"log {log.name}"]).fetchone()
+        return row[0] if row else 0
+
+    def forget_log(self, log: Path) -> None:
+        """A retired log, deleted once wholly absorbed: its position is no longer needed."""
+        log.unlink(missing_ok=True)
+        self.con.execute("DELETE FROM journal_state WHERE name = ?", [f"log {log.name}"])
+
+    def absorb(self, logs: list[Path] | None = None) -> int:
+        """Take the append logs in (`logs`, default all of them); see `_absorb`."""
+        from ._absorb import absorb
+
+        return absorb(self, logs)
 
     def _recorded(self, session: str, step: str, epoch: int) -> list[RecordedCall]:
         rows = self.con.execute(
@@ -528,82 +548,6 @@ class Store(History):
 
     # -- calls ---------------------------------------------------------------------------
 
-    def record_call(
-        self,
-        run: StepRun,
-        *,
-        seq: int,
-        fingerprint: str,
-        ordinal: int,
-        kind: str,
-        name: str,
-        request: _blobs.Split | None,
-        response: _blobs.Split | None,
-        response_key: str | None,
-        meta: dict[str, Any],
-        started_at: datetime,
-        status: str = "completed",
-        model: str | None = None,
-        usage: tuple[int | None, int | None] = (None, None),
-        attempts: int = 1,
-    ) -> int:
-        """Journal a finished call: its blobs, then its row.
-
-        Two statements, each atomic, and no wrapping transaction: statements are what a
-        journaled call pays for. A kill between them leaves unreferenced blobs, which are
-        content-addressed and harmless; the call itself counts as not journaled.
-        """
-        splits = [split for split in (request, response) if split is not None]
-        inline = self._inline(splits) if kind != "llm" else None
-        if inline is None:
-            self.put(*splits, verify=False)
-        return self._insert_call(run, splits, {
-            "seq": seq, "fingerprint": fingerprint, "ordinal": ordinal, "kind": kind, "name": name,
-            "model": model, "status": status, "request": fingerprint if request is not None else None,
-            "response": response_key, "meta": meta, "prompt_tokens": usage[0], "completion_tokens": usage[1],
-            "attempts": attempts, "started_at": _stamp(started_at), "ended_at": _stamp(now()),
-        }, inline)
-
-    def _insert_call(self, run: StepRun, splits: list[_blobs.Split], doc: dict[str, Any],
-                     inline: dict[str, Any] | None = None) -> int:
-        if inline:
-            doc["blobs"] = inline
-        (call_id,) = self.con.execute(
-            "INSERT INTO call_records VALUES (nextval('call_ids'), ?, ?, ?, ?) RETURNING id",
-            [run.session, run.step, run.epoch, json.dumps({"run_id": run.run_id, **doc})],
-        ).fetchone()
-        self._stored_inline(splits, inline)
-        return call_id
-
-    def _stored_inline(self, splits: list[_blobs.Split], inline: dict[str, Any] | None) -> None:
-        # Known only once the row that holds them is written (put() does the same for `blobs`).
-        if inline is not None:
-            for split in splits:
-                self.mark_known(split)
-            if self._unsure is not None:
-                self._unsure.update(inline)
-
-    def _inline(self, splits: list[_blobs.Split]) -> dict[str, Any] | None:
-        """The new blobs of a tool or value call, if they are small enough to ride in its row.
-
-        A statement is what a journaled call pays for, so a small tool call's arguments and result
-        go into its own row instead of a second insert into `blobs`. Conversations (chains) never
-        do: their messages must be found by hash when later requests send them again.
-        """
-        inline: dict[str, Any] = {}
-        size = 0
-        for split in splits:
-            if split.chains:
-                return None
-            for key, data in split.blobs.items():
-                if key in self._known or key in inline:
-                    continue
-                inline[key] = entry = _blobs.pack_inline(data)
-                size += len(entry[1])
-                if size > _INLINE_LIMIT:
-                    return None
-        return inline
-
     def note_call(self, call_id: int, meta: dict[str, Any]) -> None:
         """Merge `meta` into a call's record without touching its status (say, why it is in doubt)."""
         self._patch_call(call_id, {"meta": meta})
@@ -612,39 +556,6 @@ class Store(History):
         # A JSON merge patch: keys set to None are removed, nested objects (meta) are merged.
         self.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ?",
                          [json.dumps(patch), call_id])
-
-    def start_call(
-        self, run: StepRun, *, seq: int, fingerprint: str, ordinal: int, kind: str, name: str,
-        request: _blobs.Split, meta: dict[str, Any],
-    ) -> int:
-        """Journal that a call is about to run (a tool: its effect may happen before its result)."""
-        inline = self._inline([request])
-        if inline is None:
-            self.put(request, verify=False)
-        return self._insert_call(run, [request], {
-            "seq": seq, "fingerprint": fingerprint, "ordinal": ordinal, "kind": kind, "name": name,
-            "status": "started", "request": fingerprint, "meta": meta, "attempts": 0, "started_at": _stamp(now()),
-        }, inline)
-
-    def finish_call(
-        self, call_id: int, *, status: str, response: _blobs.Split | None, response_key: str | None,
-        meta: dict[str, Any], attempts: int,
-    ) -> None:
-        """Journal the outcome of a started call: `completed` with its result, or `failed` with its error.
-
-        `meta` is merged into the start's meta.
-        """
-        patch = {"status": status, "response": response_key, "meta": meta, "attempts": attempts,
-                 "ended_at": _stamp(now())}
-        inline = None
-        if response is not None:
-            inline = self._inline([response])
-            if inline is None:
-                self.put(response, verify=False)
-            elif inline:
-                patch["blobs"] = inline
-        self._patch_call(call_id, patch)
-        self._stored_inline([response] if response is not None else [], inline)
 
     def call(self, call_id: int) -> dict[str, Any] | None:
         row = self.con.execute(
@@ -663,10 +574,10 @@ class Store(History):
         if (value is None) == (not retry):
             raise ValueError("settle a call with either a value or retry=True")
         if retry:
-            self._patch_call(call_id, {"status": "abandoned", "ended_at": _stamp(now())})
+            self._patch_call(call_id, {"status": "abandoned", "ended_at": stamp(now())})
             return
         key = self.put_bytes(value)
-        self._patch_call(call_id, {"status": "completed", "response": key, "ended_at": _stamp(now()),
+        self._patch_call(call_id, {"status": "completed", "response": key, "ended_at": stamp(now()),
                                    "meta": {"settled": True, "body": "pickle"}})
 
     def latest_variables(self, session: str) -> dict[str, tuple[str, bytes]]:
@@ -718,15 +629,6 @@ class Store(History):
             key = self.put_bytes(_blobs.canonical_json(decision))
             # The gist of the decision also goes into meta, where the `approvals` view can read it.
             gist = {k: decision.get(k) for k in ("approved", "by", "comment", "timed_out")}
-            self._patch_call(call_id, {"status": "completed", "response": key, "ended_at": _stamp(now()),
+            self._patch_call(call_id, {"status": "completed", "response": key, "ended_at": stamp(now()),
                                        "attempts": 1, "meta": {"body": "decision", "decision": gist}})
         return True
-
-    @contextmanager
-    def released(self) -> Iterator[None]:
-        """Close the file for a while (a long wait), so other processes can use the journal meanwhile."""
-        self.journal._close(self.con, checkpoint=True)
-        try:
-            yield
-        finally:
-            self.con = self.journal._connect()

@@ -163,14 +163,15 @@ class PendingApproval:
                                           timed_out=True))
 
     def _record(self, decision: Decision) -> Decision:
-        with self.journal.open() as store:
+        with self.active.session.journal_store() as store:  # this process's one connection
             store.decide(self.call_id, decision.to_json())
             recorded = _decision_of(store, self.call_id)  # the first decision wins
         self._clicked = recorded if recorded is not None else decision
         return self._clicked.copy()  # shown by the widget: showing it is not the code reading it
 
     def recorded(self) -> Decision | None:
-        with self.journal.open() as store:
+        # Asked every POLL_SECONDS while a person decides: the file is let go at once after each look.
+        with self.active.session.journal_store(linger=False) as store:
             return _decision_of(store, self.call_id)
 
     def __await__(self) -> Generator[Any, None, Decision]:
@@ -182,18 +183,17 @@ class PendingApproval:
         last_poll = 0.0
         self.active.waiting = (self.key, time.monotonic())  # the progress line says who it waits for
         try:
-            with self.active.store.released():
-                while True:
-                    decision = self._clicked
-                    if decision is None and time.monotonic() - last_poll >= POLL_SECONDS:
-                        last_poll = time.monotonic()
-                        self.active.notify("waiting")
-                        decision = self.poll()
-                    if decision is not None:
-                        _show_decision(self, decision)
-                        self._handed = decision
-                        return decision
-                    await asyncio.sleep(0.1)  # a click is handled while this coroutine sleeps
+            while True:
+                decision = self._clicked
+                if decision is None and time.monotonic() - last_poll >= POLL_SECONDS:
+                    last_poll = time.monotonic()
+                    self.active.notify("waiting")
+                    decision = self.poll()
+                if decision is not None:
+                    _show_decision(self, decision)
+                    self._handed = decision
+                    return decision
+                await asyncio.sleep(0.1)  # a click is handled while this coroutine sleeps
         finally:
             self.active.waiting = None
 
@@ -257,7 +257,8 @@ def approve(prompt: str, *, key: str | None = None, details: Any = None,
         "key": key, "prompt": prompt, "details": details, "deadline": deadline.isoformat() if deadline else None,
     })
     pending = PendingApproval(active, call_id, key, prompt, details, deadline)
-    decided = _decision_of(active.store, call_id)  # decided elsewhere since the step began?
+    with active.session.journal_store() as store:  # decided elsewhere since the step began?
+        decided = _decision_of(store, call_id)
     if decided is None:
         decided = pending.expire()
     if decided is None and _at_terminal():
@@ -328,31 +329,30 @@ def _ask_at_terminal(pending: PendingApproval) -> Decision | None:
     print("\n".join(lines), flush=True)
     last_poll = 0.0
     asked = False
-    with active.store.released():
-        while True:
-            if not asked:
-                print("approve? [y/n] ", end="", flush=True)
-                asked = True
-            if time.monotonic() - last_poll >= POLL_SECONDS:
-                last_poll = time.monotonic()
-                decision = pending.poll()
-                if decision is not None:
-                    print(f"\n{_describe(decision)}", flush=True)
-                    return decision
-            if not select.select([sys.stdin], [], [], 0.2)[0]:
-                continue
-            answer = sys.stdin.readline()
-            if not answer:
-                return None
-            approved = {"y": True, "yes": True, "n": False, "no": False}.get(answer.strip().lower())
-            if approved is None:
-                asked = False
-                continue
-            print("comment (optional, Enter to skip): ", end="", flush=True)
-            comment = sys.stdin.readline().strip()
-            decision = pending.decide(approved, comment=comment or None, by=f"{_who()} (tty)")
-            print(_describe(decision), flush=True)
-            return decision
+    while True:
+        if not asked:
+            print("approve? [y/n] ", end="", flush=True)
+            asked = True
+        if time.monotonic() - last_poll >= POLL_SECONDS:
+            last_poll = time.monotonic()
+            decision = pending.poll()
+            if decision is not None:
+                print(f"\n{_describe(decision)}", flush=True)
+                return decision
+        if not select.select([sys.stdin], [], [], 0.2)[0]:
+            continue
+        answer = sys.stdin.readline()
+        if not answer:
+            return None
+        approved = {"y": True, "yes": True, "n": False, "no": False}.get(answer.strip().lower())
+        if approved is None:
+            asked = False
+            continue
+        print("comment (optional, Enter to skip): ", end="", flush=True)
+        comment = sys.stdin.readline().strip()
+        decision = pending.decide(approved, comment=comment or None, by=f"{_who()} (tty)")
+        print(_describe(decision), flush=True)
+        return decision
 
 
 def _describe(decision: Decision) -> str:

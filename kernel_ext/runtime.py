@@ -23,8 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from journal import Holder, Journal, RecordedCall, Split, StepRun, Store, digest
+from journal import Holder, Journal, RecordedCall, Split, StepRun, StepWriter, Store, digest
 
+from .config import settings
 from .errors import InDoubtError, StepError, StrictReplayError
 from .exit_codes import EXIT_SUSPENDED
 from .secrets import redact_text
@@ -135,7 +136,7 @@ class Claim:
 class ActiveStep:
     session: Session
     run: StepRun
-    store: Store
+    writer: StepWriter  # where its calls are journaled: this process's append log
     strict: bool
     live: int = 0
     outputs: list[dict[str, Any]] | None = None  # nbformat outputs, set by the notebook front end
@@ -159,6 +160,25 @@ class ActiveStep:
         # The latest record of each (request, ordinal) wins: a settled or re-run call replaces its start.
         self._index = {(c.fingerprint, c.ordinal): c for c in self.run.recorded}
         self._by_seq = {c.seq: c for c in self.run.recorded}
+        # Model calls recorded with the key of their SDK-level arguments (integrations/_rebuild.py): key -> request.
+        self._aliases = {c.meta["kw"]: c.fingerprint for c in self.run.recorded if c.meta and "kw" in c.meta}
+
+    def claim_alias(self, key: str, describe: str) -> Claim | None:
+        """Claim a model call by the key of its SDK-level arguments, as the request recorded with that key.
+
+        None if no recorded call has the key: the call is then claimed by its request, as usual.
+        """
+        fingerprint = self._aliases.get(key)
+        if fingerprint is None:
+            return None
+        try:
+            return self.claim(fingerprint, describe)
+        except StrictReplayError as error:
+            # Name the difference as a claim by the request itself would: it is the request recorded with the key.
+            from journal import join_document
+
+            raise StrictReplayError(error.step, error.call,
+                                    self._difference(join_document(fingerprint, self.fetch))) from None
 
     @property
     def name(self) -> str:
@@ -198,7 +218,7 @@ class ActiveStep:
             else:
                 if recorded is not None and recorded.status == "started" and kind != "llm":
                     if not idempotent:
-                        raise InDoubtError(self.name, f"call {self._seq} ({describe}, journal call {recorded.id}, "
+                        raise InDoubtError(self.name, f"call {self._seq} ({describe}, journal id {recorded.id}, "
                                            f"idempotency key {key})", recorded.id, self.session.name,
                                            interrupted=bool(recorded.meta.get("interrupted")))
                     resume = recorded
@@ -237,13 +257,12 @@ class ActiveStep:
             self.warnings[message] = self.warnings.get(message, 0) + 1
 
     def fetch(self, key: str) -> bytes:
-        """A blob of this step's recording (the journal's connection is shared by the step's threads)."""
-        with self._lock:
-            return self.store.fetch(key)
+        """A blob of this step's recording (rarely needed: replay data is read when the step begins)."""
+        with self.session.journal_store() as store:
+            return store.fetch(key)
 
     def mark_known(self, split: Split) -> None:
-        with self._lock:
-            self.store.mark_known(split)
+        self.writer.mark_known(split)
 
     def warning_lines(self) -> list[str]:
         with self._lock:
@@ -278,32 +297,37 @@ class ActiveStep:
 
     def record(self, claim: Claim, **row: Any) -> None:
         """Journal a live call's result before the program sees it."""
-        with uninterrupted(), self._lock:
-            row.setdefault("attempts", claim.attempts)
-            self.store.record_call(
-                self.run, seq=claim.seq, fingerprint=claim.fingerprint, ordinal=claim.ordinal, **row,
-            )
+        row.setdefault("attempts", claim.attempts)
+        with uninterrupted():
+            self.writer.record_call(seq=claim.seq, fingerprint=claim.fingerprint, ordinal=claim.ordinal, **row)
+        with self._lock:
             self.journaled += 1
             self.tokens += sum(n or 0 for n in row.get("usage", ()))
         self.notify("recorded")
 
-    def start(self, claim: Claim, *, kind: str, name: str, request: Split, meta: dict[str, Any]) -> int:
-        """Journal that a live call begins; returns its journal id (an in-doubt call keeps its own)."""
+    def start(self, claim: Claim, *, kind: str, name: str, request: Split, meta: dict[str, Any],
+              effect: bool = False) -> int:
+        """Journal that a live call begins; returns its journal id (an in-doubt call keeps its own).
+
+        `effect`: running the call twice would repeat an effect, so its start must survive a power
+        cut too (in the `effects` and `always` sync modes).
+        """
         if claim.resume is not None:
             return claim.resume.id
-        with uninterrupted(), self._lock:
-            return self.store.start_call(self.run, seq=claim.seq, fingerprint=claim.fingerprint,
-                                         ordinal=claim.ordinal, kind=kind, name=name, request=request, meta=meta)
+        with uninterrupted():
+            return self.writer.start_call(seq=claim.seq, fingerprint=claim.fingerprint, ordinal=claim.ordinal,
+                                          kind=kind, name=name, request=request, meta=meta, effect=effect)
 
     def finish(self, call_id: int, **outcome: Any) -> None:
-        with uninterrupted(), self._lock:
-            self.store.finish_call(call_id, **outcome)
+        with uninterrupted():
+            self.writer.finish_call(call_id, **outcome)
+        with self._lock:
             self.journaled += 1
 
     def interrupted(self, call_id: int) -> None:
         """A started tool call was interrupted inside: still in doubt, and its record says why."""
-        with uninterrupted(), self._lock:
-            self.store.note_call(call_id, {"interrupted": True})
+        with uninterrupted():
+            self.writer.note_call(call_id, {"interrupted": True})
 
     def _difference(self, request: Any) -> str:
         recorded = self._by_seq.get(self._seq)
@@ -311,7 +335,8 @@ class ActiveStep:
             return f"the recording of this step has no call at position {self._seq}"
         if recorded.request is None or request is None:
             return "its request differs from the recorded one"
-        before = self.store.get_json(recorded.request)
+        with self.session.journal_store() as store:
+            before = store.get_json(recorded.request)
         if before == request:
             # The same request, recorded without a result: the recording stopped while it waited.
             waiting = "undecided" if recorded.kind == "approval" else "in flight"
@@ -350,14 +375,19 @@ class Session:
         if not name or not name.strip():
             raise StepError("a session needs a non-empty name")
         self.name = name
-        self.journal = journal if isinstance(journal, Journal) else Journal(journal)
+        if isinstance(journal, Journal):
+            self.journal = journal
+        else:
+            chosen = settings()
+            self.journal = Journal(journal if journal is not None else chosen.journal, sync=chosen.sync)
         self.notebook = notebook
         self.holder = Holder.current(f"{_process_label()} for {notebook or name!r}")
         self._claimed = False
         self._cells: list[tuple[str, str | None, str]] = []  # ran here, not yet in the journal
-        self._store: Store | None = None  # kept open for a moment after a step (see _open_journal)
+        self._store: Store | None = None  # DuckDB, open only while used and a moment after (journal_store)
         self._closer: threading.Timer | None = None
-        self._journal_lock = threading.Lock()
+        self._journal_lock = threading.RLock()
+        self._absorbed: dict[Path, int] = {}  # how far this process absorbed its own logs
         self._cells_seen: dict[tuple[str, str | None, str], None] = {}  # in the order they first ran
         self.exits_when_suspended = False  # an exported script: a suspended step ends it with exit code 3
 
@@ -371,74 +401,98 @@ class Session:
         __tracebackhide__ = True
         if _active.get() is not None:
             raise StepError(f"step {name!r} cannot start inside step {_active.get().name!r}: steps do not nest")
-        with self._open_journal() as store:
+        strict = strict or settings().strict  # read before the step begins: an invalid setting begins none
+        with self.journal_store() as store:
             if not self._claimed:  # while this process lives, no other can take the session over
                 store.claim_session(self.name, self.holder, self.notebook)
                 self._claimed = True
             run = store.begin_step(self.name, name, redact_text(source) if source is not None else None,
                                    rerun=rerun)
             self._flush_cells(store)
-            # DURABLE_STRICT=1 (set by `durable run --strict`) makes every step a strict replay: CI mode.
-            active = ActiveStep(self, run, store, strict or env_flag("DURABLE_STRICT"))
-            token = _active.set(active)
-            _open_steps.append(active)
-            status, error = "failed", None
-            try:
-                yield active
-                active.pass_gates(ending=True)
-                status = "completed"
-            except BaseException as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                if getattr(exc, "suspends_step", False):
-                    status = "suspended"
-                elif interrupted_by(exc):
-                    status, error = "interrupted", "interrupted"
-                raise
-            finally:
-                _active.reset(token)
-                active.closed = True
-                with contextlib.suppress(ValueError):
-                    _open_steps.remove(active)
-                store.end_step(run, status, live=active.live, replayed=active.replayed,
-                               outputs=active.outputs, error=error,
-                               variables=active.variables if status == "completed" else None,
-                               replayed_calls=active.replayed_calls)
+        active = ActiveStep(self, run, StepWriter(self.journal, run, self._reserve_ids), strict)
+        token = _active.set(active)
+        _open_steps.append(active)
+        status, error = "failed", None
+        try:
+            yield active
+            active.pass_gates(ending=True)
+            status = "completed"
+        except BaseException as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if getattr(exc, "suspends_step", False):
+                status = "suspended"
+            elif interrupted_by(exc):
+                status, error = "interrupted", "interrupted"
+            raise
+        finally:
+            _active.reset(token)
+            active.closed = True
+            with contextlib.suppress(ValueError):
+                _open_steps.remove(active)
+            with uninterrupted():
+                active.writer.end_step(status, live=active.live, replayed=active.replayed, outputs=active.outputs,
+                                       error=error, variables=active.variables if status == "completed" else None,
+                                       replayed_calls=active.replayed_calls)
+
+    def _reserve_ids(self, count: int) -> list[int]:
+        with self.journal_store() as store:
+            return store.reserve_call_ids(count)
 
     @contextmanager
-    def _open_journal(self) -> Iterator[Store]:
-        """The journal for one step, left open for LINGER seconds after it.
+    def journal_store(self, *, linger: bool = True) -> Iterator[Store]:
+        """DuckDB for a moment: opened if closed, this process's log absorbed, closed LINGER seconds later
+        (at once without `linger`).
 
-        Opening a DuckDB file costs more than replaying a whole step, so steps that follow
-        each other closely (Run All, a script's loop) share one connection; a moment later the
-        file is closed, so the CLI and other kernels can use it between cells.
+        A running step journals into its log, not into DuckDB, so while a cell runs the file is free
+        for the CLI and other kernels. Steps that follow each other closely (Run All, a script's
+        loop) share one connection.
         """
         with self._journal_lock:
             if self._closer is not None:
                 self._closer.cancel()
                 self._closer = None
-            if self._store is None:
-                self._store = self.journal.connect()
-            store = self._store
-        try:
-            yield store
-        except BaseException:
-            self.close_journal()  # after a failure, start the next step from a fresh connection
-            raise
-        with self._journal_lock:
+            try:
+                if self._store is None:
+                    self._store = self.journal.connect()  # absorbs every log it finds
+                else:
+                    self._absorb_own(self._store)
+                yield self._store
+            except BaseException:
+                self.close_journal()  # after a failure, go on from a fresh connection
+                raise
+            if not linger:
+                self.close_journal()
+                return
             self._closer = threading.Timer(LINGER, self.close_journal)
             self._closer.daemon = True
             self._closer.start()
 
+    def _absorb_own(self, store: Store) -> None:
+        log = self.journal.writer()
+        if log.path is not None and log.position > self._absorbed.get(log.path, -1):
+            store.absorb([log.path])
+            self._absorbed[log.path] = log.position
+
     def close_journal(self) -> None:
-        """Close the connection kept open between steps (at once: another user is waiting for the file)."""
+        """Absorb this process's log and close DuckDB (at once: another user may wait for the file)."""
         with self._journal_lock:
             if self._closer is not None:
                 self._closer.cancel()
                 self._closer = None
             store, self._store = self._store, None
-        if store is not None:
+            if store is None:
+                return
             with contextlib.suppress(Exception):  # a process at exit must not fail on a busy file
-                store.close()
+                try:
+                    log = self.journal.writer()
+                    current = log.path
+                    if current is not None:
+                        store.absorb([current])
+                        retired = log.retire(store.absorbed_position(current))
+                        if retired is not None:
+                            store.forget_log(retired)
+                finally:
+                    store.close()
 
     def note_cell(self, kind: str, step: str | None, source: str) -> None:
         """Remember a notebook cell this kernel ran (`setup` or `step`), for exporting the session.
@@ -476,7 +530,8 @@ def _process_label() -> str:
 
 
 _current: Session | None = None
-LINGER = 1.0  # seconds a step's journal connection stays open for the next step
+LINGER = 0.25  # seconds the journal stays open after its last use: long enough for back-to-back steps,
+# short enough that another kernel beginning a step hardly waits for the file
 
 
 def session(name: str, journal: Journal | str | os.PathLike[str] | None = None) -> Session:
@@ -541,14 +596,16 @@ def settle(call_id: int, *, value: Any = _UNSET, retry: bool = False) -> str:
     with current.journal.open() as store:
         call = store.call(call_id)
         if call is None or call["session"] != current.name:
-            raise StepError(f"no call {call_id} in session {current.name!r}; the in-doubt error names the call")
+            raise StepError(f"no call with journal id {call_id} in session {current.name!r}; "
+                            "the in-doubt error names the call")
+        which = f"the call with journal id {call_id} ({call['name']})"
         if call["status"] != "started":
-            raise StepError(f"call {call_id} ({call['name']}) is {call['status']}, not in doubt: nothing to settle")
+            raise StepError(f"{which} is {call['status']}, not in doubt: nothing to settle")
         if retry:
             store.settle_call(call_id, retry=True)
-            return f"call {call_id} ({call['name']}) will run again when step {call['step']!r} runs"
+            return f"{which} will run again when step {call['step']!r} runs"
         store.settle_call(call_id, value=cloudpickle.dumps(value))
-        return f"call {call_id} ({call['name']}) settled as done with {_short(value)}; step {call['step']!r} replays it"
+        return f"{which} settled as done with {_short(value)}; step {call['step']!r} replays it"
 
 
 def env_flag(name: str) -> bool:

@@ -241,7 +241,7 @@ class _ToolCall:
         if self.tool.idempotent and self.claim.resume is None:
             return None
         return self.active.start(self.claim, kind="tool", name=self.tool.name, request=self.request,
-                                 meta=self.meta)
+                                 meta=self.meta, effect=not self.tool.idempotent)
 
     def _outcome(self, call_id: int | None, status: str, response: Split | None, key: str | None,
                  meta: dict[str, Any], attempts: int) -> None:

@@ -122,3 +122,11 @@ def cell_outputs(nb: nbformat.NotebookNode, *, keep_summary: bool = False) -> li
 
 def summaries(outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [o["metadata"][DURABLE_METADATA] for o in outputs if DURABLE_METADATA in o.get("metadata", {})]
+
+
+def journal_bytes(journal: Path) -> bytes:
+    """Every byte a journal keeps on disk: its file, its WAL and its append logs (searched for secrets)."""
+    logs = journal.with_name(journal.name + ".logs")
+    files = [p for p in journal.parent.glob(journal.name + "*") if p.is_file()]
+    files += [p for p in logs.glob("*") if p.is_file()] if logs.is_dir() else []
+    return b"".join(p.read_bytes() for p in files)

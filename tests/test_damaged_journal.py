@@ -172,9 +172,9 @@ def test_recover_copies_what_duckdb_can_read(kind, pristine, tmp_path):
     assert report.startswith(f"recovered {damaged} into {new}: some of it could not be read")
     assert f"go on from it: DURABLE_JOURNAL={new}" in report
     assert _sha(damaged) == sha
-    copied = {line.split()[0]: line for line in report.splitlines()[1:8]}
-    assert set(copied) == {"blobs", "call_records", "cells", "prices", "session_records", "step_records",
-                           "step_runs"}
+    copied = {line.split()[0]: line for line in report.splitlines()[1:9]}
+    assert set(copied) == {"blobs", "call_records", "cells", "journal_state", "prices", "session_records",
+                           "step_records", "step_runs"}
     listed = _durable("ls", "--json", "--journal", str(new), cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     sessions = {s["session"] for s in json.loads(listed.stdout)}

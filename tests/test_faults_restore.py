@@ -6,7 +6,7 @@ import json
 
 from journal import Journal
 from tests.conftest import API_KEY
-from tests.harness import Kernel
+from tests.harness import Kernel, journal_bytes
 
 SETUP = """%load_ext kernel_ext
 from openai import OpenAI
@@ -125,7 +125,7 @@ harmless = {"model": "m"}
     warned = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
     assert "headers, settings not journaled (hold credentials)" in warned
     kernel.kill()
-    assert API_KEY.encode() not in b"".join(p.read_bytes() for p in tmp_path.glob("journal.duckdb*"))
+    assert API_KEY.encode() not in journal_bytes(tmp_path / "journal.duckdb")
     kernel.start()
     kernel.ok("%load_ext kernel_ext")
     restored = "".join(o.get("text", "") for o in kernel.ok("%durable restore"))

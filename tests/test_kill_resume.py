@@ -13,7 +13,7 @@ from nbclient.exceptions import DeadKernelError
 
 from kernel_ext.scripted.server import ScriptedModelServer
 from tests.conftest import API_KEY
-from tests.harness import NOTEBOOKS, cell_outputs, run_notebook, summaries
+from tests.harness import NOTEBOOKS, cell_outputs, journal_bytes, run_notebook, summaries
 
 NOTEBOOK = NOTEBOOKS / "agent_demo.ipynb"
 TURNS = 12
@@ -77,5 +77,5 @@ def test_sigkill_during_call_k_resends_only_that_call(model_server, tmp_path, k)
     assert summaries(cell_outputs(again, keep_summary=True)[2]) == [
         {"step": "research", "replayed": TURNS + _tool_calls(TURNS), "live": 0}
     ]
-    journal_bytes = b"".join(p.read_bytes() for p in tmp_path.glob("journal.duckdb*"))
-    assert API_KEY.encode() not in journal_bytes
+    on_disk = journal_bytes(tmp_path / "journal.duckdb")
+    assert API_KEY.encode() not in on_disk

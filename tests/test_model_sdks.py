@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import API_KEY
-from tests.harness import Kernel, summaries
+from tests.harness import Kernel, journal_bytes, summaries
 
 ANTHROPIC = """%%durable claude
 import anthropic
@@ -97,7 +97,7 @@ def test_sdk_calls_replay_in_a_fresh_kernel(kernel_env, tmp_path, model_server, 
     assert _printed(first) == _printed(second) and "[scripted]" in _printed(first)
     assert summaries(first) == [{"step": summaries(first)[0]["step"], "replayed": 0, "live": calls}]
     assert summaries(second)[0]["replayed"] == calls and summaries(second)[0]["live"] == 0
-    journal = b"".join(p.read_bytes() for p in tmp_path.glob("journal.duckdb*"))
+    journal = journal_bytes(tmp_path / "journal.duckdb")
     assert API_KEY.encode() not in journal
     if (tmp_path / "ledger.txt").exists():  # a tool the SDK called itself ran once, its clock replayed
         assert (tmp_path / "ledger.txt").read_text().count("\n") == 1

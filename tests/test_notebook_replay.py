@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import API_KEY
-from tests.harness import Kernel, summaries
+from tests.harness import Kernel, journal_bytes, summaries
 
 SETUP = """
 %load_ext kernel_ext
@@ -213,5 +213,5 @@ def test_api_key_never_reaches_the_journal(nb, model_server, tmp_path):
 client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stream=True).close()
 client.chat.completions.create(model="m", messages=[{"role": "user", "content": "y"}])
 """)
-    data = b"".join(p.read_bytes() for p in tmp_path.glob("journal.duckdb*"))
+    data = journal_bytes(tmp_path / "journal.duckdb")
     assert data and API_KEY.encode() not in data and b"Bearer" not in data

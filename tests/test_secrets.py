@@ -1,4 +1,4 @@
-"""Credentials never reach the journal, its WAL, `durable show`, an export or the notebook's outputs.
+"""Credentials never reach the journal, its WAL and logs, `durable show`, an export or the notebook's outputs.
 
 Each key below is unique, so finding its bytes anywhere means it leaked by some path: through the
 environment, a headers dict, a client's api_key, a tool argument, an approval's details, or a literal
@@ -14,6 +14,8 @@ from pathlib import Path
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
+
+from tests.harness import journal_bytes
 
 ENV_KEY = "sk-env-5e1f0c9a7d3b2e4f6a8c"
 SERVICE_TOKEN = "tok-service-93c1d7e5a2b4f608"  # not key-shaped: found by its environment variable's name
@@ -65,7 +67,7 @@ def test_no_key_reaches_the_journal_show_export_or_outputs(tmp_path, kernel_env)
     script = (tmp_path / "keys.py").read_text()
     assert "<redacted>" in script and "call_service" in script
 
-    journal = b"".join(p.read_bytes() for p in (tmp_path / ".durable").glob("journal.duckdb*"))
+    journal = journal_bytes(tmp_path / ".durable" / "journal.duckdb")
     outputs = json.dumps([c.get("outputs", []) for c in nbformat.read(out, as_version=4).cells])
     places = {"journal and WAL": journal, "durable show --json": shown.stdout.encode(),
               "durable export": script.encode(), "the notebook's outputs": outputs.encode(),

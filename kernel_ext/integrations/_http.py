@@ -9,6 +9,10 @@ back so that the retry is the same call (see ActiveStep.retry).
 What is stored: the request's method, path (relative to the client's base URL), query (minus
 anything that looks like a credential) and JSON body; the response status, a few harmless
 headers and the body. Request headers are never stored: they carry the API key.
+
+A call that an integration already claimed above the SDK (see _rebuild.py) arrives here with that
+claim and the key of its arguments: its first attempt uses the claim, and a live response is
+recorded with the key, so that the next replay can rebuild it without coming down here.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import json
 import re
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from journal import RecordedCall, Split, join_document, split_document
@@ -26,7 +31,7 @@ from journal._time import now
 from ..runtime import ActiveStep, Claim, uninterrupted
 
 _KEPT_HEADERS = frozenset({"content-type", "content-encoding", "x-request-id", "request-id", "openai-model",
-                           "openai-processing-ms", "openai-version"})
+                           "openai-processing-ms", "openai-version", "anthropic-workspace-id"})
 _CREDENTIAL = re.compile(r"key|token|secret|sig|auth|password", re.IGNORECASE)
 REPLAYED_HEADER = "x-durable-replayed"
 
@@ -79,25 +84,28 @@ class HttpCall:
         self.fingerprint = split_document(self.document, self.split)
         self.name = path.replace("/", ".") or request.method
         self.model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+        self.above = above.get()
 
     def claim(self, active: ActiveStep) -> Claim:
+        handed = self.above.claim if self.above is not None else None
+        if handed is not None:
+            self.above.claim = None  # the first attempt's: a retry claims its own place
+            if handed.recorded is not None or handed.fingerprint == self.fingerprint:
+                return handed
+            # Claimed live by its arguments' key, but the SDK built another request than the one
+            # recorded under that key (a changed SDK or client): it takes its place by its request.
+            active.retry(handed)
         describe = self.name + (f", model {self.model}" if self.model else "")
         return active.claim(self.fingerprint, describe, self.document)
 
     def replay(self, active: ActiveStep, recorded: RecordedCall, stream: bool) -> Any:
-        active.mark_known(self.split)  # it matched a recording, so its blobs are stored
+        if recorded.fingerprint == self.fingerprint:
+            active.mark_known(self.split)  # it matched a recording, so its blobs are stored
         meta = recorded.meta
-        root, preloaded = recorded.data, active.run.blobs
-
-        def fetch(key: str) -> bytes:
-            if key == recorded.response and root is not None:
-                return root
-            return preloaded[key] if key in preloaded else active.fetch(key)
-
         if meta.get("body") == "json":
-            body = json.dumps(join_document(recorded.response, fetch)).encode()
+            body = json.dumps(recorded_document(active, recorded)).encode()
         else:
-            body = fetch(recorded.response)
+            body = stored_fetch(active, recorded)(recorded.response)
         headers = {**meta.get("headers", {}), REPLAYED_HEADER: recorded.ended_at.isoformat() + "Z"}
         http = self.http
         if stream:
@@ -140,8 +148,26 @@ class HttpCall:
         active.record(
             claim, kind="llm", name=self.name, model=self.model, request=self.split, response=split,
             response_key=key, started_at=started, usage=usage,
-            meta={"status": response.status_code, "headers": headers, "stream": stream, "body": kind},
+            meta={"status": response.status_code, "headers": headers, "stream": stream, "body": kind,
+                  **({"kw": self.above.key} if self.above is not None else {})},
         )
+
+
+def stored_fetch(active: ActiveStep, recorded: RecordedCall) -> Callable[[str], bytes]:
+    """How the blobs of a recorded response are read: preloaded when the step began, else from the journal."""
+    root, preloaded = recorded.data, active.run.blobs
+
+    def fetch(key: str) -> bytes:
+        if key == recorded.response and root is not None:
+            return root
+        return preloaded[key] if key in preloaded else active.fetch(key)
+
+    return fetch
+
+
+def recorded_document(active: ActiveStep, recorded: RecordedCall) -> Any:
+    """The JSON body of a recorded response (one stored with `"body": "json"` in its meta)."""
+    return join_document(recorded.response, stored_fetch(active, recorded))
 
 
 def _json_or_none(body: bytes) -> Any:
@@ -236,3 +262,15 @@ def _tee(http: Any, asynchronous: bool) -> type:
 # The model SDK client whose HTTP attempt is being sent, for SDKs whose send has no seam of its own
 # (see anthropic.py): the HTTP library's send journals it (see outbound_http.py).
 sending: contextvars.ContextVar[Any] = contextvars.ContextVar("durable_sdk_sending", default=None)
+
+
+@dataclass
+class Above:
+    """A model call claimed above its SDK (see _rebuild.py), on its way down to the HTTP send."""
+
+    key: str  # the key of its arguments, recorded with its response
+    claim: Claim | None  # claimed by that key, for its first attempt; None: the attempt claims by its request
+
+
+# Set while the SDK sends a call that an integration keyed above it (see _rebuild.py).
+above: contextvars.ContextVar[Above | None] = contextvars.ContextVar("durable_sdk_above", default=None)

@@ -9,6 +9,9 @@ rule, the SDK's own parsing of a replayed response, streams replayed as streams,
 The SDK's tool runner (`client.beta.messages.tool_runner`, with `@beta_tool` functions) runs each
 tool through the runner's `_run_tool`, which turns any exception into an error result for the
 model; the journaling wraps it from outside, so a call in doubt stops the step as for a `@tool`.
+
+Above the HTTP path, a recorded plain `messages.create` (sync or async; not streamed, not raw) replays
+as the SDK's `Message` rebuilt from its stored JSON, without building a request (see _rebuild.py).
 """
 
 from __future__ import annotations
@@ -20,16 +23,22 @@ from typing import Any
 
 from ..errors import DurableError
 from ..tools import Tool, acall_tool, call_tool
-from . import Integration, Unsupported, _http
+from . import Integration, Unsupported, _http, _rebuild
 from ._patch import Patches
 
 _patches = Patches()
 _RUNNERS = ("BaseSyncToolRunner", "BaseAsyncToolRunner")
+_MESSAGES = "anthropic.resources.messages.messages"
 
 
 def install(module: ModuleType) -> None:
     if module.__name__.endswith("_beta_runner"):
         _install_tool_runner(module)
+        return
+    if module.__name__ == _MESSAGES:
+        api = _rebuild.stainless("anthropic", module, "v1.messages", "Message", set_ids=_set_ids,
+                                 dump_model=_dump_model)
+        _rebuild.install_create(_patches, module, ("Messages", "AsyncMessages"), api)
         return
     for cls in (module.SyncAPIClient, module.AsyncAPIClient):
         if "_attempt_request" not in cls.__dict__:
@@ -70,6 +79,18 @@ def _mark_async(attempt: Callable[..., Any]) -> Callable[..., Any]:
     return _attempt_request
 
 
+def _set_ids(obj: Any, header: Callable[[str], str | None]) -> None:
+    from anthropic._models import add_response_ids
+
+    add_response_ids(obj, request_id=header("request-id"), workspace_id=header("anthropic-workspace-id"))
+
+
+def _dump_model(model: Any) -> Any:
+    from anthropic._utils._json import openapi_model_dump  # as the SDK sends one of its models
+
+    return openapi_model_dump(model)
+
+
 def _install_tool_runner(module: ModuleType) -> None:
     runners = [getattr(module, name, None) for name in _RUNNERS]
     if any(runner is None or "_run_tool" not in runner.__dict__ for runner in runners):
@@ -96,5 +117,5 @@ def _journal_tool_async(run_tool: Callable[..., Any]) -> Callable[..., Any]:
     return _run_tool
 
 
-INTEGRATION = Integration("anthropic", ("anthropic._base_client", "anthropic.lib.tools._beta_runner"), install,
-                          _patches.undo)
+INTEGRATION = Integration("anthropic", ("anthropic._base_client", "anthropic.lib.tools._beta_runner", _MESSAGES),
+                          install, _patches.undo)

@@ -1,0 +1,163 @@
+"""DuckDB takes the append logs in: each log's new whole records in one transaction, exactly once.
+
+The position up to which a log is absorbed is committed in the same transaction as its rows, so
+a kill during an absorb leaves either all of it or none, and the next absorb starts from the
+committed position. Any process that opens the journal absorbs every log it finds (the file
+lock makes them take turns): a growing log of a running kernel, so that readers see its calls
+marked running; a finished log of a dead process, which is then deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import _blobs, _log
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+_ROWS_PER_STATEMENT = 200
+
+
+_locks: dict[Path, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def absorb(store: Store, logs: list[Path] | None = None) -> int:
+    """Absorb `logs` (default: every log beside the journal); returns how many records were taken in."""
+    directory = _log.logs_dir(store.journal.path)
+    # Other processes wait for DuckDB's file lock; connections of this process take turns here.
+    with _locks_guard:
+        lock = _locks.setdefault(directory.resolve(), threading.Lock())
+    with lock:
+        return _absorb(store, directory, logs)
+
+
+def _absorb(store: Store, directory: Path, logs: list[Path] | None) -> int:
+    paths = list(_log.logs_in(directory)) if logs is None else logs
+    taken = 0
+    for path in paths:
+        taken += _absorb_one(store, path)
+    if logs is None:
+        forget_missing(store, directory)
+    return taken
+
+
+def forget_missing(store: Store, directory: Path) -> None:
+    """Drop the positions of logs that are gone (deleted once absorbed): their names never come back."""
+    rows = [name for (name,) in store.con.execute(
+        "SELECT name FROM journal_state WHERE starts_with(name, 'log ')").fetchall()]
+    gone = [name for name in rows if not (directory / name[4:]).exists()]
+    if gone:
+        store.con.execute("DELETE FROM journal_state WHERE list_contains(?, name)", [gone])
+
+
+def _absorb_one(store: Store, path: Path) -> int:
+    writer = _log.writer_of(path)
+    if writer is None:
+        return 0
+    alive = _writer_alive(*writer)
+    with store.transaction():
+        row = store.con.execute("SELECT value FROM journal_state WHERE name = ?", [f"log {path.name}"]).fetchone()
+        start = row[0] if row else 0
+        try:
+            frames, end, left = _log.read_frames(path, start)
+        except FileNotFoundError:
+            return 0  # its writer retired it meanwhile: all of it was absorbed
+        if frames:
+            _apply(store, frames)
+            if row is None:
+                store.con.execute("INSERT INTO journal_state VALUES (?, ?)", [f"log {path.name}", end])
+            else:
+                store.con.execute("UPDATE journal_state SET value = ? WHERE name = ?", [end, f"log {path.name}"])
+    if not alive:
+        if left:
+            print(f"durable: {left} bytes at the end of {path.name} were a record cut short when its process "
+                  "died; that call counts as not journaled", file=sys.stderr)
+        path.unlink(missing_ok=True)
+    return len(frames)
+
+
+def _writer_alive(host: str, pid: int, started: str) -> bool:
+    if host != socket.gethostname().replace("-", "_"):
+        return True  # another machine's process: assume it still writes
+    if pid == os.getpid():
+        return True
+    from ._store import _process_start
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return _process_start(pid) in (started, "") and started != "dead"
+
+
+def _apply(store: Store, frames: list[tuple[bytes, bytes]]) -> None:
+    blobs: dict[str, bytes] = {}
+    calls: dict[int, list[Any]] = {}  # id -> [session, step, epoch, doc], inserted at the end
+    updates: list[tuple[int, dict[str, Any]]] = []  # patches of calls absorbed earlier
+    ends: list[dict[str, Any]] = []
+    for kind, body in frames:
+        if kind == _log.BLOB:
+            key, data = _log.split_blob(body)
+            blobs[key] = data
+            continue
+        event = json.loads(body)
+        what = event["e"]
+        if what == "call":
+            calls[event["id"]] = [event["session"], event["step"], event["epoch"], event["doc"]]
+        elif what == "patch":
+            row = calls.get(event["id"])
+            if row is not None:
+                row[3] = merge_patch(row[3], event["patch"])
+            else:
+                updates.append((event["id"], event["patch"]))
+        elif what == "end":
+            ends.append(event)
+    if blobs:
+        _insert_blobs(store, blobs)
+    rows = [[call_id, *row[:3], json.dumps(row[3])] for call_id, row in calls.items()]
+    for chunk in range(0, len(rows), _ROWS_PER_STATEMENT):
+        part = rows[chunk:chunk + _ROWS_PER_STATEMENT]
+        store.con.execute("INSERT INTO call_records VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * len(part)),
+                          [value for row in part for value in row])
+    for call_id, patch in updates:
+        store.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ?",
+                          [json.dumps(patch), call_id])
+    for end in ends:
+        store.apply_end(end)
+
+
+def _insert_blobs(store: Store, blobs: dict[str, bytes]) -> None:
+    keys = list(blobs)
+    stored = store._stored(keys)
+    fresh = [key for key in keys if key not in stored]
+    for chunk in range(0, len(fresh), _ROWS_PER_STATEMENT):
+        params: list[Any] = []
+        part = fresh[chunk:chunk + _ROWS_PER_STATEMENT]
+        for key in part:
+            codec, packed = _blobs.encode(blobs[key])
+            params += [key, codec, len(blobs[key]), packed]
+        store.con.execute("INSERT INTO blobs VALUES " + ",".join(["(?, ?, ?, ?)"] * len(part)), params)
+    store._known.update(keys)
+
+
+def merge_patch(doc: Any, patch: Any) -> Any:
+    """RFC 7386 merge patch, as DuckDB's json_merge_patch applies it: None removes a key."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(doc) if isinstance(doc, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged

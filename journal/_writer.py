@@ -1,0 +1,133 @@
+"""What a running step writes: each call as one append to this process's log (see `_log`).
+
+Nothing here touches DuckDB. Call ids come from a block reserved when the step began (more are
+reserved through the caller when a long step uses them up), so a started call can be finished
+by its id before DuckDB has seen either record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from . import _blobs, _log
+from ._time import now, stamp
+
+if TYPE_CHECKING:
+    from ._store import Journal, StepRun
+
+
+
+class StepWriter:
+    """The journal as a running step sees it: appends only."""
+
+    def __init__(self, journal: Journal, run: StepRun, reserve: Callable[[int], list[int]]) -> None:
+        self.journal = journal
+        self.run = run
+        self.log = journal.writer()
+        self._known = journal._known
+        self._reserve = reserve
+        self._ids = run.call_ids  # the run's own pool: every writer of the run takes from it
+        self._used = 0
+        # Shared by every step writing through this journal object, as the blobs known are.
+        self._lock = self.log.records
+
+    def _next_id(self) -> int:
+        with self._lock:
+            if not self._ids:
+                self._ids.extend(self._reserve(max(64, self._used * 2)))
+            self._used += 1
+            return self._ids.pop(0)
+
+    def _unknown(self, splits: list[_blobs.Split]) -> Iterator[tuple[str, bytes]]:
+        """The blobs of `splits` this process has not stored or written yet, marked known as they go.
+
+        Called under the lock, with the append that carries them: a record naming a blob is never
+        in the log before the blob itself.
+        """
+        for split in splits:
+            for key, data in split.blobs.items():
+                if key not in self._known:
+                    self._known.add(key)
+                    yield key, data
+            for links in split.chains:
+                for node, node_data, item, item_data in links:
+                    if node in self._known:
+                        break  # the rest of the conversation was stored before
+                    self._known.add(node)
+                    yield node, node_data
+                    if item not in self._known:
+                        self._known.add(item)
+                        yield item, item_data
+
+    def _append(self, splits: list[_blobs.Split], event: dict[str, Any], *, effect: bool = False) -> None:
+        with self._lock:
+            frames = [_log.blob_frame(key, data) for key, data in self._unknown(splits)]
+            self.log.append(b"".join([*frames, _log.event_frame(event)]), effect=effect)
+
+    def mark_known(self, split: _blobs.Split) -> None:
+        """Remember that every blob of `split` is stored (it matched a recorded call)."""
+        with self._lock:
+            for _ in self._unknown([split]):
+                pass
+
+    def _call(self, splits: list[_blobs.Split], doc: dict[str, Any], *, effect: bool = False) -> int:
+        call_id = self._next_id()
+        run = self.run
+        event = {"e": "call", "id": call_id, "session": run.session, "step": run.step, "epoch": run.epoch,
+                 "doc": {"run_id": run.run_id, **doc}}
+        self._append(splits, event, effect=effect)
+        return call_id
+
+    def _patch(self, call_id: int, patch: dict[str, Any], splits: list[_blobs.Split] = ()) -> None:
+        self._append(list(splits), {"e": "patch", "id": call_id, "patch": patch})
+
+    def record_call(
+        self, *, seq: int, fingerprint: str, ordinal: int, kind: str, name: str,
+        request: _blobs.Split | None, response: _blobs.Split | None, response_key: str | None,
+        meta: dict[str, Any], started_at: datetime, status: str = "completed", model: str | None = None,
+        usage: tuple[int | None, int | None] = (None, None), attempts: int = 1,
+    ) -> int:
+        """Journal a finished call (its blobs and its row) in one append."""
+        splits = [split for split in (request, response) if split is not None]
+        return self._call(splits, {
+            "seq": seq, "fingerprint": fingerprint, "ordinal": ordinal, "kind": kind, "name": name,
+            "model": model, "status": status, "request": fingerprint if request is not None else None,
+            "response": response_key, "meta": meta, "prompt_tokens": usage[0], "completion_tokens": usage[1],
+            "attempts": attempts, "started_at": stamp(started_at), "ended_at": stamp(now()),
+        })
+
+    def start_call(self, *, seq: int, fingerprint: str, ordinal: int, kind: str, name: str,
+                   request: _blobs.Split, meta: dict[str, Any], effect: bool = False) -> int:
+        """Journal that a call is about to run; `effect` if running it twice would repeat an effect."""
+        return self._call([request], {
+            "seq": seq, "fingerprint": fingerprint, "ordinal": ordinal, "kind": kind, "name": name,
+            "status": "started", "request": fingerprint, "meta": meta, "attempts": 0, "started_at": stamp(now()),
+        }, effect=effect)
+
+    def finish_call(self, call_id: int, *, status: str, response: _blobs.Split | None, response_key: str | None,
+                    meta: dict[str, Any], attempts: int) -> None:
+        """Journal the outcome of a started call; `meta` is merged into the start's meta."""
+        self._patch(call_id, {"status": status, "response": response_key, "meta": meta, "attempts": attempts,
+                              "ended_at": stamp(now())}, [response] if response is not None else [])
+
+    def note_call(self, call_id: int, meta: dict[str, Any]) -> None:
+        """Merge `meta` into a call's record without touching its status (say, why it is in doubt)."""
+        self._patch(call_id, {"meta": meta})
+
+    def end_step(self, status: str, *, live: int, replayed: int, outputs: list[dict[str, Any]] | None = None,
+                 error: str | None = None, variables: dict[str, bytes] | None = None,
+                 replayed_calls: list[int] | None = None) -> None:
+        """Close the step run; `variables` maps names to pickled values (stored once per content)."""
+        split = _blobs.Split()
+        outputs_key = split.add(_blobs.canonical_json(outputs)) if outputs is not None else None
+        variables_key = None
+        if variables is not None:
+            names = {name: split.add(data) for name, data in variables.items()}
+            variables_key = split.add(_blobs.canonical_json(names))
+        run = self.run
+        event = {"e": "end", "run_id": run.run_id, "session": run.session, "step": run.step, "epoch": run.epoch,
+                 "status": status, "live": live, "replayed": replayed, "outputs": outputs_key, "error": error,
+                 "variables": variables_key, "replayed_calls": replayed_calls, "ended_at": stamp(now())}
+        self._append([split], event)
