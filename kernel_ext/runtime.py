@@ -480,19 +480,25 @@ class Session:
                 self._closer.cancel()
                 self._closer = None
             store, self._store = self._store, None
-            if store is None:
+            log = self.journal.writer()
+            current = log.path
+            if store is None and (current is None or log.position <= self._absorbed.get(current, -1)):
                 return
-            with contextlib.suppress(Exception):  # a process at exit must not fail on a busy file
+            try:
+                store = store or self.journal.connect()  # connecting absorbs every log, ours too
                 try:
-                    log = self.journal.writer()
-                    current = log.path
                     if current is not None:
                         store.absorb([current])
+                        self._absorbed[current] = log.position
                         retired = log.retire(store.absorbed_position(current))
                         if retired is not None:
                             store.forget_log(retired)
                 finally:
                     store.close()
+            except Exception as exc:  # noqa: BLE001 - a process at exit must not fail on a busy file
+                # Nothing is lost: the log stays, and whoever opens the journal next absorbs it.
+                print(f"durable: the journal's log was not absorbed yet ({type(exc).__name__}: {exc}); "
+                      "the next open of the journal takes it in", file=sys.stderr)
 
     def note_cell(self, kind: str, step: str | None, source: str) -> None:
         """Remember a notebook cell this kernel ran (`setup` or `step`), for exporting the session.
