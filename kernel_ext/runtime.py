@@ -469,9 +469,10 @@ class Session:
 
     def _absorb_own(self, store: Store) -> None:
         log = self.journal.writer()
-        if log.path is not None and log.position > self._absorbed.get(log.path, -1):
-            store.absorb([log.path])
-            self._absorbed[log.path] = log.position
+        path, written = log.path, log.position  # read first: what is appended meanwhile is still to absorb
+        if path is not None and written > self._absorbed.get(path, -1):
+            store.absorb([path])
+            self._absorbed[path] = written
 
     def close_journal(self) -> None:
         """Absorb this process's log and close DuckDB (at once: another user may wait for the file)."""
@@ -481,15 +482,15 @@ class Session:
                 self._closer = None
             store, self._store = self._store, None
             log = self.journal.writer()
-            current = log.path
-            if store is None and (current is None or log.position <= self._absorbed.get(current, -1)):
+            current, written = log.path, log.position  # read first: what is appended meanwhile is still to absorb
+            if store is None and (current is None or written <= self._absorbed.get(current, -1)):
                 return
             try:
                 store = store or self.journal.connect()  # connecting absorbs every log, ours too
                 try:
                     if current is not None:
                         store.absorb([current])
-                        self._absorbed[current] = log.position
+                        self._absorbed[current] = written
                         retired = log.retire(store.absorbed_position(current))
                         if retired is not None:
                             store.forget_log(retired)
