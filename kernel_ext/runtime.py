@@ -463,7 +463,7 @@ class Session:
             if not linger:
                 self.close_journal()
                 return
-            self._closer = threading.Timer(LINGER, self.close_journal)
+            self._closer = threading.Timer(LINGER, self._close_when_idle)
             self._closer.daemon = True
             self._closer.start()
 
@@ -474,7 +474,13 @@ class Session:
             store.absorb([path])
             self._absorbed[path] = written
 
-    def close_journal(self) -> None:
+    def _close_when_idle(self) -> None:
+        # While a step runs, its log is absorbed once at the end rather than bit by bit: every absorb is
+        # a DuckDB commit and checkpoint, and many small ones leave the file larger.
+        running = any(step.session is self and not step.closed for step in list(_open_steps))
+        self.close_journal(absorb=not running)
+
+    def close_journal(self, *, absorb: bool = True) -> None:
         """Absorb this process's log and close DuckDB (at once: another user may wait for the file)."""
         with self._journal_lock:
             if self._closer is not None:
@@ -483,7 +489,11 @@ class Session:
             store, self._store = self._store, None
             log = self.journal.writer()
             current, written = log.path, log.position  # read first: what is appended meanwhile is still to absorb
-            if store is None and (current is None or written <= self._absorbed.get(current, -1)):
+            pending = current is not None and written > self._absorbed.get(current, -1)
+            if store is not None and not absorb:
+                store.close()
+                return
+            if store is None and not (absorb and pending):
                 return
             try:
                 store = store or self.journal.connect()  # connecting absorbs every log, ours too
