@@ -10,7 +10,6 @@ marked running; a finished log of a dead process, which is then deleted.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sys
 import threading
@@ -85,19 +84,10 @@ def _absorb_one(store: Store, path: Path) -> int:
 
 
 def _writer_alive(host: str, pid: int, started: str) -> bool:
-    if host != socket.gethostname().replace("-", "_"):
-        return True  # another machine's process: assume it still writes
-    if pid == os.getpid():
-        return True
-    from ._store import _process_start
+    from ._store import Holder
 
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _process_start(pid) in (started, "") and started != "dead"
+    here = socket.gethostname()  # a log's name spells it with "_" for "-" (see _log.LogWriter)
+    return Holder(pid, here if host == here.replace("-", "_") else host, started, "log writer").is_alive()
 
 
 def _apply(store: Store, frames: list[tuple[bytes, bytes]]) -> None:

@@ -76,13 +76,8 @@ def decode(codec: int, data: bytes) -> bytes:
     raise ValueError(f"unknown blob codec {codec}; this journal was written by a newer durable-kernel")
 
 
-def pack_inline(data: bytes) -> list[Any]:
-    """A blob as it is kept inside a JSON row: [codec, base64 of the encoded bytes]."""
-    codec, packed = encode(data)
-    return [codec, base64.b64encode(packed).decode()]
-
-
 def unpack_inline(entry: list[Any]) -> bytes:
+    """A blob kept inside a call's JSON row by releases before the append log: [codec, base64]."""
     codec, packed = entry
     return decode(codec, base64.b64decode(packed))
 

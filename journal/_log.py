@@ -118,7 +118,7 @@ class LogWriter:
     def __init__(self, journal: Path, *, sync: str, process_start: str) -> None:
         self.directory = logs_dir(journal)
         self.sync = sync
-        self._process_start = process_start or "0"
+        self._process_start = process_start  # "" where /proc cannot tell, as Holder has it
         self._lock = threading.Lock()
         self.records = threading.Lock()  # held by a step writer while it decides which blobs a record carries
         self._fd: int | None = None

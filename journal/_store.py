@@ -295,17 +295,15 @@ class Store(History):
 
     # -- blobs ---------------------------------------------------------------------------
 
-    def put(self, *splits: _blobs.Split, verify: bool = True) -> None:
+    def put(self, *splits: _blobs.Split) -> None:
         """Write the blobs of `splits` that the journal does not hold yet, in one statement.
 
-        Conversations are always checked link by link. Other blobs this process has not seen are
-        looked up first only with `verify`: a journaled call skips that query, since its result is
-        almost always new, and a rare second copy of a blob costs a row, never correctness.
+        Conversations are checked link by link; other blobs this process has not seen are looked up.
         """
         unique: dict[str, bytes] = {}
         for split in splits:
             unique.update(self._missing(split))
-        if verify and unique:
+        if unique:
             loose = [key for split in splits for key in split.blobs if key in unique]
             for key in self._stored(loose) if loose else ():
                 del unique[key]

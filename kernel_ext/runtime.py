@@ -467,10 +467,18 @@ class Session:
             self._closer.daemon = True
             self._closer.start()
 
-    def _absorb_own(self, store: Store) -> None:
+    def _own_log(self) -> tuple[Path | None, int, bool]:
+        """This process's log, the bytes written to it, and whether any are not absorbed yet.
+
+        The position is read before an absorb: what is appended meanwhile is still to absorb.
+        """
         log = self.journal.writer()
-        path, written = log.path, log.position  # read first: what is appended meanwhile is still to absorb
-        if path is not None and written > self._absorbed.get(path, -1):
+        path, written = log.path, log.position
+        return path, written, path is not None and written > self._absorbed.get(path, -1)
+
+    def _absorb_own(self, store: Store) -> None:
+        path, written, pending = self._own_log()
+        if pending:
             store.absorb([path])
             self._absorbed[path] = written
 
@@ -487,21 +495,19 @@ class Session:
                 self._closer.cancel()
                 self._closer = None
             store, self._store = self._store, None
-            log = self.journal.writer()
-            current, written = log.path, log.position  # read first: what is appended meanwhile is still to absorb
-            pending = current is not None and written > self._absorbed.get(current, -1)
-            if store is not None and not absorb:
-                store.close()
+            if not absorb:
+                if store is not None:
+                    store.close()
                 return
-            if store is None and not (absorb and pending):
+            if store is None and not self._own_log()[2]:
                 return
             try:
                 store = store or self.journal.connect()  # connecting absorbs every log, ours too
                 try:
-                    if current is not None:
-                        store.absorb([current])
-                        self._absorbed[current] = written
-                        retired = log.retire(store.absorbed_position(current))
+                    self._absorb_own(store)
+                    log = self.journal.writer()
+                    if log.path is not None:
+                        retired = log.retire(store.absorbed_position(log.path))
                         if retired is not None:
                             store.forget_log(retired)
                 finally:
