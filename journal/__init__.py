@@ -4,6 +4,8 @@ Importable without IPython, ipywidgets or openai.
 """
 
 from ._blobs import Split, canonical_json, digest, join_document, split_document
+from ._claim import hold as hold_session
+from ._ids import reserve as reserve_call_ids
 from ._recover import RecoverUsageError, Recovery, recover
 from ._schema import LATEST as SCHEMA_VERSION
 from ._store import Holder, Journal, RecordedCall, StepRun, Store, default_path
@@ -30,8 +32,10 @@ __all__ = [
     "canonical_json",
     "default_path",
     "digest",
+    "hold_session",
     "join_document",
     "now",
     "recover",
+    "reserve_call_ids",
     "split_document",
 ]

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _blobs, _log
+from . import _blobs, _log, _pack
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -62,6 +62,7 @@ def _absorb_one(store: Store, path: Path) -> int:
     if writer is None:
         return 0
     alive = _writer_alive(*writer)
+    touched: set[tuple[str, str]] = set()
     with store.transaction():
         row = store.con.execute("SELECT value FROM journal_state WHERE name = ?", [f"log {path.name}"]).fetchone()
         start = row[0] if row else 0
@@ -70,16 +71,21 @@ def _absorb_one(store: Store, path: Path) -> int:
         except FileNotFoundError:
             return 0  # its writer retired it meanwhile: all of it was absorbed
         if frames:
-            _apply(store, frames)
+            touched = _apply(store, frames, alive=alive)
             if row is None:
                 store.con.execute("INSERT INTO journal_state VALUES (?, ?)", [f"log {path.name}", end])
             else:
                 store.con.execute("UPDATE journal_state SET value = ? WHERE name = ?", [end, f"log {path.name}"])
-    if not alive:
-        if left:
-            print(f"durable: {left} bytes at the end of {path.name} were a record cut short when its process "
-                  "died; that call counts as not journaled", file=sys.stderr)
-        path.unlink(missing_ok=True)
+    if touched or not alive:
+        # Packs of the steps whose rows changed go before the log can: a pack with the log gone
+        # would miss the records the log held (see _pack).
+        with _pack.locked(store.journal.path, shared=False, create=False):
+            _pack.discard(store.journal.path, touched)
+            if not alive:
+                path.unlink(missing_ok=True)
+    if not alive and left:
+        print(f"durable: {left} bytes at the end of {path.name} were a record cut short when its process "
+              "died; that call counts as not journaled", file=sys.stderr)
     return len(frames)
 
 
@@ -90,40 +96,55 @@ def _writer_alive(host: str, pid: int, started: str) -> bool:
     return Holder(pid, here if host == here.replace("-", "_") else host, started, "log writer").is_alive()
 
 
-def _apply(store: Store, frames: list[tuple[bytes, bytes]]) -> None:
+def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> set[tuple[str, str]]:
+    """Apply a log's frames; returns the (session, step) pairs whose rows changed."""
     blobs: dict[str, bytes] = {}
     calls: dict[int, list[Any]] = {}  # id -> [session, step, epoch, doc], inserted at the end
     updates: list[tuple[int, dict[str, Any]]] = []  # patches of calls absorbed earlier
-    ends: list[dict[str, Any]] = []
+    events = [json.loads(body) for kind, body in frames if kind != _log.BLOB]
+    ended = {event["run_id"] for event in events if event["e"] == "end"}
+    touched: set[tuple[str, str]] = set()
     for kind, body in frames:
         if kind == _log.BLOB:
             key, data = _log.split_blob(body)
             blobs[key] = data
-            continue
-        event = json.loads(body)
+    if blobs:
+        _insert_blobs(store, blobs)
+    for event in events:
         what = event["e"]
         if what == "call":
             calls[event["id"]] = [event["session"], event["step"], event["epoch"], event["doc"]]
+            touched.add((event["session"], event["step"]))
         elif what == "patch":
             row = calls.get(event["id"])
             if row is not None:
                 row[3] = merge_patch(row[3], event["patch"])
             else:
                 updates.append((event["id"], event["patch"]))
-        elif what == "end":
-            ends.append(event)
-    if blobs:
-        _insert_blobs(store, blobs)
+        else:
+            # Runs begin, end and change hands in the order the log has them.
+            if what == "claim":
+                store.apply_claim(event)
+            elif what == "begin":
+                store.apply_begin(event, cut_off=not alive and event["run_id"] not in ended)
+            elif what == "end":
+                store.apply_end(event)
+            if "step" in event:
+                touched.add((event["session"], event["step"]))
+    if calls:  # the floor a lost counter file starts again from (see _ids)
+        store.con.execute("UPDATE journal_state SET value = greatest(value, ?) WHERE name = 'next call id'",
+                          [max(calls) + 1])
     rows = [[call_id, *row[:3], json.dumps(row[3])] for call_id, row in calls.items()]
     for chunk in range(0, len(rows), _ROWS_PER_STATEMENT):
         part = rows[chunk:chunk + _ROWS_PER_STATEMENT]
         store.con.execute("INSERT INTO call_records VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * len(part)),
                           [value for row in part for value in row])
     for call_id, patch in updates:
-        store.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ?",
-                          [json.dumps(patch), call_id])
-    for end in ends:
-        store.apply_end(end)
+        row = store.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ? "
+                                "RETURNING session, step", [json.dumps(patch), call_id]).fetchone()
+        if row is not None:
+            touched.add(tuple(row))
+    return touched
 
 
 def _insert_blobs(store: Store, blobs: dict[str, bytes]) -> None:

@@ -71,6 +71,12 @@ def read_frames(path: Path, start: int) -> tuple[list[tuple[bytes, bytes]], int,
     with open(path, "rb") as file:
         file.seek(start)
         data = file.read()
+    frames, used, left = read_frames_of(data)
+    return frames, start + used, left
+
+
+def read_frames_of(data: bytes) -> tuple[list[tuple[bytes, bytes]], int, int]:
+    """The whole frames at the start of `data`: ([(kind, body)], bytes they take, bytes left)."""
     frames: list[tuple[bytes, bytes]] = []
     offset = 0
     while offset + _HEADER.size <= len(data):
@@ -83,7 +89,7 @@ def read_frames(path: Path, start: int) -> tuple[list[tuple[bytes, bytes]], int,
             break
         frames.append((payload[:1], payload[1:]))
         offset = end
-    return frames, start + offset, len(data) - offset
+    return frames, offset, len(data) - offset
 
 
 def split_blob(body: bytes) -> tuple[str, bytes]:

@@ -20,7 +20,7 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-from . import _blobs
+from . import _blobs, _ids, _pack
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._history import History
 from ._log import LogWriter, sync_mode
@@ -109,6 +109,46 @@ class RecordedCall:
     data: bytes | None = None  # the response blob, preloaded so that replay does not query
 
 
+def recorded_calls(docs: dict[int, dict[str, Any]], blobs: dict[str, bytes],
+                   fetch: Callable[[str], bytes] | None = None) -> tuple[list[RecordedCall], dict[str, bytes]] | None:
+    """The calls a run replays from a step's documents, and the items their responses refer to.
+
+    A blob missing from `blobs` is fetched (a value kept in a row of another step), or, without
+    `fetch`, makes the answer None: the recording is then read from DuckDB.
+    """
+    # A small result may be kept in an earlier call's row (the same value returned twice).
+    kept = {key: entry for doc in docs.values() for key, entry in (doc.get("blobs") or {}).items()}
+    recorded = []
+    for call_id in sorted(docs):
+        doc = docs[call_id]
+        if doc["status"] == "abandoned":
+            continue
+        ended = doc.get("ended_at")
+        call = RecordedCall(call_id, doc["fingerprint"], doc["ordinal"], doc["seq"], doc["kind"], doc["name"],
+                            doc["status"], doc.get("request"), doc.get("response"), doc.get("meta") or {},
+                            datetime.fromisoformat(ended) if ended else None,
+                            (doc.get("prompt_tokens") or 0) + (doc.get("completion_tokens") or 0))
+        if call.response in kept:
+            call.data = _blobs.unpack_inline(kept[call.response])
+        elif call.response in blobs:
+            call.data = blobs[call.response]
+        elif call.response is not None:
+            if fetch is None:
+                return None
+            call.data = fetch(call.response)
+        recorded.append(call)
+    items = {}
+    for call in recorded:
+        for key in _blobs.item_references(call.data) if call.data else ():
+            if key in blobs:
+                items[key] = blobs[key]
+            elif fetch is None:
+                return None
+            else:
+                items[key] = fetch(key)
+    return recorded, items
+
+
 @dataclass
 class StepRun:
     session: str
@@ -161,6 +201,27 @@ class Journal:
             yield store
         finally:
             store.close()
+
+    def has_pack(self, session: str, step: str) -> bool:
+        return not is_damaged(self.path) and _pack.pack_path(self.path, session, step).is_file()
+
+    def begin_from_pack(self, session: str, step: str) -> tuple[StepRun, str | None] | None:
+        """A run of `step` begun from its pack and the logs, without DuckDB, and the step's stored source.
+
+        None when there is no usable pack: the step then begins through DuckDB (`Store.begin_step`).
+        """
+        if is_damaged(self.path) or not self.path.is_file():
+            return None
+        with _pack.locked(self.path, shared=True):
+            taken = _pack.take(self.path, session, step)
+            if taken is None:
+                return None
+            pack, positions = taken
+            _pack.add_tails(self.path, session, step, pack, positions)
+        replay = recorded_calls(pack.docs, pack.blobs)
+        if replay is None:
+            return None
+        return StepRun(session, step, pack.epoch, pack.run_id, pack.call_ids, *replay), pack.source
 
     def _require_file(self) -> None:
         if not self.path.is_file():
@@ -427,37 +488,14 @@ class Store(History):
     # -- steps ---------------------------------------------------------------------------
 
     def begin_step(self, session: str, step: str, source: str | None, *, rerun: bool = False) -> StepRun:
-        """Open a run of `step` and load its recorded calls for replay."""
+        """Open a run of `step`, load its recorded calls for replay, and pack them for the next run."""
         # Replaying a whole session runs this once per step, so it spends as few statements as it can.
         source_split = _blobs.Split()
         source_key = source_split.add(source.encode()) if source is not None else None
         with self.transaction():
-            row = self.con.execute(
-                "SELECT epoch, status, source FROM step_records WHERE session = ? AND name = ?", [session, step]
-            ).fetchone()
-            if source_key is not None and (row is None or row[2] != source_key):
+            epoch, stored_source = self._step_running(session, step, source_key, rerun=rerun)
+            if source_key is not None and stored_source != source_key:
                 self.put(source_split)
-            if row is None:
-                epoch = 1
-                self.con.execute(
-                    "INSERT INTO step_records VALUES (?, ?, 1, 'running', ?, ?, ?)",
-                    [session, step, source_key, now(), now()],
-                )
-            else:
-                epoch = row[0] + 1 if rerun else row[0]
-                self.con.execute(
-                    "UPDATE step_records SET epoch = ?, status = 'running', source = coalesce(?, source), "
-                    "updated_at = ? WHERE session = ? AND name = ?",
-                    [epoch, source_key, now(), session, step],
-                )
-            if row is not None and row[1] == "running":
-                # A run still 'running' belongs to a process that died inside it: the caller holds
-                # the session, so nothing else can be running this step.
-                self.con.execute(
-                    "UPDATE step_runs SET status = 'interrupted' WHERE session = ? AND step = ? "
-                    "AND status = 'running'",
-                    [session, step],
-                )
             (run_id,) = self.con.execute(
                 "INSERT INTO step_runs (id, session, step, epoch, started_at, status) "
                 "VALUES (nextval('run_ids'), ?, ?, ?, ?, 'running') RETURNING id",
@@ -465,8 +503,86 @@ class Store(History):
             ).fetchone()
             ids = self.reserve_call_ids(_FIRST_IDS)
         self.con.execute("UPDATE session_records SET updated_at = ? WHERE name = ?", [now(), session])
-        recorded = self._recorded(session, step, epoch)
-        return StepRun(session, step, epoch, run_id, ids, recorded, self._items_of(recorded))
+        docs, blobs = self._recording(session, step, epoch)
+        recorded, items = recorded_calls(docs, blobs, self.fetch)
+        # If this run is cut off, the next one begins from the pack and this run's log.
+        self._write_pack(session, step, epoch, source_key, docs, blobs)
+        return StepRun(session, step, epoch, run_id, ids, recorded, items)
+
+    def _step_running(self, session: str, step: str, source: str | None, *, rerun: bool = False,
+                      epoch: int | None = None) -> tuple[int, str | None]:
+        """Mark a step running (created if new); returns its epoch and the source it had."""
+        row = self.con.execute(
+            "SELECT epoch, status, source FROM step_records WHERE session = ? AND name = ?", [session, step]
+        ).fetchone()
+        if row is None:
+            epoch = epoch or 1
+            self.con.execute("INSERT INTO step_records VALUES (?, ?, ?, 'running', ?, ?, ?)",
+                             [session, step, epoch, source, now(), now()])
+            return epoch, None
+        epoch = epoch if epoch is not None else row[0] + 1 if rerun else row[0]
+        self.con.execute(
+            "UPDATE step_records SET epoch = ?, status = 'running', source = coalesce(?, source), "
+            "updated_at = ? WHERE session = ? AND name = ?",
+            [epoch, source, now(), session, step],
+        )
+        if row[1] == "running":
+            # A run still 'running' belongs to a process that died inside it: the caller holds
+            # the session, so nothing else can be running this step.
+            self.con.execute("UPDATE step_runs SET status = 'interrupted' WHERE session = ? AND step = ? "
+                             "AND status = 'running'", [session, step])
+        return epoch, row[2]
+
+    def apply_begin(self, begin: dict[str, Any], *, cut_off: bool) -> None:
+        """Open a step run as its log's `begin` record says (a run begun from a pack, without DuckDB).
+
+        `cut_off`: its process is gone and the log holds no end for it, so it was interrupted.
+        """
+        session, step = begin["session"], begin["step"]
+        self._step_running(session, step, begin["source"], epoch=begin["epoch"])
+        self.con.execute("INSERT INTO step_runs (id, session, step, epoch, started_at, status) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", [begin["run_id"], session, step, begin["epoch"],
+                                                       begin["started_at"], "interrupted" if cut_off else "running"])
+        self.con.execute("UPDATE session_records SET updated_at = ? WHERE name = ?", [begin["started_at"], session])
+
+    def apply_claim(self, claim: dict[str, Any]) -> None:
+        """A process took the session over without DuckDB (its lock file decided): record it as holder."""
+        name, holder = claim["session"], Holder(**claim["holder"])
+        row = self.con.execute("SELECT holder FROM session_records WHERE name = ?", [name]).fetchone()
+        if row is None:
+            self.con.execute("INSERT INTO session_records VALUES (?, ?, ?, ?, ?)",
+                             [name, claim.get("notebook"), claim["at"], claim["at"], json.dumps(holder.__dict__)])
+            return
+        if row[0]:
+            current = Holder(**json.loads(row[0]))
+            if (current.pid, current.host, current.started) != (holder.pid, holder.host, holder.started):
+                for table in ("step_records", "step_runs"):
+                    self.con.execute(f"UPDATE {table} SET status = 'interrupted' WHERE session = ? "
+                                     "AND status = 'running'", [name])
+        self.con.execute("UPDATE session_records SET holder = ?, updated_at = ?, notebook = coalesce(?, notebook) "
+                         "WHERE name = ?", [json.dumps(holder.__dict__), claim["at"], claim.get("notebook"), name])
+
+    def _write_pack(self, session: str, step: str, epoch: int, source: str | None,
+                    docs: dict[int, dict[str, Any]], blobs: dict[str, bytes]) -> None:
+        (run_id,) = self.con.execute("SELECT nextval('run_ids')").fetchone()
+        ids = self.reserve_call_ids(_FIRST_IDS)
+        positions = {name[4:]: value for name, value in self.con.execute(
+            "SELECT name, value FROM journal_state WHERE starts_with(name, 'log ')").fetchall()}
+        with _pack.locked(self.journal.path, shared=False):
+            _pack.write(self.journal.path, session, step,
+                        _pack.Pack(epoch, source, run_id, ids, docs, blobs), positions)
+
+    def repack(self, session: str, steps: Iterable[str]) -> None:
+        """Pack the recordings of `steps` that have no pack (their runs ended in this process)."""
+        for step in steps:
+            if _pack.pack_path(self.journal.path, session, step).exists():
+                continue
+            row = self.con.execute("SELECT epoch, source, status FROM step_records WHERE session = ? AND name = ?",
+                                   [session, step]).fetchone()
+            if row is None or row[2] == "running":
+                continue
+            docs, blobs = self._recording(session, step, row[0])
+            self._write_pack(session, step, row[0], row[1], docs, blobs)
 
     def apply_end(self, end: dict[str, Any]) -> None:
         """Close a step run as its log's `end` record says (see `_writer.StepWriter.end_step`)."""
@@ -484,10 +600,10 @@ class Store(History):
 
     def reserve_call_ids(self, count: int) -> list[int]:
         """`count` call ids no other writer will use: a running step hands them out without DuckDB."""
-        (last,) = self.con.execute(
-            "UPDATE journal_state SET value = value + ? WHERE name = 'next call id' RETURNING value", [count]
-        ).fetchone()
-        return list(range(last - count, last))
+        (floor,) = self.con.execute("SELECT value FROM journal_state WHERE name = 'next call id'").fetchone()
+        ids = _ids.reserve(self.journal.path, count, floor=floor)
+        self.con.execute("UPDATE journal_state SET value = ? WHERE name = 'next call id'", [ids[-1] + 1])
+        return ids
 
     def absorbed_position(self, log: Path) -> int:
         row = self.con.execute("SELECT value FROM journal_state WHERE name = ?", [f"log {log.name}"]).fetchone()
@@ -504,45 +620,25 @@ class Store(History):
 
         return absorb(self, logs)
 
-    def _recorded(self, session: str, step: str, epoch: int) -> list[RecordedCall]:
+    def _recording(self, session: str, step: str, epoch: int) -> tuple[dict[int, dict[str, Any]], dict[str, bytes]]:
+        """A step's recorded calls ({id: document}) and the blobs replaying them needs, in two queries."""
         rows = self.con.execute(
             "SELECT id, doc FROM call_records WHERE session = ? AND step = ? AND epoch = ? ORDER BY id",
             [session, step, epoch],
         ).fetchall()
-        recorded, wanted = [], []
-        docs = [(call_id, json.loads(text)) for call_id, text in rows]
-        # A small result may be kept in an earlier call's row (the same value returned twice).
-        kept = {key: entry for _, doc in docs for key, entry in (doc.get("blobs") or {}).items()}
-        for call_id, doc in docs:
-            if doc["status"] == "abandoned":
-                continue
-            ended = doc.get("ended_at")
-            call = RecordedCall(call_id, doc["fingerprint"], doc["ordinal"], doc["seq"], doc["kind"], doc["name"],
-                                doc["status"], doc.get("request"), doc.get("response"), doc.get("meta") or {},
-                                datetime.fromisoformat(ended) if ended else None,
-                                (doc.get("prompt_tokens") or 0) + (doc.get("completion_tokens") or 0))
-            if call.response in kept:
-                call.data = _blobs.unpack_inline(kept[call.response])
-            elif call.response is not None:
-                wanted.append(call)
-            recorded.append(call)
-        if wanted:
-            found = self._blobs_by_hash([call.response for call in wanted])
-            for call in wanted:
-                # Rarely, the value was kept in a row of another step: fetch() looks there.
-                call.data = found[call.response] if call.response in found else self.fetch(call.response)
-        return recorded
+        docs = {call_id: json.loads(text) for call_id, text in rows}
+        wanted = {doc["response"] for doc in docs.values() if doc.get("response") and doc["status"] != "abandoned"}
+        blobs = self._blobs_by_hash(list(wanted)) if wanted else {}
+        items = {key for data in blobs.values() for key in _blobs.item_references(data)} - blobs.keys()
+        if items:
+            blobs.update(self._blobs_by_hash(list(items)))
+        return docs, blobs
 
     def _blobs_by_hash(self, keys: list[str]) -> dict[str, bytes]:
         rows = self.con.execute(
             "SELECT hash, codec, data FROM blobs WHERE hash IN (SELECT unnest(?))", [sorted(set(keys))]
         ).fetchall()
         return {key: _blobs.decode(codec, data) for key, codec, data in rows}
-
-    def _items_of(self, recorded: list[RecordedCall]) -> dict[str, bytes]:
-        """The items (assistant messages) that replaying these calls will need, in one query."""
-        keys = [key for call in recorded if call.data for key in _blobs.item_references(call.data)]
-        return self._blobs_by_hash(keys) if keys else {}
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -552,8 +648,11 @@ class Store(History):
 
     def _patch_call(self, call_id: int, patch: dict[str, Any]) -> None:
         # A JSON merge patch: keys set to None are removed, nested objects (meta) are merged.
-        self.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ?",
-                         [json.dumps(patch), call_id])
+        row = self.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ? "
+                               "RETURNING session, step", [json.dumps(patch), call_id]).fetchone()
+        if row is not None:
+            with _pack.locked(self.journal.path, shared=False, create=False):
+                _pack.discard(self.journal.path, [row])
 
     def call(self, call_id: int) -> dict[str, Any] | None:
         row = self.con.execute(
@@ -605,7 +704,7 @@ class Store(History):
         rows = self.con.execute(
             "SELECT id, session, step, status, meta, response, started_at, ended_at FROM call_rows "
             "WHERE kind = 'approval' AND status IN ('started', 'completed') "
-            "AND (? IS NULL OR session = ?) AND (NOT ? OR status = 'started') ORDER BY id",
+            "AND (? IS NULL OR session = ?) AND (NOT ? OR status = 'started') ORDER BY started_at, id",
             [session, session, pending_only],
         ).fetchall()
         out = []

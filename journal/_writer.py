@@ -61,10 +61,10 @@ class StepWriter:
                         self._known.add(item)
                         yield item, item_data
 
-    def _append(self, splits: list[_blobs.Split], event: dict[str, Any], *, effect: bool = False) -> None:
+    def _append(self, splits: list[_blobs.Split], *events: dict[str, Any], effect: bool = False) -> None:
         with self._lock:
             frames = [_log.blob_frame(key, data) for key, data in self._unknown(splits)]
-            self.log.append(b"".join([*frames, _log.event_frame(event)]), effect=effect)
+            self.log.append(b"".join([*frames, *map(_log.event_frame, events)]), effect=effect)
 
     def mark_known(self, split: _blobs.Split) -> None:
         """Remember that every blob of `split` is stored (it matched a recorded call)."""
@@ -82,6 +82,18 @@ class StepWriter:
 
     def _patch(self, call_id: int, patch: dict[str, Any], splits: list[_blobs.Split] = ()) -> None:
         self._append(list(splits), {"e": "patch", "id": call_id, "patch": patch})
+
+    def begin_run(self, source: _blobs.Split | None, source_key: str | None, *,
+                  claim: dict[str, Any] | None = None) -> None:
+        """Journal that the run begins, for a run begun from a pack (DuckDB has no row of it yet).
+
+        `claim` (holder, notebook): this process took the session over without DuckDB; said first.
+        """
+        run = self.run
+        events = [{"e": "claim", "session": run.session, "at": stamp(now()), **claim}] if claim else []
+        events.append({"e": "begin", "run_id": run.run_id, "session": run.session, "step": run.step,
+                       "epoch": run.epoch, "source": source_key, "started_at": stamp(now())})
+        self._append([source] if source is not None else [], *events)
 
     def record_call(
         self, *, seq: int, fingerprint: str, ordinal: int, kind: str, name: str,

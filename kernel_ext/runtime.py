@@ -23,7 +23,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from journal import Holder, Journal, RecordedCall, Split, StepRun, StepWriter, Store, digest
+from journal import (
+    Holder,
+    Journal,
+    RecordedCall,
+    Split,
+    StepRun,
+    StepWriter,
+    Store,
+    digest,
+    hold_session,
+    reserve_call_ids,
+)
 
 from .config import settings
 from .errors import InDoubtError, StepError, StrictReplayError
@@ -389,6 +400,9 @@ class Session:
         self._journal_lock = threading.RLock()
         self._absorbed: dict[Path, int] = {}  # how far this process absorbed its own logs
         self._cells_seen: dict[tuple[str, str | None, str], None] = {}  # in the order they first ran
+        self._held: int | None = None  # the session's lock file, held while this process drives it
+        self._claim_logged = False  # taken over through the log (a step begun from a pack), not DuckDB
+        self._ended: dict[str, None] = {}  # steps that ran here since their recordings were last packed
         self.exits_when_suspended = False  # an exported script: a suspended step ends it with exit code 3
 
     def __repr__(self) -> str:
@@ -402,14 +416,18 @@ class Session:
         if _active.get() is not None:
             raise StepError(f"step {name!r} cannot start inside step {_active.get().name!r}: steps do not nest")
         strict = strict or settings().strict  # read before the step begins: an invalid setting begins none
-        with self.journal_store() as store:
-            if not self._claimed:  # while this process lives, no other can take the session over
-                store.claim_session(self.name, self.holder, self.notebook)
-                self._claimed = True
-            run = store.begin_step(self.name, name, redact_text(source) if source is not None else None,
-                                   rerun=rerun)
-            self._flush_cells(store)
-        active = ActiveStep(self, run, StepWriter(self.journal, run, self._reserve_ids), strict)
+        source = redact_text(source) if source is not None else None
+        begun = None if rerun else self._begin_from_pack(name, source)
+        if begun is None:
+            with self.journal_store() as store:
+                self._hold()
+                if not self._claimed:  # while this process lives, no other can take the session over
+                    store.claim_session(self.name, self.holder, self.notebook)
+                    self._claimed = True
+                run = store.begin_step(self.name, name, source, rerun=rerun)
+                self._flush_cells(store)
+            begun = run, StepWriter(self.journal, run, self._reserve_ids)
+        active = ActiveStep(self, *begun, strict)
         token = _active.set(active)
         _open_steps.append(active)
         status, error = "failed", None
@@ -433,8 +451,37 @@ class Session:
                 active.writer.end_step(status, live=active.live, replayed=active.replayed, outputs=active.outputs,
                                        error=error, variables=active.variables if status == "completed" else None,
                                        replayed_calls=active.replayed_calls)
+            self._ended[name] = None
+
+    def _hold(self) -> None:
+        """Hold the session's lock file for as long as this process drives it."""
+        if self._held is None:
+            self._held = hold_session(self.journal.path, self.name, self.holder.__dict__, self.holder.describe())
+
+    def _begin_from_pack(self, name: str, source: str | None) -> tuple[StepRun, StepWriter] | None:
+        """Begin a run from the step's pack, without DuckDB (see journal/_pack.py); None if it has none."""
+        if not self.journal.has_pack(self.name, name):
+            return None  # and nothing created: a journal DuckDB refuses must be left as it is
+        self._hold()
+        begun = self.journal.begin_from_pack(self.name, name)
+        if begun is None:
+            return None
+        run, stored_source = begun
+        writer = StepWriter(self.journal, run, self._reserve_ids)
+        split = Split() if source is not None else None
+        key = split.add(source.encode()) if split is not None else None
+        claim = None if self._claimed or self._claim_logged else {"holder": self.holder.__dict__,
+                                                                   "notebook": self.notebook}
+        with uninterrupted():
+            writer.begin_run(split if key != stored_source else None, key, claim=claim)
+        self._claim_logged = True
+        return run, writer
 
     def _reserve_ids(self, count: int) -> list[int]:
+        # From the counter file while it exists: opening DuckDB mid-step would absorb the step's log.
+        ids = reserve_call_ids(self.journal.path, count)
+        if ids is not None:
+            return ids
         with self.journal_store() as store:
             return store.reserve_call_ids(count)
 
@@ -454,8 +501,7 @@ class Session:
             try:
                 if self._store is None:
                     self._store = self.journal.connect()  # absorbs every log it finds
-                else:
-                    self._absorb_own(self._store)
+                self._absorb_own(self._store)
                 yield self._store
             except BaseException:
                 self.close_journal()  # after a failure, go on from a fresh connection
@@ -481,6 +527,11 @@ class Session:
         if pending:
             store.absorb([path])
             self._absorbed[path] = written
+        if self._ended:
+            # Absorbing a step's records spent its pack: the next run of each step that ran here
+            # can begin without DuckDB again.
+            store.repack(self.name, list(self._ended))
+            self._ended.clear()
 
     def _close_when_idle(self) -> None:
         # While a step runs, its log is absorbed once at the end rather than bit by bit: every absorb is
@@ -499,7 +550,7 @@ class Session:
                 if store is not None:
                     store.close()
                 return
-            if store is None and not self._own_log()[2]:
+            if store is None and not self._own_log()[2] and not self._ended:
                 return
             try:
                 store = store or self.journal.connect()  # connecting absorbs every log, ours too
@@ -541,11 +592,13 @@ class Session:
     def release(self) -> None:
         """Let another process drive this session (done at exit; a killed process is detected)."""
         self.close_journal()
-        if not self._claimed:
-            return
-        with self.journal.open() as store:
-            store.release_session(self.name, self.holder)
-        self._claimed = False
+        if self._claimed or self._claim_logged:
+            with self.journal.open() as store:
+                store.release_session(self.name, self.holder)
+            self._claimed = self._claim_logged = False
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
 
 
 def _process_label() -> str:

@@ -30,12 +30,28 @@ _MIN_LENGTH = 8  # shorter values ("1", "true") would match everywhere and prote
 
 def secret_values(namespace: Mapping[str, Any] | None = None) -> list[str]:
     """Credential values known here: the environment's, and the api_key of clients in `namespace`."""
-    found = [value for name, value in os.environ.items()
-             if _CREDENTIAL_NAME.search(name) and len(value) >= _MIN_LENGTH]
+    found = list(_environment_secrets())
     for value in (namespace or {}).values():
         key = getattr(value, "api_key", None) if not isinstance(value, type) else None
         if isinstance(key, str) and len(key) >= _MIN_LENGTH:
             found.append(key)
+    return found
+
+
+_seen_environment: tuple[dict[Any, Any], list[str]] = ({}, [])
+
+
+def _environment_secrets() -> list[str]:
+    # Asked for every journaled call: the environment is scanned again only when it changed
+    # (os.environ decodes every entry it yields, ~100 us for a usual environment).
+    global _seen_environment
+    raw = getattr(os.environ, "_data", None)
+    if raw is not None and raw == _seen_environment[0]:
+        return _seen_environment[1]
+    found = [value for name, value in os.environ.items()
+             if _CREDENTIAL_NAME.search(name) and len(value) >= _MIN_LENGTH]
+    if raw is not None:
+        _seen_environment = (dict(raw), found)
     return found
 
 

@@ -1,5 +1,7 @@
-"""Crash torture: SIGKILL an agent notebook at 30 points (model calls in flight, inside tools before
-and after their side effect, random moments) and run it again until it completes.
+"""Crash torture: SIGKILL an agent notebook at 34 points (model calls in flight, inside tools before
+and after their side effect, random moments) and run it again until it completes. Some schedules
+then also tear the killed kernel's last log record (as a kill in the middle of an append does), or
+SIGKILL `durable ls` processes while they absorb its log, before the run that completes.
 
 For every schedule: no tool's effect happens twice (the ledger holds each idempotency key once and
 the same keys as an uninterrupted run), an in-doubt non-idempotent tool stops the step with
@@ -14,7 +16,10 @@ import os
 import random
 import re
 import signal
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -24,6 +29,7 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbformat.v4 import new_code_cell, new_notebook
 
 from journal import Journal
+from journal._log import logs_dir, logs_in
 from kernel_ext.scripted.server import ScriptedModelServer
 from tests.conftest import API_KEY
 from tests.harness import run_notebook
@@ -148,6 +154,24 @@ class Trial:
         if kind != "random":
             assert errors and isinstance(errors[0], DeadKernelError), errors
 
+    def tear_last_record(self) -> None:
+        """Cut the killed kernel's last log record short, as a kill in the middle of its append would."""
+        logs = sorted(logs_in(logs_dir(self.journal)), key=lambda log: log.stat().st_mtime)
+        assert logs, "the killed kernel's latest records should still be in its log"
+        with open(logs[-1], "r+b") as file:
+            file.truncate(logs[-1].stat().st_size - 7)
+
+    def kill_absorbing_readers(self, seed: int) -> None:
+        """`durable ls` processes SIGKILLed at random moments: opening, absorbing the killed log, after."""
+        assert list(logs_in(logs_dir(self.journal))), "the killed kernel's records should be in its log"
+        rng = random.Random(seed)
+        for _ in range(4):
+            reader = subprocess.Popen([sys.executable, "-m", "kernel_ext.cli.main", "ls", "--journal",
+                                       str(self.journal)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.05, 1.0))
+            reader.send_signal(signal.SIGKILL)
+            reader.wait(timeout=60)
+
     def run_to_completion(self) -> nbformat.NotebookNode:
         for _ in range(4):
             with Journal(self.journal).open():  # the journal always reopens after a kill
@@ -192,6 +216,9 @@ def _schedules() -> list[tuple[str, str]]:
     rng = random.Random(20261122)
     chosen += [("tool", f"{rng.randint(3, TOOL_CALLS - 1)}:{rng.choice(['before', 'after'])}") for _ in range(4)]
     chosen += [("random", f"{rng.uniform(1.2, 4.2):.2f}") for _ in range(12)]  # run lasts ~4 s
+    # After a kill with the model call in flight, the last record is a finished call: tear it.
+    chosen += [("torn", str(k)) for k in (9, 18)]
+    chosen += [("absorb", "7:after"), ("absorb", str(TURNS))]
     return chosen
 
 
@@ -215,13 +242,20 @@ def reference(tmp_path_factory):
 def test_kill_anywhere_then_resume(kill, reference, model_server, tmp_path):
     answer, keys = reference
     trial = Trial(tmp_path / "trial", model_server, _write_notebook(tmp_path / "agent.ipynb"))
-    trial.run_killed(kill)
+    kind, point = kill
+    if kind == "torn":
+        trial.run_killed(("llm", point))
+        trial.tear_last_record()
+    elif kind == "absorb":
+        trial.run_killed(("tool" if ":" in point else "llm", point))
+        trial.kill_absorbing_readers(seed=len(point))
+    else:
+        trial.run_killed(kill)
     nb = trial.run_to_completion()
     assert _answer(nb) == answer
     ledger = [e["key"] for e in trial.entries()]
     assert len(ledger) == len(set(ledger)), "a tool's effect happened twice"
     assert set(ledger) == keys, "every tool call took effect exactly once"
-    kind, point = kill
     if kind == "tool" and point.endswith(("before", "after")):
         # The n-th live tool run alternates between the two tools: odd runs book (not idempotent).
         expected = 1 if int(point.split(":")[0]) % 2 == 1 else 0

@@ -1,0 +1,140 @@
+"""Replay packs: what the next run of a step needs to replay it, readable without DuckDB.
+
+A pack is a snapshot of one step's recording as DuckDB held it (calls, response blobs and the
+items they refer to), with the absorbed position of every append log at that moment, and a run
+id and call ids reserved for the run that will use it. The step's calls made after the snapshot
+are in the logs past those positions. So the pack plus the logs' tails are the whole recording,
+and a notebook replayed from start to end begins every step from a file read in one go instead
+of importing and opening DuckDB.
+
+That holds as long as nothing changes the step's rows in DuckDB behind the pack: every such
+change (an absorb of the step's records, a settled call, a decided approval, a rerun) deletes the
+step's pack under an exclusive lock, and a reader holds the shared lock while it reads the pack
+and the logs. A missing pack only means the step begins through DuckDB, as before; a pack is
+used once (its reserved ids are then spent) and written again by the process driving the session.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import _blobs, _log
+
+_KIND = b"P"
+_VERSION = 1
+
+
+@dataclass
+class Pack:
+    epoch: int
+    source: str | None
+    run_id: int
+    call_ids: list[int]
+    docs: dict[int, dict[str, Any]]  # call id -> its JSON document, as call_records holds it
+    blobs: dict[str, bytes]  # response blobs and the items they refer to
+
+
+def packs_dir(journal: Path) -> Path:
+    return _log.logs_dir(journal) / "packs"
+
+
+def pack_path(journal: Path, session: str, step: str) -> Path:
+    return packs_dir(journal) / (_blobs.digest(f"{session}\0{step}".encode())[:32] + ".pack")
+
+
+@contextmanager
+def locked(journal: Path, *, shared: bool, create: bool = True) -> Iterator[None]:
+    """Readers of packs share this lock; whoever deletes or writes one holds it alone.
+
+    Without `create`, a journal without a packs folder has no pack to delete and nothing is
+    created (an absorb by a read-only command must not leave files behind).
+    """
+    directory = packs_dir(journal)
+    if create:
+        directory.mkdir(parents=True, exist_ok=True)
+    elif not directory.is_dir():
+        yield
+        return
+    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _identity(journal: Path) -> list[int] | None:
+    try:
+        stat = journal.stat()
+    except OSError:
+        return None
+    return [stat.st_dev, stat.st_ino]
+
+
+def write(journal: Path, session: str, step: str, pack: Pack, positions: dict[str, int]) -> None:
+    """Write a step's pack (the caller holds DuckDB, and the exclusive lock)."""
+    header = {"v": _VERSION, "session": session, "step": step, "journal": _identity(journal),
+              "epoch": pack.epoch, "source": pack.source, "run_id": pack.run_id, "call_ids": pack.call_ids,
+              "positions": positions, "docs": [[call_id, doc] for call_id, doc in pack.docs.items()]}
+    inner = _log.event_frame(header) + b"".join(_log.blob_frame(key, data) for key, data in pack.blobs.items())
+    path = pack_path(journal, session, step)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(_log.frame(_KIND, zlib.compress(inner, 1)))
+    os.replace(temporary, path)
+
+
+def discard(journal: Path, steps: Iterable[tuple[str, str]]) -> None:
+    """Delete the packs of (session, step) pairs whose rows changed (the caller holds the exclusive lock)."""
+    for session, step in steps:
+        pack_path(journal, session, step).unlink(missing_ok=True)
+
+
+def take(journal: Path, session: str, step: str) -> tuple[Pack, dict[str, int]] | None:
+    """The step's pack and log positions, deleted as it is read (its ids are this run's); None if none."""
+    path = pack_path(journal, session, step)
+    try:
+        frames, _, _ = _log.read_frames(path, 0)
+    except FileNotFoundError:
+        return None
+    path.unlink(missing_ok=True)
+    if len(frames) != 1 or frames[0][0] != _KIND:
+        return None
+    inner, _, _ = _log.read_frames_of(zlib.decompress(frames[0][1]))
+    header = json.loads(inner[0][1])
+    if (header.get("v"), header["session"], header["step"]) != (_VERSION, session, step) or (
+            header["journal"] != _identity(journal)):
+        return None  # another file now lives at the journal's path
+    blobs = dict(_log.split_blob(body) for kind, body in inner[1:] if kind == _log.BLOB)
+    docs = {call_id: doc for call_id, doc in header["docs"]}
+    pack = Pack(header["epoch"], header["source"], header["run_id"], header["call_ids"], docs, blobs)
+    return pack, header["positions"]
+
+
+def add_tails(journal: Path, session: str, step: str, pack: Pack, positions: dict[str, int]) -> None:
+    """Add to `pack` the step's records that the logs hold past the pack's positions."""
+    from ._absorb import merge_patch
+
+    for path in _log.logs_in(_log.logs_dir(journal)):
+        try:
+            frames, _, _ = _log.read_frames(path, positions.get(path.name, 0))
+        except FileNotFoundError:
+            continue  # absorbed and deleted since the listing: the pack would be gone too
+        for kind, body in frames:
+            if kind == _log.BLOB:
+                key, data = _log.split_blob(body)
+                pack.blobs.setdefault(key, data)
+                continue
+            event = json.loads(body)
+            if event["e"] == "call":
+                if (event["session"], event["step"], event["epoch"]) == (session, step, pack.epoch):
+                    pack.docs[event["id"]] = event["doc"]
+            elif event["e"] == "patch" and event["id"] in pack.docs:
+                pack.docs[event["id"]] = merge_patch(pack.docs[event["id"]], event["patch"])
