@@ -87,16 +87,8 @@ class HttpCall:
         self.above = above.get()
 
     def claim(self, active: ActiveStep) -> Claim:
-        handed = self.above.claim if self.above is not None else None
-        if handed is not None:
-            self.above.claim = None  # the first attempt's: a retry claims its own place
-            if handed.recorded is not None or handed.fingerprint == self.fingerprint:
-                return handed
-            # Claimed live by its arguments' key, but the SDK built another request than the one
-            # recorded under that key (a changed SDK or client): it takes its place by its request.
-            active.retry(handed)
         describe = self.name + (f", model {self.model}" if self.model else "")
-        return active.claim(self.fingerprint, describe, self.document)
+        return claim_below(active, self.above, self.fingerprint, describe, self.document)
 
     def replay(self, active: ActiveStep, recorded: RecordedCall, stream: bool) -> Any:
         if recorded.fingerprint == self.fingerprint:
@@ -270,6 +262,20 @@ class Above:
 
     key: str  # the key of its arguments, recorded with its response
     claim: Claim | None  # claimed by that key, for its first attempt; None: the attempt claims by its request
+
+
+def claim_below(active: ActiveStep, handed_down: Above | None, fingerprint: str, describe: str,
+                document: Any) -> Claim:
+    """Claim a call where the SDK sends it: with the claim made above the SDK, if any, else by its request."""
+    handed = handed_down.claim if handed_down is not None else None
+    if handed is not None:
+        handed_down.claim = None  # the first attempt's: a retry claims its own place
+        if handed.recorded is not None or handed.fingerprint == fingerprint:
+            return handed
+        # Claimed live by its arguments' key, but the SDK built another request than the one
+        # recorded under that key (a changed SDK or client): it takes its place by its request.
+        active.retry(handed)
+    return active.claim(fingerprint, describe, document)
 
 
 # Set while the SDK sends a call that an integration keyed above it (see _rebuild.py).

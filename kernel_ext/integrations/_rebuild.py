@@ -60,6 +60,9 @@ class Api:
     omitted: Callable[[Any], bool]  # an argument value the SDK leaves out of the request (its "not given")
     # The JSON the SDK sends for one of its own objects among the arguments; TypeError for anything else.
     plain: Callable[[Any], Any]
+    body: str = "json"  # how the HTTP path stores the answers it replays (its meta "body")
+    # Arguments that ask for something a rebuilt object cannot give (say, the raw HTTP response).
+    refuse: Callable[[dict[str, Any]], bool] = lambda kwargs: False
 
 
 if orjson is not None:
@@ -76,6 +79,8 @@ else:  # pragma: no cover
 
 def key_of(api: Api, resource: Any, kwargs: dict[str, Any]) -> str | None:
     """The key of a call's arguments, or None if the call keeps the HTTP path."""
+    if api.refuse(kwargs):
+        return None
     args = {}
     for name, value in kwargs.items():
         if name in _OPTIONS:
@@ -101,7 +106,7 @@ def _describe(api: Api, kwargs: dict[str, Any]) -> str:
 
 def _replayed(api: Api, active: ActiveStep, resource: Any, kwargs: dict[str, Any], recorded: RecordedCall) -> Any:
     meta = recorded.meta
-    if meta.get("body") != "json" or meta.get("stream"):
+    if meta.get("body") != api.body or meta.get("stream"):
         raise CannotRebuild
     document = _http.recorded_document(active, recorded)
     return api.rebuild(resource, kwargs, document, meta.get("headers") or {})
@@ -241,10 +246,11 @@ def stainless(sdk: str, module: ModuleType, name: str, result: str, *,
     return Api(name, shape, rebuild, lambda value: isinstance(value, sentinels), plain)
 
 
-def install_create(patches: Patches, module: ModuleType, classes: tuple[str, str], api: Api | None) -> None:
-    """Replay `create` of a resource (its sync and async class) above the SDK."""
+def install_create(patches: Patches, module: ModuleType, classes: tuple[str, str], api: Api | None,
+                   method: str = "create") -> None:
+    """Replay `method` of a resource (its sync and async class) above the SDK."""
     sync, asynchronous = (getattr(module, name, None) for name in classes)
-    if api is None or any(cls is None or "create" not in cls.__dict__ for cls in (sync, asynchronous)):
+    if api is None or any(cls is None or method not in cls.__dict__ for cls in (sync, asynchronous)):
         return
-    patches.wrap(sync, "create", wrap_sync(api))
-    patches.wrap(asynchronous, "create", wrap_async(api))
+    patches.wrap(sync, method, wrap_sync(api))
+    patches.wrap(asynchronous, method, wrap_async(api))

@@ -1,5 +1,8 @@
 """The `google-genai` client: generate_content and friends journaled above its HTTP layer.
 
+A recorded `generate_content` request replays higher still, above the SDK's conversions (see
+_genai_above.py).
+
 The SDK sends through httpx, aiohttp or google-auth's requests session depending on how it is set
 up, so it is journaled one level up, at `BaseApiClient.request` / `request_streamed` and their
 async twins, where a call is (method, path, request dict) and its answer is JSON text, or a
@@ -21,7 +24,7 @@ from journal import Split, join_document, split_document
 from journal._time import now
 
 from ..runtime import ActiveStep, Claim, active_step
-from . import Integration, Unsupported
+from . import Integration, Unsupported, _genai_above, _http, _rebuild
 from ._patch import Patches
 
 _METHODS = ("request", "request_streamed", "async_request", "async_request_streamed")
@@ -40,7 +43,9 @@ class GenaiCall:
         fingerprint = split_document(self.document, self.split)
         model, _, verb = path.partition(":")
         self.name, self.model = "genai." + (verb or path.replace("/", ".")), model.rpartition("/")[2] or None
-        self.claim: Claim = active.claim(fingerprint, f"{self.name}, model {self.model}", self.document)
+        self.above = _http.above.get()  # keyed above the SDK (_genai_above.py): its claim, its key
+        self.claim: Claim = _http.claim_below(active, self.above, fingerprint, f"{self.name}, model {self.model}",
+                                              self.document)
         self.started = now()
 
     def recorded(self) -> list[str] | None:
@@ -68,10 +73,15 @@ class GenaiCall:
         self.active.record(self.claim, kind="llm", name=self.name, model=self.model, request=self.split,
                            response=response, response_key=key, started_at=self.started,
                            usage=(usage.get("promptTokenCount"), usage.get("candidatesTokenCount")),
-                           meta={"status": 200, "stream": self.document["stream"], "body": "chunks"})
+                           meta={"status": 200, "stream": self.document["stream"], "body": "chunks",
+                                 **({"kw": self.above.key} if self.above is not None else {})})
 
 
 def install(module: ModuleType) -> None:
+    if module.__name__ == "google.genai.models":
+        _rebuild.install_create(_patches, module, ("Models", "AsyncModels"), _genai_above.api(module),
+                                method="_generate_content")
+        return
     client = module.BaseApiClient
     missing = [name for name in _METHODS if name not in client.__dict__]
     if missing:
@@ -161,4 +171,5 @@ async def _recorded(chunks: AsyncIterator[Any], done: Callable[[list[str]], None
     done(bodies)
 
 
-INTEGRATION = Integration("google_genai", ("google.genai._api_client",), install, _patches.undo)
+INTEGRATION = Integration("google_genai", ("google.genai._api_client", "google.genai.models"), install,
+                          _patches.undo)
