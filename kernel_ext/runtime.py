@@ -50,6 +50,23 @@ def active_step() -> ActiveStep | None:
 
 
 @contextmanager
+def entered_step(active: ActiveStep) -> Iterator[ActiveStep]:
+    """Make `active` the open step of this context while the block runs.
+
+    For an engine that opens steps of its own (integrations/dbos.py); `Session.step` does the same inline.
+    """
+    token = _active.set(active)
+    _open_steps.append(active)
+    try:
+        yield active
+    finally:
+        _active.reset(token)
+        active.closed = True
+        with contextlib.suppress(ValueError):
+            _open_steps.remove(active)
+
+
+@contextmanager
 def journaled_call() -> Iterator[None]:
     """Mark the live run of a journaled call, so the network it uses is not reported as unjournaled."""
     token = _journaled.set(True)
