@@ -4,8 +4,9 @@ The runtime is the same as in a notebook: every model call, `@tool` call, approv
 now/uuid/random value goes through `ActiveStep.claim`, the one replay rule. Two things differ:
 
 - What a step replays. The notebook's recording (packed beside the app, read-only: many workers
-  cannot share one DuckDB file; only for the session of the notebook's own name) plus the calls this workflow already made in an earlier attempt,
-  read from DBOS's `operation_outputs` when the workflow (re)starts. Both become the step's
+  cannot share one DuckDB file; only for the session of the notebook's own name) plus the calls
+  this workflow already made in an earlier attempt, read from DBOS's `operation_outputs` when the
+  workflow (re)starts. Both become the step's
   recorded calls, so a call paid for in the notebook or before a worker died is not sent again.
 - Where a live call is journaled. Its row (what the journal's log would hold: outcome, blobs,
   meta) becomes the output of a DBOS step (`DBOS.run_step`), checkpointed in Postgres before the

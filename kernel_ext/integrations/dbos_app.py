@@ -168,6 +168,10 @@ def client(path: Path) -> Any:
 
 
 def _client_command(path: Path, options: Any) -> int:
+    if options.command == "enqueue":
+        from dbos import DBOS
+
+        DBOS.migrate(database_url(path))  # sessions may be queued before any worker ever ran
     dbos = client(path)
     try:
         if options.command == "enqueue":
