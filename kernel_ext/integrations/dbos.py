@@ -6,8 +6,8 @@ now/uuid/random value goes through `ActiveStep.claim`, the one replay rule. Two 
 - What a step replays. The notebook's recording (packed beside the app, read-only: many workers
   cannot share one DuckDB file; only for the session of the notebook's own name) plus the calls
   this workflow already made in an earlier attempt, read from DBOS's `operation_outputs` when the
-  workflow (re)starts. Both become the step's
-  recorded calls, so a call paid for in the notebook or before a worker died is not sent again.
+  workflow (re)starts. Both become the step's recorded calls, so a call paid for in the notebook
+  or before a worker died is not sent again.
 - Where a live call is journaled. Its row (what the journal's log would hold: outcome, blobs,
   meta) becomes the output of a DBOS step (`DBOS.run_step`), checkpointed in Postgres before the
   program sees the result. A tool that is not idempotent writes a start step first, so a worker
@@ -190,13 +190,13 @@ class WorkflowSession:
                 start = self.calls.pop(-row["finish"])
                 start.update({k: v for k, v in row.items() if k not in ("finish", "meta", "blobs")})
                 start["meta"] = {**start.get("meta", {}), **row.get("meta", {})}
-                self._remember(start, fid)
+                self.remember(start, fid)
             else:
-                self._remember(dict(row), fid)
+                self.remember(dict(row), fid)
         for fields in self.calls.values():
             self.earlier.setdefault(fields["step"], []).append(_call(fields, self.blobs))
 
-    def _remember(self, row: dict[str, Any], fid: int) -> None:
+    def remember(self, row: dict[str, Any], fid: int) -> None:
         row["id"] = -fid  # a DBOS call's id tells its last position; journal ids are positive
         self.calls[-fid] = row
 
@@ -280,7 +280,7 @@ class _DbosWriter:
                         tokens=sum(n or 0 for n in usage), started_at=started_at.isoformat(),
                         ended_at=now().isoformat(), blobs=_split_blobs(response))
         fid = self.session.write(self.active, row)
-        self.session._remember(row, fid)
+        self.session.remember(row, fid)
         return -fid
 
     def start_call(self, *, seq: int, fingerprint: str, ordinal: int, kind: str, name: str, request: Split,
@@ -288,7 +288,7 @@ class _DbosWriter:
         row = self._row(seq=seq, fingerprint=fingerprint, ordinal=ordinal, kind=kind, name=name,
                         status="started", response=None, meta=meta, started_at=now().isoformat(), blobs={})
         fid = self.session.write(self.active, row)
-        self.session._remember(row, fid)
+        self.session.remember(row, fid)
         return -fid
 
     def finish_call(self, call_id: int, *, status: str, response: Split | None, response_key: str | None,
