@@ -70,6 +70,23 @@ booked = book_hotel(CITY, 9) if decision.approved else None
 verdict = "approved" if decision.approved else "rejected"
 '''
 
+DOUBT_SETUP = '''import time
+
+
+@tool
+def charge(amount: int, idempotency_key: str) -> str:
+    """Charge a card (not idempotent); waits for RELEASE to exist before it returns."""
+    with open(LEDGER, "a") as f:
+        f.write(json.dumps({"key": idempotency_key, "amount": amount}) + "\\n")
+    while not os.path.exists(os.environ["RELEASE"]):
+        time.sleep(0.05)
+    return "charged"
+'''
+
+PAY = '''%%durable pay
+receipt = charge(42)
+'''
+
 CALLS_PER_SESSION = 4  # model calls of the plan step (TURNS)
 MODEL_CALLS = CALLS_PER_SESSION + 1  # and the summary's
 
@@ -293,6 +310,53 @@ def test_approval_waits_in_the_workflow_and_durable_approve_decides_it(
     rows = _dbos_rows(url, "gate")
     decisions = [r for r in rows if r.get("meta", {}).get("body") == "decision"]
     assert len(decisions) == 1 and decisions[0]["meta"]["decision"]["comment"] == "ok"
+
+
+@pytest.mark.slow
+def test_sqlite_without_postgres_and_usage_errors(recorded: dict[str, Any], server: ScriptedModelServer) -> None:
+    work = recorded["work"]
+    env = _env(work, server)
+    env.pop("DBOS_SYSTEM_DATABASE_URL", None)
+    before = server.stats()["requests"]
+    run = _app(work, env, "run")  # DBOS's SQLite default, beside the app: one process on one machine
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout.strip().splitlines()[-1])["result"]["answer"] == recorded["answer"]
+    assert server.stats()["requests"] - before == 1 and (work / "app.sqlite").exists()
+
+    bad = _app(work, env, "run", "--input", "not a name=1")
+    assert bad.returncode != 0 and "--input takes NAME=VALUE" in bad.stderr
+    nothing = _app(work, env)
+    assert nothing.returncode == 2 and "name a command" in nothing.stderr
+    no_url = _durable(env, "ls", "--dbos")
+    assert no_url.returncode == 1 and no_url.stderr.count("\n") == 1 and "--dbos needs a URL" in no_url.stderr
+
+
+@pytest.mark.slow
+def test_a_tool_in_doubt_after_a_kill_stops_the_session(tmp_path: Path, server: ScriptedModelServer,
+                                                         cluster: PostgresCluster) -> None:
+    released = tmp_path / "released"
+    released.touch()
+    kernel = _record(tmp_path, server, "pay", [DOUBT_SETUP, PAY], _env(tmp_path, server, RELEASE=str(released)))
+    try:
+        kernel.ok(f"%durable export {tmp_path / 'app.py'} --engine dbos", timeout=120)
+    finally:
+        kernel.shutdown()
+    ledger = tmp_path / "ledger.jsonl"
+    assert len(ledger.read_text().splitlines()) == 1  # the notebook's charge
+    env = _env(tmp_path, server, DBOS_SYSTEM_DATABASE_URL=cluster.url("doubt"), RELEASE=str(tmp_path / "never"))
+    first = subprocess.Popen([sys.executable, str(tmp_path / "app.py"), "run", "--session", "pay-2"], cwd=tmp_path,
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: len(ledger.read_text().splitlines()) == 2)  # inside the tool: the card is charged
+    first.kill()
+    first.wait()
+    again = _app(tmp_path, env, "run", "--session", "pay-2")
+    assert again.returncode == 1
+    assert "InDoubtError" in again.stderr and "charge" in again.stderr
+    key = json.loads(ledger.read_text().splitlines()[-1])["key"]
+    assert key in again.stderr  # the error names the call's idempotency key, for the payment provider
+    assert len(ledger.read_text().splitlines()) == 2  # not charged twice
+    shown = _durable(env, "show", "pay-2", "--dbos")
+    assert "charge" in shown.stdout and "started" in shown.stdout and "failed" in shown.stdout
 
 
 def _waiting(url: str, session: str) -> list[str] | None:
