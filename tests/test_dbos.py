@@ -332,18 +332,22 @@ def test_sqlite_without_postgres_and_usage_errors(recorded: dict[str, Any], serv
 
 
 @pytest.mark.slow
-def test_a_tool_in_doubt_after_a_kill_stops_the_session(tmp_path: Path, server: ScriptedModelServer,
-                                                         cluster: PostgresCluster) -> None:
-    released = tmp_path / "released"
-    released.touch()
-    kernel = _record(tmp_path, server, "pay", [DOUBT_SETUP, PAY], _env(tmp_path, server, RELEASE=str(released)))
-    try:
-        kernel.ok(f"%durable export {tmp_path / 'app.py'} --engine dbos", timeout=120)
-    finally:
-        kernel.shutdown()
+def test_a_tool_in_doubt_after_a_kill_stays_in_doubt(tmp_path: Path, server: ScriptedModelServer,
+                                                      cluster: PostgresCluster) -> None:
+    """Killed inside a tool that is not idempotent, in the notebook and then on DBOS: the call is
+    in doubt in both places, the session stops with InDoubtError, and the card is charged once each."""
     ledger = tmp_path / "ledger.jsonl"
-    assert len(ledger.read_text().splitlines()) == 1  # the notebook's charge
-    env = _env(tmp_path, server, DBOS_SYSTEM_DATABASE_URL=cluster.url("doubt"), RELEASE=str(tmp_path / "never"))
+    env = _env(tmp_path, server, RELEASE=str(tmp_path / "never"))
+    kernel = _record(tmp_path, server, "pay", [DOUBT_SETUP], env)
+    kernel.kc.execute(PAY)  # not waited for: it stays inside the tool
+    _wait_for(lambda: ledger.exists() and len(ledger.read_text().splitlines()) == 1)
+    kernel.kill()
+    exported = _durable(env, "export", "pay", "--engine", "dbos", "-o", str(tmp_path / "app.py"))
+    assert exported.returncode == 0, exported.stderr
+    env = {**env, "DBOS_SYSTEM_DATABASE_URL": cluster.url("doubt")}
+    notebook = _app(tmp_path, env, "run")  # the notebook's own session: its call in doubt travelled along
+    assert notebook.returncode == 1 and "InDoubtError" in notebook.stderr, notebook.stderr
+
     first = subprocess.Popen([sys.executable, str(tmp_path / "app.py"), "run", "--session", "pay-2"], cwd=tmp_path,
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(lambda: len(ledger.read_text().splitlines()) == 2)  # inside the tool: the card is charged
@@ -354,7 +358,7 @@ def test_a_tool_in_doubt_after_a_kill_stops_the_session(tmp_path: Path, server: 
     assert "InDoubtError" in again.stderr and "charge" in again.stderr
     key = json.loads(ledger.read_text().splitlines()[-1])["key"]
     assert key in again.stderr  # the error names the call's idempotency key, for the payment provider
-    assert len(ledger.read_text().splitlines()) == 2  # not charged twice
+    assert len(ledger.read_text().splitlines()) == 2  # not charged again, in either session
     shown = _durable(env, "show", "pay-2", "--dbos")
     assert "charge" in shown.stdout and "started" in shown.stdout and "failed" in shown.stdout
 

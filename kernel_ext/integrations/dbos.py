@@ -73,8 +73,9 @@ class Recording:
                 calls = []
                 # The same loader a notebook step uses when it begins, without opening a run.
                 for call in store._recorded(session, step, row[0]):
-                    if call.status not in ("completed", "failed"):
-                        continue  # in flight or undecided in the notebook: the app runs it live
+                    if call.status not in ("completed", "failed") and call.kind != "tool":
+                        continue  # a model call in flight, an approval undecided: the app makes them anew
+                    # A tool started and never finished stays in doubt on DBOS too (see ActiveStep.claim).
                     calls.append(_fields(call))
                     if call.response is not None:
                         blobs.update(_reachable(call, store.fetch))
@@ -293,6 +294,14 @@ class _DbosWriter:
 
     def finish_call(self, call_id: int, *, status: str, response: Split | None, response_key: str | None,
                     meta: dict[str, Any], attempts: int) -> None:
+        if call_id > 0:  # a call the notebook left in doubt, run again here: its whole record, in one row
+            recorded = next(c for c in self.run.recorded if c.id == call_id)
+            row = self._row(seq=recorded.seq, fingerprint=recorded.fingerprint, ordinal=recorded.ordinal,
+                            kind=recorded.kind, name=recorded.name, status=status, response=response_key,
+                            meta={**recorded.meta, **meta}, attempts=attempts, ended_at=now().isoformat(),
+                            blobs=_split_blobs(response))
+            self.session.remember(row, self.session.write(self.active, row))
+            return
         start = self.session.calls[call_id]
         self.session.advance(self.active, -call_id)  # a call in doubt, run again, finishes past its start
         row = {"finish": -call_id, "status": status, "response": response_key, "meta": meta, "attempts": attempts,
