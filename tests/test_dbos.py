@@ -290,6 +290,11 @@ def test_approval_waits_in_the_workflow_and_durable_approve_decides_it(
         assert _app(tmp_path, env, "enqueue", "gate").returncode == 0
         pending = _wait_for(lambda: _waiting(url, "gate"))
         executor = _executor(url, "gate")
+        # Waiting is not polling: over 15 looks 0.2 s apart, the waiting worker uses a fraction of a core.
+        used = _cpu_seconds(workers.pids()[executor])
+        for _ in range(15):
+            time.sleep(0.2)
+        assert _cpu_seconds(workers.pids()[executor]) - used < 1.0
         listed = _durable(env, "ls", "--dbos", url)
         assert "waiting" in listed.stdout and "final-night" in listed.stdout
         # Waiting is a DBOS message wait: kill the worker that waits, and the workflow waits again elsewhere.
@@ -361,6 +366,11 @@ def test_a_tool_in_doubt_after_a_kill_stays_in_doubt(tmp_path: Path, server: Scr
     assert len(ledger.read_text().splitlines()) == 2  # not charged again, in either session
     shown = _durable(env, "show", "pay-2", "--dbos")
     assert "charge" in shown.stdout and "started" in shown.stdout and "failed" in shown.stdout
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _waiting(url: str, session: str) -> list[str] | None:
