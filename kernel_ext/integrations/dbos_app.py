@@ -3,7 +3,7 @@
     python app.py run [--session ID] [--input NAME=VALUE ...]   one session in this process
     python app.py enqueue ID [ID ...] [--input NAME=VALUE ...]  queue sessions for the workers
     python app.py wait ID [ID ...]                              wait for sessions, print their results
-    python app.py --workers N [--concurrency M]                 N worker processes serving the queue
+    python app.py --workers N [--concurrency M] [--name NAME]   N worker processes serving the queue
 
 The store is DBOS's system database: $DBOS_SYSTEM_DATABASE_URL (Postgres, for many workers on many
 machines), else a SQLite file beside the app (one process on one machine). Each session is one
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -66,6 +67,9 @@ def _parser(session: str) -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, help="serve the queue with N worker processes (Ctrl-C stops them)")
     parser.add_argument("--concurrency", type=int, help="at most M sessions at once, over all workers")
     parser.add_argument("--per-worker", type=int, default=1, help="sessions one worker runs at once (default 1)")
+    parser.add_argument("--name", default=socket.gethostname(),
+                        help="this machine's workers are NAME-1 ... NAME-N (default: the host name); another "
+                        "machine started with a lost one's NAME takes over its unfinished sessions")
     commands = parser.add_subparsers(dest="command")
     run = commands.add_parser("run", help="run one session in this process and print its result")
     run.add_argument("--session", default=session, help=f"the session (workflow id; default {session!r})")
@@ -215,7 +219,7 @@ def _serve(path: Path, options: Any) -> int:
     signal.signal(signal.SIGINT, stop)
     print(f"serving queue {QUEUE!r} of {database_url(path).split('@')[-1]} with {options.workers} workers", flush=True)
     for n in range(1, options.workers + 1):
-        start(f"worker-{n}")
+        start(f"{options.name}-{n}")
     code = 0
     while not stopping.wait(0.2):
         for executor, (process, started, failures) in list(workers.items()):
