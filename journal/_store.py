@@ -634,6 +634,11 @@ class Store(History):
             blobs.update(self._blobs_by_hash(list(items)))
         return docs, blobs
 
+    def recorded(self, session: str, step: str, epoch: int) -> list[RecordedCall]:
+        """A step's recorded calls as its next run replays them (their results preloaded)."""
+        docs, blobs = self._recording(session, step, epoch)
+        return recorded_calls(docs, blobs, self.fetch)[0]
+
     def _blobs_by_hash(self, keys: list[str]) -> dict[str, bytes]:
         rows = self.con.execute(
             "SELECT hash, codec, data FROM blobs WHERE hash IN (SELECT unnest(?))", [sorted(set(keys))]

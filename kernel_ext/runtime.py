@@ -61,6 +61,23 @@ def active_step() -> ActiveStep | None:
 
 
 @contextmanager
+def entered_step(active: ActiveStep) -> Iterator[ActiveStep]:
+    """Make `active` the open step of this context while the block runs.
+
+    `Session.step` uses it, and so does an engine that opens steps of its own (integrations/dbos.py).
+    """
+    token = _active.set(active)
+    _open_steps.append(active)
+    try:
+        yield active
+    finally:
+        _active.reset(token)
+        active.closed = True
+        with contextlib.suppress(ValueError):
+            _open_steps.remove(active)
+
+
+@contextmanager
 def journaled_call() -> Iterator[None]:
     """Mark the live run of a journaled call, so the network it uses is not reported as unjournaled."""
     token = _journaled.set(True)
@@ -428,12 +445,11 @@ class Session:
                 self._flush_cells(store)
             begun = run, StepWriter(self.journal, run, self._reserve_ids)
         active = ActiveStep(self, *begun, strict)
-        token = _active.set(active)
-        _open_steps.append(active)
         status, error = "failed", None
         try:
-            yield active
-            active.pass_gates(ending=True)
+            with entered_step(active):
+                yield active
+                active.pass_gates(ending=True)
             status = "completed"
         except BaseException as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -443,10 +459,6 @@ class Session:
                 status, error = "interrupted", "interrupted"
             raise
         finally:
-            _active.reset(token)
-            active.closed = True
-            with contextlib.suppress(ValueError):
-                _open_steps.remove(active)
             with uninterrupted():
                 active.writer.end_step(status, live=active.live, replayed=active.replayed, outputs=active.outputs,
                                        error=error, variables=active.variables if status == "completed" else None,

@@ -263,7 +263,8 @@ def test_magic_help_shows_the_options_and_every_command(kernel):
         assert re.search(rf"^\s+{re.escape(option)}\s+\S", cell, re.MULTILINE), option
     line = _help(kernel, "%durable?")
     for usage in ("session NAME", "status", "history [SESSION]", "sql QUERY", "fork NEW [--from STEP]", "forget STEP",
-                  "restore", "settle CALL_ID --value JSON|--retry", "approvals", "prices [FILE]", "export PATH"):
+                  "restore", "settle CALL_ID --value JSON|--retry", "approvals", "prices [FILE]",
+                  "export PATH [--engine dbos]"):
         assert f"%durable {usage}\n" in line, usage
     assert "--from: copy only the steps" in line and "%config Durable" in line
 

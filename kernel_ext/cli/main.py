@@ -103,14 +103,17 @@ def _parser() -> argparse.ArgumentParser:
     approve.add_argument("key", help="the approval's key, as `durable run` or %%durable approvals prints it")
     approve.add_argument("--reject", action="store_true", help="reject instead of approving")
     approve.add_argument("--comment", help="why")
+    _reads_dbos(approve)
     _reads_journal(approve)
     ls = commands.add_parser("ls", help="sessions of a journal with status, steps, calls, tokens",
                              description="Sessions of a journal: status, steps, calls, tokens, cost, pending "
                              "approvals, last activity.")
+    _reads_dbos(ls)
     _reads_journal(ls, json=True)
     show = commands.add_parser("show", help="a session's steps and calls",
                                description="A session's steps in order, each with its calls.")
     show.add_argument("session", help="the session's name (see `durable ls`)")
+    _reads_dbos(show)
     _reads_journal(show, json=True)
     settle = commands.add_parser("settle", help="decide an in-doubt tool call (see its InDoubtError)",
                                  description="--value JSON: it took effect and returned JSON; "
@@ -127,6 +130,9 @@ def _parser() -> argparse.ArgumentParser:
                                  "pointed at a journal it resumes from it.")
     export.add_argument("session", help="the session to export (see `durable ls`)")
     export.add_argument("-o", "--output", type=Path, required=True, help="the script to write")
+    export.add_argument("--engine", choices=("script", "dbos"), default="script",
+                        help="script: a standalone script on a journal (default); dbos: a DBOS application "
+                        "(workflow per session, workers, queue) with the notebook's recording beside it")
     _reads_journal(export)
     sql = commands.add_parser("sql", help="query the journal (read-only)",
                               description="Views: sessions, steps, calls, approvals (see the README).")
@@ -148,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     recover.add_argument("-o", "--output", type=Path, required=True, metavar="NEW",
                          help="the journal to write; must not exist")
     return parser
+
+
+def _reads_dbos(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--dbos", nargs="?", const="", metavar="URL",
+                         help="sessions that ran on DBOS: its system database (postgresql://... or sqlite:///...; "
+                         "alone: $DBOS_SYSTEM_DATABASE_URL) instead of the journal")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,6 +244,8 @@ def _journal_command(args: argparse.Namespace) -> int:
 
     journal = Journal(args.journal, create=False)  # a mistyped --journal must not leave a new journal behind
     try:
+        if getattr(args, "dbos", None) is not None:
+            return _dbos_command(args)
         if args.command == "approve":
             from ..approvals import decide_from_cli
 
@@ -259,6 +273,11 @@ def _journal_command(args: argparse.Namespace) -> int:
                                     f"got {args.value!r}") from None
                 print(settle(args.call_id, value=value))
             return EXIT_COMPLETED
+        if args.command == "export" and args.engine == "dbos":
+            from ..integrations.dbos_export import export_dbos
+
+            print(export_dbos(journal, args.session, args.output))
+            return EXIT_COMPLETED
         if args.command == "export":
             from ..export import export_from_journal
 
@@ -281,6 +300,19 @@ def _journal_command(args: argparse.Namespace) -> int:
         print(f"durable {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_USAGE
+
+
+def _dbos_command(args: argparse.Namespace) -> int:
+    """ls, show and approve on sessions that ran on DBOS (see integrations/dbos_history.py)."""
+    from ..integrations import dbos_history
+
+    url = dbos_history.resolve_url(args.dbos)
+    if args.command == "ls":
+        return dbos_history.list_dbos_sessions(url, args.json)
+    if args.command == "show":
+        return dbos_history.show_dbos_session(url, args.session, args.json)
+    print(dbos_history.decide_dbos(url, args.session, args.key, not args.reject, args.comment))
+    return EXIT_COMPLETED
 
 
 if __name__ == "__main__":

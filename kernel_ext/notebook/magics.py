@@ -252,8 +252,10 @@ _SUBCOMMANDS: tuple[tuple[str, str, str, tuple[tuple[tuple[str, ...], dict[str, 
     ("prices", "[FILE]", "show the price table, or load it from a JSON/TOML file",
      ((("file",), {"nargs": "?", "metavar": "FILE", "help": "{model: {input, output, currency}} per million tokens "
                                                              "(default: the prices setting's file, if set)"}),)),
-    ("export", "PATH", "write the session as a standalone Python script",
-     ((("path",), {"metavar": "PATH", "help": "the script to write"}),)),
+    ("export", "PATH [--engine dbos]", "write the session as a standalone Python script (or a DBOS app)",
+     ((("path",), {"metavar": "PATH", "help": "the script to write"}),
+      (("--engine",), {"choices": ("script", "dbos"), "default": "script",
+                       "help": "dbos: a DBOS application with the notebook's recording beside it"}))),
 )
 _COMMANDS = ", ".join(f"{name} {shown}".strip() for name, shown, _, _ in _SUBCOMMANDS)
 
@@ -392,6 +394,13 @@ class DurableMagics(Magics):
     def _export(self, options: Any) -> None:
         from ..export import export_from_kernel
 
+        if options.engine == "dbos":
+            from ..integrations.dbos_export import export_dbos
+
+            current = current_session()
+            current.flush_cells()
+            print(export_dbos(current.journal, current.name, options.path))
+            return
         print(export_from_kernel(current_session(), options.path))
 
     def _restore(self, _options: Any) -> None:
