@@ -71,17 +71,32 @@ def locked(journal: Path, *, shared: bool, create: bool = True) -> Iterator[None
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def _identity(journal: Path) -> list[int] | None:
+def _identity(journal: Path) -> str:
     try:
         stat = journal.stat()
     except OSError:
-        return None
-    return [stat.st_dev, stat.st_ino]
+        return ""
+    return f"{stat.st_dev} {stat.st_ino}"
+
+
+def _owner(journal: Path) -> Path:
+    return packs_dir(journal) / "journal"  # the file (device, inode) the packs were taken from
+
+
+def rebase(journal: Path) -> None:
+    """The journal's file was replaced by a copy of itself (same rows): its packs still hold (caller: exclusive)."""
+    _owner(journal).write_text(_identity(journal))
 
 
 def write(journal: Path, session: str, step: str, pack: Pack, positions: dict[str, int]) -> None:
     """Write a step's pack (the caller holds DuckDB, and the exclusive lock)."""
-    header = {"v": _VERSION, "session": session, "step": step, "journal": _identity(journal),
+    owner, identity = _owner(journal), _identity(journal)
+    if not owner.is_file() or owner.read_text() != identity:
+        # Another file lives at the journal's path now: no pack of the old one may be read.
+        for old in packs_dir(journal).glob("*.pack"):
+            old.unlink(missing_ok=True)
+        owner.write_text(identity)
+    header = {"v": _VERSION, "session": session, "step": step,
               "epoch": pack.epoch, "source": pack.source, "run_id": pack.run_id, "call_ids": pack.call_ids,
               "positions": positions, "docs": [[call_id, doc] for call_id, doc in pack.docs.items()]}
     inner = _log.event_frame(header) + b"".join(_log.blob_frame(key, data) for key, data in pack.blobs.items())
@@ -102,16 +117,18 @@ def take(journal: Path, session: str, step: str) -> tuple[Pack, dict[str, int]] 
     path = pack_path(journal, session, step)
     try:
         frames, _, _ = _log.read_frames(path, 0)
+        owner = _owner(journal).read_text()
     except FileNotFoundError:
         return None
     path.unlink(missing_ok=True)
+    if owner != _identity(journal):
+        return None  # another file now lives at the journal's path
     if len(frames) != 1 or frames[0][0] != _KIND:
         return None
     inner, _, _ = _log.read_frames_of(zlib.decompress(frames[0][1]))
     header = json.loads(inner[0][1])
-    if (header.get("v"), header["session"], header["step"]) != (_VERSION, session, step) or (
-            header["journal"] != _identity(journal)):
-        return None  # another file now lives at the journal's path
+    if (header.get("v"), header["session"], header["step"]) != (_VERSION, session, step):
+        return None
     blobs = dict(_log.split_blob(body) for kind, body in inner[1:] if kind == _log.BLOB)
     docs = {call_id: doc for call_id, doc in header["docs"]}
     pack = Pack(header["epoch"], header["source"], header["run_id"], header["call_ids"], docs, blobs)

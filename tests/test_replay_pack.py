@@ -168,3 +168,17 @@ def test_a_second_driver_is_refused_by_name_while_the_first_replays_from_packs(t
         holder.wait(timeout=120)
     assert _report(_run(tmp_path, "record"))["a"] == [0, 6, False]
     assert os.path.exists(tmp_path / "j.duckdb")
+
+
+def test_packs_of_a_journal_file_that_was_replaced_are_not_read(tmp_path):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    mine.mkdir(), other.mkdir()
+    _report(_run(mine, "record"))  # every step packed, 6 calls each
+    assert _run(other, "kill").returncode == -signal.SIGKILL  # b cut off after 4 calls
+    listed = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "ls", "--journal", str(other / "j.duckdb")],
+                            capture_output=True, text=True, timeout=120, cwd=other)
+    assert listed.returncode == 0, listed.stderr  # the killed run's log is now in its journal file
+    os.replace(other / "j.duckdb", mine / "j.duckdb")  # another file at the same path
+    again = _report(_run(mine, "record"))
+    # Replayed from the file that is there now, not from the packs of the one that was.
+    assert [again[name][:2] for name in "abc"] == [[0, 6], [2, 4], [6, 0]]
