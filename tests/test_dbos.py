@@ -395,3 +395,26 @@ def _wait_for(condition: Any, attempts: int = 600) -> Any:
             return found
         time.sleep(0.2)
     raise AssertionError("the condition never held")
+
+
+THREADED = '''%%durable fan
+from concurrent.futures import ThreadPoolExecutor
+with ThreadPoolExecutor(2) as pool:
+    nights = list(pool.map(lambda day: book_hotel(CITY, day), [1, 2]))
+'''
+
+
+@pytest.mark.slow
+def test_calls_from_a_step_s_threads_are_refused_on_dbos_in_one_line(tmp_path: Path,
+                                                                     server: ScriptedModelServer) -> None:
+    env = _env(tmp_path, server)
+    kernel = _record(tmp_path, server, "fan", [], env)
+    kernel.ok(THREADED, timeout=120)  # in the notebook the threads' calls are journaled
+    kernel.shutdown()
+    exported = _durable(env, "export", "fan", "--engine", "dbos", "-o", str(tmp_path / "app.py"))
+    assert exported.returncode == 0, exported.stderr
+    env.pop("DBOS_SYSTEM_DATABASE_URL", None)
+    ran = _app(tmp_path, env, "run", "--session", "fan-2")  # not the notebook's session: its calls go live
+    assert ran.returncode == 1
+    assert "a call from a thread the step started cannot be a DBOS step" in ran.stderr, ran.stderr
+    assert len((tmp_path / "ledger.jsonl").read_text().splitlines()) == 2, "no booking made by the refused calls"

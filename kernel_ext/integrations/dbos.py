@@ -28,6 +28,7 @@ import contextlib
 import contextvars
 import json
 import pickle
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -168,6 +169,7 @@ class WorkflowSession:
         self.earlier: dict[str, list[RecordedCall]] = {}  # step -> calls an earlier attempt recorded
         self.ended: dict[str, int] = {}  # step -> function id of its end row, from an earlier attempt
         self.position = 0  # past every DBOS-recorded call replayed so far (see module docstring)
+        self.thread: int | None = None  # the workflow's thread: DBOS numbers its steps in one order
         self._store = _WorkflowStore(self)
         self._load_earlier()
 
@@ -215,6 +217,7 @@ class WorkflowSession:
         writer = _DbosWriter(self, run)
         active = ActiveStep(self, run, writer, strict)  # type: ignore[arg-type] - a Session to the step
         writer.active = active
+        self.thread = threading.get_ident()
         status, error = "failed", None
         with entered_step(active):
             try:
@@ -235,6 +238,9 @@ class WorkflowSession:
         """Move the workflow's position past every DBOS-recorded call replayed so far (and `past`)."""
         from dbos._context import get_local_dbos_context
 
+        if threading.get_ident() != self.thread:
+            raise StepError(f"session {self.name!r}: a call from a thread the step started cannot be a DBOS step "
+                            "(their order would differ on recovery); make it in the step itself, or export a script")
         if active is not None:
             self.position = max([self.position, *(-i for i in active.replayed_calls if i < 0)])
         self.position = max(self.position, past)
