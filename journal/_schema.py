@@ -11,9 +11,14 @@ single writer (DuckDB locks the file for the process that opens it).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+from . import _blobstore
 from .errors import SchemaTooNewError
 
-MIGRATIONS: list[tuple[int, str, list[str]]] = [
+# A migration step is a statement, or a function of the connection for what SQL alone cannot do.
+MIGRATIONS: list[tuple[int, str, list[str | Callable[[Any], None]]]] = [
     (
         1,
         "sessions, steps, step runs, calls and content-addressed blobs",
@@ -237,6 +242,14 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    (
+        7,
+        "blobs compressed together in packs, keyed by their binary digest",
+        [_blobstore.repack],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 
@@ -258,7 +271,10 @@ def migrate(con, upto: int = LATEST) -> int:
         con.execute("BEGIN TRANSACTION")
         try:
             for statement in statements:
-                con.execute(statement)
+                if callable(statement):
+                    statement(con)
+                else:
+                    con.execute(statement)
             con.execute(
                 "INSERT INTO schema_version (version, description) VALUES (?, ?)", [version, description]
             )

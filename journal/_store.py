@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-from . import _blobs
+from . import _blobs, _blobstore
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._history import History
 from ._log import LogWriter, sync_mode
@@ -268,6 +268,7 @@ class Store(History):
         self.con = con
         self._known = journal._known
         self._unsure: set[str] | None = None  # blobs written in the open transaction
+        self._packs = _blobstore.Packs()
         self.read_only = False
 
     def close(self) -> None:
@@ -286,6 +287,7 @@ class Store(History):
             with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
                 self.con.execute("ROLLBACK")
             self._known.difference_update(self._unsure)  # written, then rolled back: not stored
+            self._packs.clear()  # a pack read back in the transaction is gone, and its number free
             raise
         finally:
             self._unsure = None
@@ -307,13 +309,7 @@ class Store(History):
             loose = [key for split in splits for key in split.blobs if key in unique]
             for key in self._stored(loose) if loose else ():
                 del unique[key]
-        if unique:
-            params: list[Any] = []
-            for key, data in unique.items():
-                codec, packed = _blobs.encode(data)
-                params += [key, codec, len(data), packed]
-            values = ",".join(["(?, ?, ?, ?)"] * len(unique))
-            self.con.execute(f"INSERT INTO blobs VALUES {values}", params)
+        _blobstore.write(self.con, unique)
         for split in splits:
             self.mark_known(split)
         if self._unsure is not None:
@@ -348,15 +344,19 @@ class Store(History):
                 self._known.add(item)
 
     def _stored(self, keys: list[str]) -> set[str]:
-        if len(keys) == 1:  # the common case, and a point lookup is several times cheaper than IN
-            rows = self.con.execute("SELECT hash FROM blobs WHERE hash = ?", keys).fetchall()
-        else:
-            rows = self.con.execute("SELECT hash FROM blobs WHERE hash IN (SELECT unnest(?))", [keys]).fetchall()
-        return {r[0] for r in rows}
+        return _blobstore.stored(self.con, keys)
+
+    def write_blobs(self, blobs: dict[str, bytes]) -> None:
+        """Store those of `blobs` the journal does not hold yet (see `_blobstore`)."""
+        stored = self._stored(list(blobs))
+        _blobstore.write(self.con, {key: data for key, data in blobs.items() if key not in stored})
+        self._known.update(blobs)
+        if self._unsure is not None:
+            self._unsure.update(key for key in blobs if key not in stored)
 
     def fetch(self, key: str) -> bytes:
-        row = self.con.execute("SELECT codec, data FROM blobs WHERE hash = ?", [key]).fetchone()
-        if row is None:  # a small blob of a tool call, kept in the call's row (see _inline)
+        data = self._packs.get(self.con, [key]).get(key)
+        if data is None:  # a small blob of a tool call, kept in the call's row (see _inline)
             found = self.con.execute(
                 "SELECT json_extract(doc, ?)::VARCHAR FROM call_records WHERE json_exists(doc, ?) LIMIT 1",
                 [f'$.blobs."{key}"'] * 2,
@@ -364,7 +364,7 @@ class Store(History):
             if found is None:
                 raise KeyError(f"blob {key} is missing from the journal")
             return _blobs.unpack_inline(json.loads(found[0]))
-        return _blobs.decode(row[0], row[1])
+        return data
 
     def put_bytes(self, data: bytes) -> str:
         split = _blobs.Split()
@@ -534,10 +534,7 @@ class Store(History):
         return recorded
 
     def _blobs_by_hash(self, keys: list[str]) -> dict[str, bytes]:
-        rows = self.con.execute(
-            "SELECT hash, codec, data FROM blobs WHERE hash IN (SELECT unnest(?))", [sorted(set(keys))]
-        ).fetchall()
-        return {key: _blobs.decode(codec, data) for key, codec, data in rows}
+        return self._packs.get(self.con, keys)
 
     def _items_of(self, recorded: list[RecordedCall]) -> dict[str, bytes]:
         """The items (assistant messages) that replaying these calls will need, in one query."""

@@ -23,7 +23,7 @@ import pytest
 
 import journal
 import kernel_ext
-from journal import Holder, Journal, Split, _blobs, _schema, _store, join_document, split_document
+from journal import Holder, Journal, Split, _blobs, _blobstore, _schema, _store, join_document, split_document
 from kernel_ext.scripted.server import ScriptedModelServer
 from tests.harness import journal_bytes
 
@@ -40,7 +40,7 @@ def _all_blobs(split: Split) -> dict[str, bytes]:
 
 
 def _blob_rows(store: journal.Store) -> int:
-    return store.con.execute("SELECT count(*) FROM blobs").fetchone()[0]
+    return store.con.execute("SELECT count(hash) FROM blobs").fetchone()[0]  # a pack's own row has none
 
 
 def _record(store: journal.Store, run: journal.StepRun, seq: int, answer: Any) -> int:
@@ -459,8 +459,8 @@ def test_api_keys_and_auth_headers_never_reach_the_journal(tmp_path):
     con = duckdb.connect(str(path), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM calls WHERE status = 'completed'").fetchone()[0] == 6
-        blobs = [_blobs.decode(codec, data) for codec, data in con.execute("SELECT codec, data FROM blobs")
-                 .fetchall()]
+        blobs = [_blobstore.decompress(codec, data) for codec, data in
+                 con.execute("SELECT codec, data FROM blobs WHERE hash IS NULL").fetchall()]
         text = [repr(con.execute(f"SELECT * FROM {table}").fetchall())
                 for (table,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
     finally:
@@ -556,17 +556,18 @@ def test_a_journal_of_an_earlier_schema_keeps_its_calls_through_the_migrations(t
         con.execute("INSERT INTO schema_version (version, description) VALUES (?, ?)", [version, description])
     con.execute("INSERT INTO session_records VALUES ('s', NULL, now(), now(), NULL)")
     con.execute("INSERT INTO step_records VALUES ('s', 'a', 1, 'completed', NULL, now(), now())")
-    con.execute("INSERT INTO blobs VALUES ('h1', 0, 2, 'ok'::BLOB)")
+    ok = _blobs.digest(b"ok")
+    con.execute("INSERT INTO blobs VALUES (?, 0, 2, 'ok'::BLOB)", [ok])
     con.execute("""INSERT INTO call_records VALUES (7, 's', 'a', 1, 3, 1, 'fp', 0, 'llm', 'chat.completions', 'm',
-                   'completed', 'fp', 'h1', '{"status": 200}', 10, 5, 2, TIMESTAMP '2026-01-02 03:04:05',
-                   TIMESTAMP '2026-01-02 03:04:06', 1000.0)""")
+                   'completed', 'fp', ?, '{"status": 200}', 10, 5, 2, TIMESTAMP '2026-01-02 03:04:05',
+                   TIMESTAMP '2026-01-02 03:04:06', 1000.0)""", [ok])
     con.close()
     with Journal(path).open() as store:
         (row,) = store.con.execute("SELECT id, session, step, kind, model, status, attempts, prompt_tokens, "
                                    "completion_tokens, latency_ms, started_at FROM calls").fetchall()
         assert row[:9] == (7, "s", "a", "llm", "m", "completed", 2, 10, 5) and row[9] == 1000.0
         assert str(row[10]) == "2026-01-02 03:04:05"
-        assert store.call(7)["meta"] == '{"status":200}' and store.fetch("h1") == b"ok"
+        assert store.call(7)["meta"] == '{"status":200}' and store.fetch(ok) == b"ok"
         assert store.steps_of("s")[0]["tokens"] == 15
 
 
