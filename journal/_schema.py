@@ -245,8 +245,17 @@ MIGRATIONS.append(
 MIGRATIONS.append(
     (
         7,
-        "blobs compressed together in packs, keyed by their binary digest",
-        [_blobstore.repack],
+        "blobs compressed together in packs, keyed by their binary digest; call documents compressed together",
+        [
+            _blobstore.repack,
+            # DuckDB compresses a column of JSON documents one string at a time unless told to use zstd,
+            # which compresses many together: the documents of 1,000 calls take 2 blocks instead of 13.
+            "CREATE TABLE call_documents (id BIGINT NOT NULL, session VARCHAR NOT NULL, step VARCHAR NOT NULL, "
+            "epoch INTEGER NOT NULL, doc VARCHAR NOT NULL USING COMPRESSION zstd)",
+            "INSERT INTO call_documents SELECT * FROM call_records ORDER BY id",
+            "DROP TABLE call_records",
+            "ALTER TABLE call_documents RENAME TO call_records",
+        ],
     )
 )
 
