@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-from . import _blobs, _blobstore
+from . import _blobs, _blobstore, _compact
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._history import History
 from ._log import LogWriter, sync_mode
@@ -154,7 +154,7 @@ class Journal:
         """Open for a unit of work; `read_only` for queries people type (they cannot change a row)."""
         if read_only:
             self._require_file()
-            self._connect().close()  # brings an older journal's schema (and its views) up to date
+            self._close(self._connect(), checkpoint=False)  # brings an older journal's schema up to date
         store = Store(self, self._connect(read_only=read_only))
         store.read_only = read_only
         try:
@@ -188,7 +188,13 @@ class Journal:
                 # One thread: the journal's statements are tiny, and a thread pool costs more
                 # to wake than they take.
                 config = {"threads": "1"} if read_only else {"default_block_size": _BLOCK_SIZE, "threads": "1"}
-                con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+                with _compact.lock:  # not while this process replaces the file by a compacted copy
+                    before = _compact.identity(self.path)
+                    con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+                    if _compact.identity(self.path) != before:
+                        con.close()  # another process replaced the file meanwhile: connect to the new one
+                        continue
+                    _compact.opened(self.path)
                 if read_only:
                     return GuardedConnection(con, self.path)
                 break
@@ -204,13 +210,14 @@ class Journal:
                     raise JournalBusyError(str(self.path), holder, self.wait) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
-        if is_damaged(self.path) or self._signature() != self._verified:
-            self._probe(con)
-        guarded = GuardedConnection(con, self.path)
         try:
+            if is_damaged(self.path) or self._signature() != self._verified:
+                self._probe(con)
+            guarded = GuardedConnection(con, self.path)
             guarded.execute("SET wal_autocheckpoint = '1MB'")
             migrate(guarded)
         except BaseException:
+            _compact.closed(self.path)
             con.close()  # a refused journal must not stay locked by this process
             raise
         stat = self.path.stat()
@@ -222,6 +229,7 @@ class Journal:
             # What running and dead processes appended is part of the journal for whoever opens it.
             Store(self, guarded).absorb()
         except BaseException:
+            _compact.closed(self.path)
             con.close()
             raise
         return guarded
@@ -252,9 +260,14 @@ class Journal:
             if checkpoint and not con.damaged:
                 con.execute("CHECKPOINT")
                 merged = True
+                if self._signature() != self._verified:  # written since this process last left it
+                    with contextlib.suppress(duckdb.Error, OSError):  # then it stays as it is
+                        if _compact.compact(con, self.path):
+                            self._identity = _compact.identity(self.path)  # the same rows: _known holds
         except duckdb.TransactionException:
             pass  # another connection of this process is writing: its close merges the WAL
         finally:
+            _compact.closed(self.path)
             con.close()
         if merged:
             self._verified = self._signature()
