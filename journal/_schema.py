@@ -11,6 +11,7 @@ single writer (DuckDB locks the file for the process that opens it).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -242,10 +243,18 @@ MIGRATIONS.append(
     )
 )
 
+_CALL_ROWS_V7 = (
+    "CREATE VIEW call_rows AS SELECT *, date_diff('microsecond', started_at, ended_at) / 1000.0 AS latency_ms "
+    "FROM (SELECT id, session, step, epoch, unnest(json_transform(doc, '"
+    + json.dumps(dict(_CALL_FIELDS), separators=(",", ":"))
+    + "')), coalesce((doc->'meta')::VARCHAR, '{}') AS meta FROM call_records)"
+)
+
 MIGRATIONS.append(
     (
         7,
-        "blobs compressed together in packs, keyed by their binary digest; call documents compressed together",
+        "blobs compressed together in packs, keyed by their binary digest; call documents compressed together; "
+        "call_rows from one json_transform",
         [
             _blobstore.repack,
             # DuckDB compresses a column of JSON documents one string at a time unless told to use zstd,
@@ -255,6 +264,10 @@ MIGRATIONS.append(
             "INSERT INTO call_documents SELECT * FROM call_records ORDER BY id",
             "DROP TABLE call_records",
             "ALTER TABLE call_documents RENAME TO call_records",
+            # The same columns from one json_transform: DuckDB keeps a view as its parsed tree, and the 15
+            # casts took a sixth of a small journal's metadata (19 of its 146 metadata blocks of 256 bytes).
+            _CALL_ROWS_V7.replace("CREATE VIEW", "CREATE OR REPLACE VIEW"),
+            "DROP SEQUENCE call_ids",  # unused since call ids are reserved in journal_state (migration 6)
         ],
     )
 )
