@@ -25,18 +25,18 @@ _MAX_BYTES = 8 << 20
 _SAVES = 2  # blocks a copy must save to replace the file
 _NAME = "durable_compact"
 
-lock = threading.Lock()  # held while a connection of this process is made, and while a file is replaced
+# Held while this process makes a connection, and from a compaction to the close of the connection that made
+# it; opened, closed and compact are called with it held.
+lock = threading.Lock()
 _open: Counter[Path] = Counter()  # connections of this process to each journal file
 
 
 def opened(path: Path) -> None:
-    """Count a connection just made (the caller holds `lock`)."""
     _open[path.resolve()] += 1
 
 
 def closed(path: Path) -> None:
-    with lock:
-        _open[path.resolve()] -= 1
+    _open[path.resolve()] -= 1
 
 
 def identity(path: Path) -> tuple[int, int] | None:
@@ -48,32 +48,34 @@ def identity(path: Path) -> tuple[int, int] | None:
 
 
 def compact(con: Any, path: Path) -> bool:
-    """Replace the file of `con` (checkpointed) by a tight copy if that saves blocks; True if it did."""
-    with lock:
-        if _open[path.resolve()] != 1 or path.stat().st_size > _MAX_BYTES:
-            return False
-        name, block, total = con.execute(
-            "SELECT database_name, block_size, total_blocks FROM pragma_database_size() "
-            "WHERE database_name = current_database()").fetchone()
-        copy = path.with_name(path.name + ".compact")
-        for stale in (copy, copy.with_name(copy.name + ".wal")):  # left by a process killed while copying
-            stale.unlink(missing_ok=True)
-        quoted = str(copy).replace("'", "''")
-        con.execute(f"ATTACH '{quoted}' AS {_NAME} (BLOCK_SIZE {block})")
-        try:
-            con.execute(f'COPY FROM DATABASE "{name}" TO {_NAME}')
-            con.execute(f"CHECKPOINT {_NAME}")
-            (after,) = con.execute("SELECT total_blocks FROM pragma_database_size() WHERE database_name = ?",
-                                   [_NAME]).fetchone()
-        finally:
-            con.execute(f"DETACH {_NAME}")
-        if after + _SAVES > total:
-            copy.unlink(missing_ok=True)
-            return False
-        _fsync(copy)
-        os.replace(copy, path)
-        _fsync(path.parent)
-        return True
+    """Replace the file of `con` (checkpointed) by a tight copy if that saves blocks; True if it did.
+
+    The caller holds `lock` until it has closed `con`.
+    """
+    if _open[path.resolve()] != 1 or path.stat().st_size > _MAX_BYTES:
+        return False
+    name, block, total = con.execute(
+        "SELECT database_name, block_size, total_blocks FROM pragma_database_size() "
+        "WHERE database_name = current_database()").fetchone()
+    copy = path.with_name(path.name + ".compact")
+    for stale in (copy, copy.with_name(copy.name + ".wal")):  # left by a process killed while copying
+        stale.unlink(missing_ok=True)
+    quoted = str(copy).replace("'", "''")
+    con.execute(f"ATTACH '{quoted}' AS {_NAME} (BLOCK_SIZE {block})")
+    try:
+        con.execute(f'COPY FROM DATABASE "{name}" TO {_NAME}')
+        con.execute(f"CHECKPOINT {_NAME}")
+        (after,) = con.execute("SELECT total_blocks FROM pragma_database_size() WHERE database_name = ?",
+                               [_NAME]).fetchone()
+    finally:
+        con.execute(f"DETACH {_NAME}")
+    if after + _SAVES > total:
+        copy.unlink(missing_ok=True)
+        return False
+    _fsync(copy)
+    os.replace(copy, path)
+    _fsync(path.parent)
+    return True
 
 
 def _fsync(path: Path) -> None:

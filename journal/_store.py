@@ -217,8 +217,7 @@ class Journal:
             guarded.execute("SET wal_autocheckpoint = '1MB'")
             migrate(guarded)
         except BaseException:
-            _compact.closed(self.path)
-            con.close()  # a refused journal must not stay locked by this process
+            self._release(con)  # a refused journal must not stay locked by this process
             raise
         stat = self.path.stat()
         identity = (stat.st_dev, stat.st_ino)
@@ -229,10 +228,14 @@ class Journal:
             # What running and dead processes appended is part of the journal for whoever opens it.
             Store(self, guarded).absorb()
         except BaseException:
-            _compact.closed(self.path)
-            con.close()
+            self._release(con)
             raise
         return guarded
+
+    def _release(self, con: Any) -> None:
+        with _compact.lock:
+            _compact.closed(self.path)
+            con.close()
 
     def _probe(self, con: duckdb.DuckDBPyConnection) -> None:
         """Refuse a file DuckDB cannot wholly read, before anything is written to it."""
@@ -260,15 +263,20 @@ class Journal:
             if checkpoint and not con.damaged:
                 con.execute("CHECKPOINT")
                 merged = True
-                if self._signature() != self._verified:  # written since this process last left it
-                    with contextlib.suppress(duckdb.Error, OSError):  # then it stays as it is
-                        if _compact.compact(con, self.path):
-                            self._identity = _compact.identity(self.path)  # the same rows: _known holds
         except duckdb.TransactionException:
             pass  # another connection of this process is writing: its close merges the WAL
         finally:
-            _compact.closed(self.path)
-            con.close()
+            # From the copy to the close under the lock: DuckDB gives a connection this process makes to
+            # the same path the instance already open, which would be the replaced file's.
+            with _compact.lock:
+                try:
+                    if merged and self._signature() != self._verified:  # written since this process left it
+                        with contextlib.suppress(duckdb.Error, OSError):  # then it stays as it is
+                            if _compact.compact(con, self.path):
+                                self._identity = _compact.identity(self.path)  # the same rows: _known holds
+                finally:
+                    _compact.closed(self.path)
+                    con.close()
         if merged:
             self._verified = self._signature()
 
