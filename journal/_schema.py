@@ -2,7 +2,9 @@
 
 Each migration is applied once, in order, inside one transaction, and recorded in
 `schema_version`. A journal written by a newer release (a version we do not know) is
-refused rather than guessed at.
+refused rather than guessed at. Since version 7 `schema_version` holds one row, the version
+and when it was applied: a table whose every column holds one value takes no block of the file,
+and releases before 7 still read the version there (and refuse a newer journal).
 
 No table carries an index: DuckDB stores every index in blocks of its own, and the journal
 must stay small for small sessions. Uniqueness of sessions, steps and blobs is kept by the
@@ -243,6 +245,7 @@ MIGRATIONS.append(
     )
 )
 
+_ONE_VERSION = "CREATE TABLE schema_version (version INTEGER NOT NULL, applied_at TIMESTAMP NOT NULL DEFAULT now())"
 _CALL_ROWS_V7 = (
     "CREATE VIEW call_rows AS SELECT *, date_diff('microsecond', started_at, ended_at) / 1000.0 AS latency_ms "
     "FROM (SELECT id, session, step, epoch, unnest(json_transform(doc, '"
@@ -268,6 +271,9 @@ MIGRATIONS.append(
             # casts took a sixth of a small journal's metadata (19 of its 146 metadata blocks of 256 bytes).
             _CALL_ROWS_V7.replace("CREATE VIEW", "CREATE OR REPLACE VIEW"),
             "DROP SEQUENCE call_ids",  # unused since call ids are reserved in journal_state (migration 6)
+            # One row and no text: a block of its own saved (see the module's docstring).
+            "DROP TABLE schema_version",
+            _ONE_VERSION,
         ],
     )
 )
@@ -297,9 +303,13 @@ def migrate(con, upto: int = LATEST) -> int:
                     statement(con)
                 else:
                     con.execute(statement)
-            con.execute(
-                "INSERT INTO schema_version (version, description) VALUES (?, ?)", [version, description]
-            )
+            if version < 7:
+                con.execute(
+                    "INSERT INTO schema_version (version, description) VALUES (?, ?)", [version, description]
+                )
+            else:
+                con.execute("DELETE FROM schema_version")
+                con.execute("INSERT INTO schema_version (version) VALUES (?)", [version])
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")
