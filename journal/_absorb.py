@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _blobs, _log, _pack
+from . import _log, _pack
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -148,17 +148,8 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
 
 
 def _insert_blobs(store: Store, blobs: dict[str, bytes]) -> None:
-    keys = list(blobs)
-    stored = store._stored(keys)
-    fresh = [key for key in keys if key not in stored]
-    for chunk in range(0, len(fresh), _ROWS_PER_STATEMENT):
-        params: list[Any] = []
-        part = fresh[chunk:chunk + _ROWS_PER_STATEMENT]
-        for key in part:
-            codec, packed = _blobs.encode(blobs[key])
-            params += [key, codec, len(blobs[key]), packed]
-        store.con.execute("INSERT INTO blobs VALUES " + ",".join(["(?, ?, ?, ?)"] * len(part)), params)
-    store._known.update(keys)
+    # The blobs of one absorb (a whole step's, often) are compressed together: see _blobstore.
+    store.write_blobs(blobs)
 
 
 def merge_patch(doc: Any, patch: Any) -> Any:

@@ -83,9 +83,14 @@ def _owner(journal: Path) -> Path:
     return packs_dir(journal) / "journal"  # the file (device, inode) the packs were taken from
 
 
-def rebase(journal: Path) -> None:
-    """The journal's file was replaced by a copy of itself (same rows): its packs still hold (caller: exclusive)."""
-    _owner(journal).write_text(_identity(journal))
+def rebase(journal: Path, was: tuple[int, int] | None) -> None:
+    """The journal's file `was` was replaced by a copy of itself (the same rows): its packs still hold."""
+    if was is None:
+        return
+    with locked(journal, shared=False, create=False):
+        owner = _owner(journal)
+        if owner.is_file() and owner.read_text() == f"{was[0]} {was[1]}":
+            owner.write_text(_identity(journal))
 
 
 def write(journal: Path, session: str, step: str, pack: Pack, positions: dict[str, int]) -> None:

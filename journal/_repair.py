@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _blobs
+from . import _blobs, _blobstore
 from ._store import Store
 
 Note = Callable[..., None]  # (session, step, what, item=None): one line of the recovery's report
@@ -25,9 +25,9 @@ class _Blobs:
     """Which blobs, and which documents with everything they refer to, the new journal can read."""
 
     def __init__(self, store: Store) -> None:
-        # Read once: a query per blob would cost a millisecond each.
-        self.stored = {key: (codec, data) for key, codec, data in
-                       store.con.execute("SELECT hash, codec, data FROM blobs").fetchall()}
+        # Keys read once: a query per blob would cost a millisecond each. A key whose pack was lost is lost.
+        self.stored = _blobstore.packed_keys(store.con)
+        self._store = store
         self.inline: dict[str, Any] = {}  # a tool call's small blobs, kept in its own row
         for (kept,) in store.con.execute("SELECT (doc->'blobs')::VARCHAR FROM call_records "
                                          "WHERE (doc->'blobs') IS NOT NULL").fetchall():
@@ -37,7 +37,9 @@ class _Blobs:
     def fetch(self, key: str) -> bytes:
         if key in self.inline:
             return _blobs.unpack_inline(self.inline[key])
-        return _blobs.decode(*self.stored[key])
+        if key not in self.stored:
+            raise KeyError(key)
+        return self._store.fetch(key)
 
     def has(self, key: str) -> bool:
         return key in self.inline or key in self.stored
@@ -124,10 +126,12 @@ def repair(store: Store, note: Note, *, calls_lost_unowned: bool) -> None:
         if source is not None and not blobs.has(source):
             store.con.execute("UPDATE step_records SET source = NULL WHERE session = ? AND name = ?", [session, step])
             note(session, step, "its cell source was lost")
-    for (session,) in store.con.execute("SELECT DISTINCT session FROM cells WHERE source NOT IN "
-                                        "(SELECT hash FROM blobs)").fetchall():
+    lost = [source for (source,) in store.con.execute("SELECT DISTINCT source FROM cells").fetchall()
+            if not blobs.has(source)]
+    for (session,) in store.con.execute("SELECT DISTINCT session FROM cells WHERE list_contains(?, source)",
+                                        [lost]).fetchall():
         note(session, None, "notebook cells lost their source (for export)")
-    store.con.execute("DELETE FROM cells WHERE source NOT IN (SELECT hash FROM blobs)")
+    store.con.execute("DELETE FROM cells WHERE list_contains(?, source)", [lost])
     _orphans(store, note, calls_lost_unowned)
 
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-from . import _blobs, _ids, _pack
+from . import _blobs, _blobstore, _compact, _ids, _pack
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._history import History
 from ._log import LogWriter, sync_mode
@@ -194,7 +194,7 @@ class Journal:
         """Open for a unit of work; `read_only` for queries people type (they cannot change a row)."""
         if read_only:
             self._require_file()
-            self._connect().close()  # brings an older journal's schema (and its views) up to date
+            self._close(self._connect(), checkpoint=False)  # brings an older journal's schema up to date
         store = Store(self, self._connect(read_only=read_only))
         store.read_only = read_only
         try:
@@ -249,7 +249,13 @@ class Journal:
                 # One thread: the journal's statements are tiny, and a thread pool costs more
                 # to wake than they take.
                 config = {"threads": "1"} if read_only else {"default_block_size": _BLOCK_SIZE, "threads": "1"}
-                con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+                with _compact.lock:  # not while this process replaces the file by a compacted copy
+                    before = _compact.identity(self.path)
+                    con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+                    if _compact.identity(self.path) != before:
+                        con.close()  # another process replaced the file meanwhile: connect to the new one
+                        continue
+                    _compact.opened(self.path)
                 if read_only:
                     return GuardedConnection(con, self.path)
                 break
@@ -265,14 +271,14 @@ class Journal:
                     raise JournalBusyError(str(self.path), holder, self.wait) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.25)
-        if is_damaged(self.path) or self._signature() != self._verified:
-            self._probe(con)
-        guarded = GuardedConnection(con, self.path)
         try:
+            if is_damaged(self.path) or self._signature() != self._verified:
+                self._probe(con)
+            guarded = GuardedConnection(con, self.path)
             guarded.execute("SET wal_autocheckpoint = '1MB'")
             migrate(guarded)
         except BaseException:
-            con.close()  # a refused journal must not stay locked by this process
+            self._release(con)  # a refused journal must not stay locked by this process
             raise
         stat = self.path.stat()
         identity = (stat.st_dev, stat.st_ino)
@@ -283,9 +289,14 @@ class Journal:
             # What running and dead processes appended is part of the journal for whoever opens it.
             Store(self, guarded).absorb()
         except BaseException:
-            con.close()
+            self._release(con)
             raise
         return guarded
+
+    def _release(self, con: Any) -> None:
+        with _compact.lock:
+            _compact.closed(self.path)
+            con.close()
 
     def _probe(self, con: duckdb.DuckDBPyConnection) -> None:
         """Refuse a file DuckDB cannot wholly read, before anything is written to it."""
@@ -316,7 +327,19 @@ class Journal:
         except duckdb.TransactionException:
             pass  # another connection of this process is writing: its close merges the WAL
         finally:
-            con.close()
+            # From the copy to the close under the lock: DuckDB gives a connection this process makes to
+            # the same path the instance already open, which would be the replaced file's.
+            with _compact.lock:
+                try:
+                    if merged and self._signature() != self._verified:  # written since this process left it
+                        with contextlib.suppress(duckdb.Error, OSError):  # then it stays as it is
+                            was = _compact.identity(self.path)
+                            if _compact.compact(con, self.path):
+                                self._identity = _compact.identity(self.path)  # the same rows: _known holds
+                                _pack.rebase(self.path, was)  # and the packs too
+                finally:
+                    _compact.closed(self.path)
+                    con.close()
         if merged:
             self._verified = self._signature()
 
@@ -329,6 +352,7 @@ class Store(History):
         self.con = con
         self._known = journal._known
         self._unsure: set[str] | None = None  # blobs written in the open transaction
+        self._packs = _blobstore.Packs()
         self.read_only = False
 
     def close(self) -> None:
@@ -347,6 +371,7 @@ class Store(History):
             with contextlib.suppress(duckdb.Error):  # a failed COMMIT has rolled back already
                 self.con.execute("ROLLBACK")
             self._known.difference_update(self._unsure)  # written, then rolled back: not stored
+            self._packs.clear()  # a pack read back in the transaction is gone, and its number free
             raise
         finally:
             self._unsure = None
@@ -368,13 +393,7 @@ class Store(History):
             loose = [key for split in splits for key in split.blobs if key in unique]
             for key in self._stored(loose) if loose else ():
                 del unique[key]
-        if unique:
-            params: list[Any] = []
-            for key, data in unique.items():
-                codec, packed = _blobs.encode(data)
-                params += [key, codec, len(data), packed]
-            values = ",".join(["(?, ?, ?, ?)"] * len(unique))
-            self.con.execute(f"INSERT INTO blobs VALUES {values}", params)
+        _blobstore.write(self.con, unique)
         for split in splits:
             self.mark_known(split)
         if self._unsure is not None:
@@ -409,15 +428,19 @@ class Store(History):
                 self._known.add(item)
 
     def _stored(self, keys: list[str]) -> set[str]:
-        if len(keys) == 1:  # the common case, and a point lookup is several times cheaper than IN
-            rows = self.con.execute("SELECT hash FROM blobs WHERE hash = ?", keys).fetchall()
-        else:
-            rows = self.con.execute("SELECT hash FROM blobs WHERE hash IN (SELECT unnest(?))", [keys]).fetchall()
-        return {r[0] for r in rows}
+        return _blobstore.stored(self.con, keys)
+
+    def write_blobs(self, blobs: dict[str, bytes]) -> None:
+        """Store those of `blobs` the journal does not hold yet (see `_blobstore`)."""
+        stored = self._stored(list(blobs))
+        _blobstore.write(self.con, {key: data for key, data in blobs.items() if key not in stored})
+        self._known.update(blobs)
+        if self._unsure is not None:
+            self._unsure.update(key for key in blobs if key not in stored)
 
     def fetch(self, key: str) -> bytes:
-        row = self.con.execute("SELECT codec, data FROM blobs WHERE hash = ?", [key]).fetchone()
-        if row is None:  # a small blob of a tool call, kept in the call's row (see _inline)
+        data = self._packs.get(self.con, [key]).get(key)
+        if data is None:  # a small blob of a tool call, kept in the call's row (see _inline)
             found = self.con.execute(
                 "SELECT json_extract(doc, ?)::VARCHAR FROM call_records WHERE json_exists(doc, ?) LIMIT 1",
                 [f'$.blobs."{key}"'] * 2,
@@ -425,7 +448,7 @@ class Store(History):
             if found is None:
                 raise KeyError(f"blob {key} is missing from the journal")
             return _blobs.unpack_inline(json.loads(found[0]))
-        return _blobs.decode(row[0], row[1])
+        return data
 
     def put_bytes(self, data: bytes) -> str:
         split = _blobs.Split()
@@ -640,10 +663,7 @@ class Store(History):
         return recorded_calls(docs, blobs, self.fetch)[0]
 
     def _blobs_by_hash(self, keys: list[str]) -> dict[str, bytes]:
-        rows = self.con.execute(
-            "SELECT hash, codec, data FROM blobs WHERE hash IN (SELECT unnest(?))", [sorted(set(keys))]
-        ).fetchall()
-        return {key: _blobs.decode(codec, data) for key, codec, data in rows}
+        return self._packs.get(self.con, keys)
 
     # -- calls ---------------------------------------------------------------------------
 

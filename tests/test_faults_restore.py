@@ -100,7 +100,7 @@ def test_restore_brings_back_the_last_completed_steps_variables(kernel: Kernel, 
     requests = model_server.stats()["requests"]
     with Journal(tmp_path / "journal.duckdb").open() as store:
         runs = store.con.execute("SELECT count(*) FROM step_runs").fetchone()[0]
-        big_pickles = store.con.execute("SELECT count(*) FROM blobs WHERE size > 500000").fetchone()[0]
+        big_pickles = store.con.execute("SELECT count(hash) FROM blobs WHERE size > 500000").fetchone()[0]
     assert big_pickles == 1
 
     kernel.kill()

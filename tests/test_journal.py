@@ -23,7 +23,7 @@ import pytest
 
 import journal
 import kernel_ext
-from journal import Holder, Journal, Split, _blobs, _schema, _store, join_document, split_document
+from journal import Holder, Journal, Split, _blobs, _blobstore, _schema, _store, join_document, split_document
 from kernel_ext.scripted.server import ScriptedModelServer
 from tests.harness import journal_bytes
 
@@ -40,7 +40,7 @@ def _all_blobs(split: Split) -> dict[str, bytes]:
 
 
 def _blob_rows(store: journal.Store) -> int:
-    return store.con.execute("SELECT count(*) FROM blobs").fetchone()[0]
+    return store.con.execute("SELECT count(hash) FROM blobs").fetchone()[0]  # a pack's own row has none
 
 
 def _record(store: journal.Store, run: journal.StepRun, seq: int, answer: Any) -> int:
@@ -215,11 +215,10 @@ def test_journal_imports_without_ipython_ipywidgets_or_openai(tmp_path):
 def test_fresh_journal_has_the_latest_schema_and_reopening_does_not_reapply(tmp_path):
     path = tmp_path / "j.duckdb"
     with Journal(path).open() as store:
-        rows = store.con.execute("SELECT version, description, applied_at FROM schema_version").fetchall()
+        rows = store.con.execute("SELECT version, applied_at FROM schema_version").fetchall()
         tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         key = store.put_json({"kept": True})
-    assert [r[0] for r in rows] == [v for v, _, _ in _schema.MIGRATIONS]
-    assert max(r[0] for r in rows) == journal.SCHEMA_VERSION == _schema.LATEST
+    assert [r[0] for r in rows] == [journal.SCHEMA_VERSION] == [_schema.LATEST]  # one row since version 7
     assert {"blobs", "session_records", "step_records", "step_runs", "call_records", "prices", "cells",
             "schema_version"} <= tables
     with Journal(path).open() as store:
@@ -227,7 +226,7 @@ def test_fresh_journal_has_the_latest_schema_and_reopening_does_not_reapply(tmp_
     assert {"sessions", "steps", "calls", "approvals"} <= views
     for _ in range(2):
         with Journal(path).open() as store:
-            assert store.con.execute("SELECT version, description, applied_at FROM schema_version").fetchall() == rows
+            assert store.con.execute("SELECT version, applied_at FROM schema_version").fetchall() == rows
             assert store.get_json(key) == {"kept": True}
     con = duckdb.connect(str(path))
     try:
@@ -241,8 +240,7 @@ def _make_too_new(path: Path) -> None:
     with Journal(path).open():
         pass
     con = duckdb.connect(str(path))
-    con.execute("INSERT INTO schema_version (version, description) VALUES (?, 'from the future')",
-                [journal.SCHEMA_VERSION + 1])
+    con.execute("INSERT INTO schema_version (version) VALUES (?)", [journal.SCHEMA_VERSION + 1])
     con.close()
 
 
@@ -459,8 +457,8 @@ def test_api_keys_and_auth_headers_never_reach_the_journal(tmp_path):
     con = duckdb.connect(str(path), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM calls WHERE status = 'completed'").fetchone()[0] == 6
-        blobs = [_blobs.decode(codec, data) for codec, data in con.execute("SELECT codec, data FROM blobs")
-                 .fetchall()]
+        blobs = [_blobstore.decompress(codec, data) for codec, data in
+                 con.execute("SELECT codec, data FROM blobs WHERE hash IS NULL").fetchall()]
         text = [repr(con.execute(f"SELECT * FROM {table}").fetchall())
                 for (table,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
     finally:
@@ -556,17 +554,18 @@ def test_a_journal_of_an_earlier_schema_keeps_its_calls_through_the_migrations(t
         con.execute("INSERT INTO schema_version (version, description) VALUES (?, ?)", [version, description])
     con.execute("INSERT INTO session_records VALUES ('s', NULL, now(), now(), NULL)")
     con.execute("INSERT INTO step_records VALUES ('s', 'a', 1, 'completed', NULL, now(), now())")
-    con.execute("INSERT INTO blobs VALUES ('h1', 0, 2, 'ok'::BLOB)")
+    ok = _blobs.digest(b"ok")
+    con.execute("INSERT INTO blobs VALUES (?, 0, 2, 'ok'::BLOB)", [ok])
     con.execute("""INSERT INTO call_records VALUES (7, 's', 'a', 1, 3, 1, 'fp', 0, 'llm', 'chat.completions', 'm',
-                   'completed', 'fp', 'h1', '{"status": 200}', 10, 5, 2, TIMESTAMP '2026-01-02 03:04:05',
-                   TIMESTAMP '2026-01-02 03:04:06', 1000.0)""")
+                   'completed', 'fp', ?, '{"status": 200}', 10, 5, 2, TIMESTAMP '2026-01-02 03:04:05',
+                   TIMESTAMP '2026-01-02 03:04:06', 1000.0)""", [ok])
     con.close()
     with Journal(path).open() as store:
         (row,) = store.con.execute("SELECT id, session, step, kind, model, status, attempts, prompt_tokens, "
                                    "completion_tokens, latency_ms, started_at FROM calls").fetchall()
         assert row[:9] == (7, "s", "a", "llm", "m", "completed", 2, 10, 5) and row[9] == 1000.0
         assert str(row[10]) == "2026-01-02 03:04:05"
-        assert store.call(7)["meta"] == '{"status":200}' and store.fetch("h1") == b"ok"
+        assert store.call(7)["meta"] == '{"status":200}' and store.fetch(ok) == b"ok"
         assert store.steps_of("s")[0]["tokens"] == 15
 
 

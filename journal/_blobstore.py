@@ -1,0 +1,197 @@
+"""Where blobs live in DuckDB: the blobs written together are compressed together, in packs.
+
+Compressed one by one, a 500-character message shrinks to half at best; compressed with the rest
+of its conversation, to a fifth. So the blobs of one write (an absorb takes in a whole step's
+calls at once) are concatenated into packs of about `PACK_BYTES` and each pack is compressed as
+one zstd frame. A blob stays content-addressed and written once: its key leads to its pack and
+its place in it. Reading one blob unpacks its whole pack, so a `Packs` cache keeps the packs read
+through one connection, with the keys each holds.
+
+Packs and keys share one table, `blobs`, because every non-empty DuckDB table costs a block of
+its own: a pack's row has no hash and holds the compressed bytes; a blob's row has its hash
+(the 16 bytes of the digest as a HUGEINT, half the size of the hex text) and where it lies.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+from . import _blobs
+
+TABLE = """CREATE TABLE blobs (
+    hash HUGEINT,            -- a blob's digest; NULL on its pack's own row
+    pack INTEGER NOT NULL,
+    pos INTEGER,             -- where the blob starts in its unpacked pack
+    size INTEGER NOT NULL,   -- bytes of the blob; on a pack's row, of the unpacked pack
+    codec UTINYINT,          -- on a pack's row: 0 raw, 3 zstd with the preset dictionary v1
+    data BLOB                -- on a pack's row: the pack's bytes
+)"""
+RAW, ZSTD_DICT = 0, 3
+# Bigger packs compress a little better and cost more to unpack for one blob.
+PACK_BYTES = 128 * 1024
+_LEVEL = 12
+_CACHE_BYTES = 32 * 1024 * 1024
+
+
+def to_int(key: str) -> int:
+    return int.from_bytes(bytes.fromhex(key), "big", signed=True)
+
+
+def to_hex(value: int) -> str:
+    return value.to_bytes(16, "big", signed=True).hex()
+
+
+def _ints(keys: Iterable[str]) -> list[int]:
+    return [to_int(key) for key in keys]
+
+
+_zstd: dict[str, Any] = {}
+
+
+def _codec() -> tuple[Any, Any]:
+    if not _zstd:
+        import zstandard
+
+        preset = zstandard.ZstdCompressionDict(_blobs._ZDICT_V1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
+        _zstd["c"] = zstandard.ZstdCompressor(level=_LEVEL, dict_data=preset)
+        _zstd["d"] = zstandard.ZstdDecompressor(dict_data=preset)
+    return _zstd["c"], _zstd["d"]
+
+
+def compress(data: bytes) -> tuple[int, bytes]:
+    if len(data) < 64:
+        return RAW, data
+    packed = _codec()[0].compress(data)
+    return (ZSTD_DICT, packed) if len(packed) < len(data) else (RAW, data)
+
+
+def decompress(codec: int, data: bytes) -> bytes:
+    if codec == ZSTD_DICT:
+        return _codec()[1].decompress(data)
+    if codec == RAW:
+        return bytes(data)
+    raise ValueError(f"unknown pack codec {codec}; this journal was written by a newer durable-kernel")
+
+
+def write(con: Any, blobs: dict[str, bytes], table: str = "blobs") -> None:
+    """Store `blobs` (none of them stored yet) as new packs, in the order given."""
+    if not blobs:
+        return
+    (pack,) = con.execute(f"SELECT coalesce(max(pack), 0) FROM {table}").fetchone()
+    keys: list[int] = []
+    index: list[list[int]] = [[], [], []]  # pack, at, size of each blob
+    packs: list[list[Any]] = []
+    chunk: list[bytes] = []
+    at = 0
+    items = list(blobs.items())
+    for n, (key, data) in enumerate(items):
+        if not chunk:
+            pack += 1
+        keys.append(to_int(key))
+        for column, value in zip(index, (pack, at, len(data)), strict=True):
+            column.append(value)
+        chunk.append(data)
+        at += len(data)
+        if at >= PACK_BYTES or n == len(items) - 1:
+            codec, packed = compress(b"".join(chunk))
+            packs.append([pack, at, codec, packed])
+            chunk, at = [], 0
+    con.execute(f"INSERT INTO {table} SELECT unnest(?::HUGEINT[]), unnest(?::INTEGER[]), unnest(?::INTEGER[]), "
+                "unnest(?::INTEGER[]), NULL, NULL", [keys, *index])
+    con.execute(f"INSERT INTO {table} VALUES " + ",".join(["(NULL, ?, NULL, ?, ?, ?)"] * len(packs)),
+                [value for row in packs for value in row])
+
+
+def stored(con: Any, keys: list[str]) -> set[str]:
+    """Which of `keys` the journal holds."""
+    if len(keys) == 1:  # the common case, and a point lookup is several times cheaper than IN
+        rows = con.execute("SELECT hash FROM blobs WHERE hash = ?", _ints(keys)).fetchall()
+    else:
+        rows = con.execute("SELECT hash FROM blobs WHERE hash IN (SELECT unnest(?::HUGEINT[]))",
+                           [_ints(keys)]).fetchall()
+    return {to_hex(value) for (value,) in rows}
+
+
+class Packs:
+    """The packs read through one connection, unpacked, with where each of their blobs lies.
+
+    Packs are never changed once committed; the owner clears the cache when a transaction that may
+    have written one rolls back (its pack number is then given to the next pack written).
+    """
+
+    def __init__(self) -> None:
+        self._data: OrderedDict[int, bytes] = OrderedDict()
+        self._where: dict[str, tuple[int, int, int]] = {}  # key -> pack, at, size
+        self._bytes = 0
+
+    def clear(self) -> None:
+        self._data.clear()
+        self._where.clear()
+        self._bytes = 0
+
+    def get(self, con: Any, keys: Iterable[str]) -> dict[str, bytes]:
+        """The blobs of `keys` that the journal holds, reading every pack not cached in one query."""
+        wanted = list(dict.fromkeys(keys))
+        missing = [key for key in wanted if key not in self._where]
+        if missing:
+            self._load(con, missing)
+        out = {}
+        for key in wanted:
+            where = self._where.get(key)
+            if where is not None:
+                pack, at, size = where
+                out[key] = self._data[pack][at:at + size]
+        return out
+
+    def _load(self, con: Any, keys: list[str]) -> None:
+        rows = con.execute(
+            """SELECT p.pack, any_value(p.codec), any_value(p.data), list(i.hash), list(i.pos), list(i.size)
+               FROM blobs p JOIN blobs i ON i.pack = p.pack AND i.hash IS NOT NULL
+               WHERE p.hash IS NULL AND p.pack IN (SELECT pack FROM blobs WHERE hash IN (SELECT unnest(?::HUGEINT[])))
+               GROUP BY p.pack""",
+            [_ints(keys)],
+        ).fetchall()
+        for pack, codec, data, hashes, starts, sizes in rows:
+            unpacked = decompress(codec, data)
+            self._data[pack] = unpacked
+            self._bytes += len(unpacked)
+            for value, at, size in zip(hashes, starts, sizes, strict=True):
+                self._where[to_hex(value)] = (pack, at, size)
+        while self._bytes > _CACHE_BYTES and len(self._data) > len(rows):
+            old, unpacked = self._data.popitem(last=False)
+            self._bytes -= len(unpacked)
+            self._where = {key: where for key, where in self._where.items() if where[0] != old}
+
+
+def repack(con: Any) -> None:
+    """Migration 7: the blobs of the old layout (one compressed row each, hex keys) go into packs."""
+    con.execute(TABLE.replace("CREATE TABLE blobs", "CREATE TABLE blob_packs"))
+    (top,) = con.execute("SELECT coalesce(max(rowid), -1) + 1 FROM blobs").fetchone()
+    # Written in batches of many packs, in the order the blobs were stored; read a page at a time.
+    seen: set[str] = set()
+    batch: dict[str, bytes] = {}
+    size = 0
+    for start in range(0, top, 1000):
+        for key, codec, data in con.execute("SELECT hash, codec, data FROM blobs WHERE rowid >= ? AND rowid < ? "
+                                            "ORDER BY rowid", [start, start + 1000]).fetchall():
+            if key in seen:  # no key was enforced: a blob may have been stored twice
+                continue
+            seen.add(key)
+            batch[key] = _blobs.decode(codec, data)
+            size += len(batch[key])
+            if size >= 16 * PACK_BYTES:
+                write(con, batch, "blob_packs")
+                batch, size = {}, 0
+    write(con, batch, "blob_packs")
+    con.execute("DROP TABLE blobs")
+    con.execute("ALTER TABLE blob_packs RENAME TO blobs")
+
+
+
+def packed_keys(con: Any) -> set[str]:
+    """The keys whose pack is in the journal (`durable recover` may have lost a pack's row)."""
+    rows = con.execute("SELECT hash FROM blobs WHERE hash IS NOT NULL AND pack IN "
+                       "(SELECT pack FROM blobs WHERE hash IS NULL)").fetchall()
+    return {to_hex(value) for (value,) in rows}
