@@ -542,8 +542,10 @@ class Session:
         if self._ended:
             # Absorbing a step's records spent its pack: the next run of each step that ran here
             # can begin without DuckDB again.
-            store.repack(self.name, list(self._ended))
-            self._ended.clear()
+            ended = list(self._ended)  # a step ending meanwhile (another thread) is packed next time
+            store.repack(self.name, ended)
+            for name in ended:
+                self._ended.pop(name, None)
 
     def _close_when_idle(self) -> None:
         # While a step runs, its log is absorbed once at the end rather than bit by bit: every absorb is
