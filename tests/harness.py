@@ -16,6 +16,22 @@ from kernel_ext.notebook.outputs import DURABLE_METADATA
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
+# A cell's tool that writes each booking to the file $LEDGER names (the cell defines LEDGER and imports
+# json and `tool`): the record of which effects happened, and how often.
+BOOK_HOTEL = '''
+@tool
+def book_hotel(city: str, day: int, idempotency_key: str) -> dict:
+    """Book a hotel room (charges a card: not idempotent).
+
+    Args:
+        city: where.
+        day: which night of the trip.
+    """
+    with open(LEDGER, "a") as f:
+        f.write(json.dumps({"key": idempotency_key, "city": city, "day": day}) + "\\n")
+    return {"booked": city, "day": day}
+'''
+
 
 class Kernel:
     """One ipykernel process; restart() replaces it with a fresh one, as a user's restart does."""

@@ -20,7 +20,7 @@ import pytest
 
 from kernel_ext.scripted.server import ScriptedModelServer
 from tests.conftest import API_KEY
-from tests.harness import Kernel
+from tests.harness import BOOK_HOTEL, Kernel
 from tests.postgres import PostgresCluster
 
 SETUP = '''import json, os
@@ -32,19 +32,7 @@ LEDGER = os.environ["LEDGER"]
 CITY = "Lisbon"
 TURNS = 4
 
-
-@tool
-def book_hotel(city: str, day: int, idempotency_key: str) -> dict:
-    """Book a hotel room (charges a card: not idempotent).
-
-    Args:
-        city: where.
-        day: which night of the trip.
-    """
-    with open(LEDGER, "a") as f:
-        f.write(json.dumps({"key": idempotency_key, "city": city, "day": day}) + "\\n")
-    return {"booked": city, "day": day}
-'''
+''' + BOOK_HOTEL
 
 PLAN = '''%%durable plan
 messages = [{"role": "user", "content": f"Plan a 3-day trip to {CITY}. Book a hotel for every night."}]

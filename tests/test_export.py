@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from journal import Journal
-from tests.harness import Kernel
+from tests.harness import BOOK_HOTEL, Kernel
 
 SETUP = '''import asyncio
 from openai import AsyncOpenAI, OpenAI
@@ -25,19 +25,7 @@ client = OpenAI(max_retries=0)
 aclient = AsyncOpenAI(max_retries=0)
 LEDGER = os.environ["LEDGER"]
 
-
-@tool
-def book_hotel(city: str, day: int, idempotency_key: str) -> dict:
-    """Book a hotel room (charges a card: not idempotent).
-
-    Args:
-        city: where.
-        day: which night of the trip.
-    """
-    with open(LEDGER, "a") as f:
-        f.write(json.dumps({"key": idempotency_key, "city": city, "day": day}) + "\\n")
-    return {"booked": city, "day": day}
-'''
+''' + BOOK_HOTEL
 
 PLAN = '''%%durable plan
 messages = [{"role": "user", "content": """Plan a 3-day trip to Lisbon.
