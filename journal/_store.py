@@ -524,13 +524,14 @@ class Store(History):
                 "VALUES (nextval('run_ids'), ?, ?, ?, ?, 'running') RETURNING id",
                 [session, step, epoch, now()],
             ).fetchone()
-            ids = self.reserve_call_ids(_FIRST_IDS)
+            # One block for this run and one for the run its pack is for: one sync of the counter.
+            ids = self.reserve_call_ids(2 * _FIRST_IDS)
         self.con.execute("UPDATE session_records SET updated_at = ? WHERE name = ?", [now(), session])
         docs, blobs = self._recording(session, step, epoch)
         recorded, items = recorded_calls(docs, blobs, self.fetch)
         # If this run is cut off, the next one begins from the pack and this run's log.
-        self._write_pack(session, step, epoch, source_key, docs, blobs)
-        return StepRun(session, step, epoch, run_id, ids, recorded, items)
+        self._write_pack(session, step, epoch, source_key, docs, blobs, ids[_FIRST_IDS:])
+        return StepRun(session, step, epoch, run_id, ids[:_FIRST_IDS], recorded, items)
 
     def _step_running(self, session: str, step: str, source: str | None, *, rerun: bool = False,
                       epoch: int | None = None) -> tuple[int, str | None]:
@@ -586,9 +587,9 @@ class Store(History):
                          "WHERE name = ?", [json.dumps(holder.__dict__), claim["at"], claim.get("notebook"), name])
 
     def _write_pack(self, session: str, step: str, epoch: int, source: str | None,
-                    docs: dict[int, dict[str, Any]], blobs: dict[str, bytes]) -> None:
+                    docs: dict[int, dict[str, Any]], blobs: dict[str, bytes], ids: list[int] | None = None) -> None:
         (run_id,) = self.con.execute("SELECT nextval('run_ids')").fetchone()
-        ids = self.reserve_call_ids(_FIRST_IDS)
+        ids = ids or self.reserve_call_ids(_FIRST_IDS)
         positions = {name[4:]: value for name, value in self.con.execute(
             "SELECT name, value FROM journal_state WHERE starts_with(name, 'log ')").fetchall()}
         with _pack.locked(self.journal.path, shared=False):
