@@ -513,7 +513,9 @@ class Session:
             try:
                 if self._store is None:
                     self._store = self.journal.connect()  # absorbs every log it finds
-                self._absorb_own(self._store)
+                else:
+                    self._absorb_own(self._store)
+                self._repack(self._store)
                 yield self._store
             except BaseException:
                 self.close_journal()  # after a failure, go on from a fresh connection
@@ -539,10 +541,12 @@ class Session:
         if pending:
             store.absorb([path])
             self._absorbed[path] = written
-        if self._ended:
-            # Absorbing a step's records spent its pack: the next run of each step that ran here
-            # can begin without DuckDB again.
-            ended = list(self._ended)  # a step ending meanwhile (another thread) is packed next time
+
+    def _repack(self, store: Store) -> None:
+        # Absorbing a step's records spent its pack: the next run of each step that ran here can
+        # begin without DuckDB again.
+        ended = list(self._ended)  # a step ending meanwhile (another thread) is packed next time
+        if ended:
             store.repack(self.name, ended)
             for name in ended:
                 self._ended.pop(name, None)
@@ -570,6 +574,7 @@ class Session:
                 store = store or self.journal.connect()  # connecting absorbs every log, ours too
                 try:
                     self._absorb_own(store)
+                    self._repack(store)
                     log = self.journal.writer()
                     if log.path is not None:
                         retired = log.retire(store.absorbed_position(log.path))
