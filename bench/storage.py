@@ -54,7 +54,8 @@ ROWS = [
         "`SqliteSaver` after every turn (`durability=\"sync\"`). Requests are sent with the client's generic "
         "`client.post(\"/chat/completions\", ...)`: the bytes sent and recorded are those of "
         "`chat.completions.create`, without the SDK's per-message request validation, which alone takes minutes "
-        "at 1,000 turns. Size = every file the store left after a clean close. MB = 10^6 bytes.",
+        "at 1,000 turns. Size = every file the store left after a clean close, in every folder: for durable-kernel the "
+        "DuckDB file and the folder of append logs beside it, which holds the step's replay pack. MB = 10^6 bytes.",
         target="<= 0.2 MB", met=at_most("storage_short", 0.2)),
     Row("storage_long", "3. Storage after a {long}-turn growing chat", "MB",
         "As above with {long} turns. Storage linear in the unique content grows about 5x from {short} to {long} "
@@ -89,6 +90,12 @@ def measure(system: str, ctx: Context) -> dict[str, Any]:
             f"durable-kernel journal after {long} turns, DuckDB blocks per table (pragma_storage_info; "
             f"{out['block_size']:,}-byte blocks, {out['used_blocks']} used in all): "
             + ", ".join(f"{name} {blocks}" for name, blocks in out["tables"].items()))
+        first = results[short]
+        metrics["note:storage_split"] = (
+            f"durable-kernel, of the {short}-turn size: the DuckDB file {first['bytes'] - first['beside']:,} bytes, "
+            f"and beside it (the step's replay pack, the call-id counter, the session's lock file) "
+            f"{first['beside']:,} bytes; of the {long}-turn size: {out['bytes'] - out['beside']:,} and "
+            f"{out['beside']:,} bytes")
     return metrics
 
 
@@ -135,7 +142,8 @@ def _durable(workdir: Path, turns: int, chat: Chat) -> dict[str, Any]:
             messages.append({"role": "assistant", "content": chat.ask(messages).choices[0].message.content})
             chat.count(messages[-1])
     kernel_ext.current_session().release()
-    return _duckdb_blocks(journal_path(workdir))
+    side = store_bytes(workdir, journal_path(workdir).name + ".logs")
+    return {**_duckdb_blocks(journal_path(workdir)), "beside": side}
 
 
 def _duckdb_blocks(path: Path) -> dict[str, Any]:

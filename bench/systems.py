@@ -30,9 +30,10 @@ def store_dir(workdir: Path) -> Path:
     return path
 
 
-def store_bytes(workdir: Path) -> int:
-    """Everything the store left on disk: main file plus any WAL, rollback journal or shared-memory file."""
-    return sum(f.stat().st_size for f in store_dir(workdir).iterdir() if f.is_file())
+def store_bytes(workdir: Path, under: str = "") -> int:
+    """Everything the store left on disk, in every folder: main file, WAL, rollback journal, shared memory, and
+    durable-kernel's append logs and replay packs beside its journal (`under` names one subfolder only)."""
+    return sum(f.stat().st_size for f in (store_dir(workdir) / under).rglob("*") if f.is_file())
 
 
 def journal_path(workdir: Path) -> Path:
