@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _log, _pack
+from . import _log, _pack, _records
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -51,10 +51,10 @@ def _absorb(store: Store, directory: Path, logs: list[Path] | None) -> int:
 def forget_missing(store: Store, directory: Path) -> None:
     """Drop the positions of logs that are gone (deleted once absorbed): their names never come back."""
     rows = [name for (name,) in store.con.execute(
-        "SELECT name FROM journal_state WHERE starts_with(name, 'log ')").fetchall()]
+        "SELECT name FROM journal_state WHERE starts_with(name, 'log ')").fetchall()]  # a view of records
     gone = [name for name in rows if not (directory / name[4:]).exists()]
     if gone:
-        store.con.execute("DELETE FROM journal_state WHERE list_contains(?, name)", [gone])
+        store.con.execute("DELETE FROM records WHERE kind = 'state' AND list_contains(?, doc->>'name')", [gone])
 
 
 def _absorb_one(store: Store, path: Path) -> int:
@@ -73,9 +73,9 @@ def _absorb_one(store: Store, path: Path) -> int:
         if frames:
             touched = _apply(store, frames, alive=alive)
             if row is None:
-                store.con.execute("INSERT INTO journal_state VALUES (?, ?)", [f"log {path.name}", end])
+                _records.insert(store.con, "state", {"name": f"log {path.name}"}, id=end)
             else:
-                store.con.execute("UPDATE journal_state SET value = ? WHERE name = ?", [end, f"log {path.name}"])
+                _records.set_state(store.con, f"log {path.name}", end)
     if touched or not alive:
         # Packs of the steps whose rows changed go before the log can: a pack with the log gone
         # would miss the records the log held (see _pack).
@@ -132,16 +132,16 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
             if "step" in event:
                 touched.add((event["session"], event["step"]))
     if calls:  # the floor a lost counter file starts again from (see _ids)
-        store.con.execute("UPDATE journal_state SET value = greatest(value, ?) WHERE name = 'next call id'",
-                          [max(calls) + 1])
-    rows = [[call_id, *row[:3], json.dumps(row[3])] for call_id, row in calls.items()]
+        store.con.execute("UPDATE records SET id = greatest(id, ?) WHERE kind = 'state' "
+                          "AND doc->>'name' = 'next call id'", [max(calls) + 1])
+    rows = [[call_id, *row[:3], _records.encode(row[3])] for call_id, row in calls.items()]
     for chunk in range(0, len(rows), _ROWS_PER_STATEMENT):
         part = rows[chunk:chunk + _ROWS_PER_STATEMENT]
-        store.con.execute("INSERT INTO call_records VALUES " + ",".join(["(?, ?, ?, ?, ?)"] * len(part)),
+        store.con.execute("INSERT INTO records VALUES " + ",".join(["('call', ?, ?, ?, ?, ?)"] * len(part)),
                           [value for row in part for value in row])
     for call_id, patch in updates:
-        row = store.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ? "
-                                "RETURNING session, step", [json.dumps(patch), call_id]).fetchone()
+        row = _records.patch(store.con, "call", "id = ?", [call_id], patch,
+                             returning=" RETURNING session, step").fetchone()
         if row is not None:
             touched.add(tuple(row))
     return touched

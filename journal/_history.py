@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._damage import GuardedConnection
 
-from . import _blobs
+from . import _blobs, _records
 from ._time import now as _now
 from .errors import JournalError
 
@@ -133,9 +133,10 @@ class History:
             (last,) = self.con.execute(
                 "SELECT coalesce(max(position), 0) FROM cells WHERE session = ? AND kernel = ?", [session, kernel]
             ).fetchone()
-            rows = [[session, kernel, last + i, kind, step, key, _now()]
+            rows = [[session, step, _records.encode({"kernel": kernel, "position": last + i, "kind": kind,
+                                                     "source": key, "ran_at": _now()})]
                     for i, ((kind, step, _), key) in enumerate(zip(cells, keys, strict=True), start=1)]
-            self.con.execute("INSERT INTO cells VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(rows)),
+            self.con.execute("INSERT INTO records VALUES " + ", ".join(["('cell', NULL, ?, ?, NULL, ?)"] * len(rows)),
                              [value for row in rows for value in row])
 
     def cells_of(self, session: str) -> list[dict[str, Any]]:
@@ -184,11 +185,8 @@ class History:
             if row is None:
                 raise JournalError(f"session {session!r} has no step {step!r}; "
                                    f"its steps: {', '.join(self._step_names(session)) or 'none'}")
-            self.con.execute(
-                "UPDATE step_records SET epoch = epoch + 1, status = 'forgotten', updated_at = ? "
-                "WHERE session = ? AND name = ?",
-                [_now(), session, step],
-            )
+            _records.patch(self.con, "step", "session = ? AND step = ?", [session, step],
+                           {"status": "forgotten", "updated_at": _now()}, epoch=row[0] + 1)
         return row[0] + 1
 
     def fork_session(self, session: str, new: str, upto: str | None = None) -> list[str]:
@@ -209,8 +207,9 @@ class History:
                                        f"{', '.join(names) or 'none'}")
                 names = names[: names.index(upto) + 1]
             self.con.execute(
-                "INSERT INTO session_records SELECT ?, notebook, ?, ?, NULL FROM session_records WHERE name = ?",
-                [new, _now(), _now(), session],
+                "INSERT INTO records SELECT kind, NULL, ?, NULL, NULL, json_merge_patch(doc, ?)::VARCHAR "
+                "FROM records WHERE kind = 'session' AND session = ?",
+                [new, _records.encode({"created_at": _now(), "updated_at": _now(), "holder": None}), session],
             )
             if names:
                 self._copy_steps(session, new, names)
@@ -219,8 +218,8 @@ class History:
     def _copy_steps(self, session: str, new: str, names: list[str]) -> None:
         params = [new, session, names]
         self.con.execute(
-            "INSERT INTO step_records SELECT ?, name, epoch, status, source, created_at, updated_at "
-            "FROM step_records WHERE session = ? AND list_contains(?, name)", params,
+            "INSERT INTO records SELECT kind, NULL, ?, step, epoch, doc FROM records "
+            "WHERE kind = 'step' AND session = ? AND list_contains(?, step)", params,
         )
         # Runs and calls get ids of their own; a call follows its run to the run's new id.
         self.con.execute(
@@ -232,12 +231,11 @@ class History:
         )
         try:
             self.con.execute(
-                """INSERT INTO step_runs (id, session, step, epoch, started_at, ended_at, status, calls_live,
-                                          calls_replayed, outputs, error, variables)
-                   SELECT m.new, ?, r.step, r.epoch, r.started_at, r.ended_at,
-                          CASE WHEN r.status = 'running' THEN 'interrupted' ELSE r.status END,
-                          r.calls_live, r.calls_replayed, r.outputs, r.error, r.variables
-                   FROM step_runs r JOIN run_map m ON m.old = r.id""",
+                """INSERT INTO records
+                   SELECT 'run', m.new, ?, r.step, r.epoch, json_merge_patch(r.doc, CASE
+                       WHEN r.doc->>'status' = 'running' THEN '{"replayed_calls":null,"status":"interrupted"}'
+                       ELSE '{"replayed_calls":null}' END)::VARCHAR
+                   FROM records r JOIN run_map m ON m.old = r.id WHERE r.kind = 'run'""",
                 [new],
             )
             (count,) = self.con.execute(
@@ -245,15 +243,15 @@ class History:
             ).fetchone()
             first = self.reserve_call_ids(count)[0] if count else 0
             self.con.execute(
-                """INSERT INTO call_records
-                   SELECT ? - 1 + row_number() OVER (ORDER BY c.id), ?, c.step, c.epoch,
+                """INSERT INTO records
+                   SELECT 'call', ? - 1 + row_number() OVER (ORDER BY c.id), ?, c.step, c.epoch,
                           json_merge_patch(c.doc, json_object('run_id', m.new))::VARCHAR
                    FROM call_records c JOIN run_map m ON m.old = (c.doc->>'run_id')::BIGINT""",
                 [first, new],
             )
             self.con.execute(
-                """INSERT INTO cells SELECT ?, kernel, position, kind, step, source, ran_at FROM cells
-                   WHERE session = ? AND (kind = 'setup' OR list_contains(?, step))""",
+                """INSERT INTO records SELECT kind, NULL, ?, step, NULL, doc FROM records
+                   WHERE kind = 'cell' AND session = ? AND (doc->>'kind' = 'setup' OR list_contains(?, step))""",
                 params,
             )
         finally:

@@ -24,7 +24,11 @@ from .errors import JournalError
 
 # Columns that say whose a row was, read (where they still can be) for the rows that were lost.
 _OWNER = {"session_records": ("name",), "step_records": ("session", "name"), "step_runs": ("session", "step"),
-          "call_records": ("session", "step"), "cells": ("session", "step")}
+          "call_records": ("session", "step"), "cells": ("session", "step"), "records": ("session", "step", "kind")}
+# Since schema 8 one table holds them all: a lost row of `records` is reported as its kind's table was.
+_KIND_TABLE = {"session": "session_records", "step": "step_records", "run": "step_runs", "call": "call_records",
+               "cell": "cells"}
+_CALLS = ("call_records", "records")  # tables whose lost rows may be calls
 
 
 class RecoverUsageError(JournalError):
@@ -165,7 +169,7 @@ def _copy(con: Any, table: tuple[str, list[str]], report: Recovery) -> TableCopy
     except duckdb.Error as exc:
         copy.reason = _reason(exc)
         report.note(None, None, f"every row of {name} lost")
-        report.calls_unowned = report.calls_unowned or name == "call_records"
+        report.calls_unowned = report.calls_unowned or name in _CALLS
         return copy
     chosen = ", ".join(f'"{c}"' for c in columns)
     picked = f'SELECT {chosen} FROM damaged."{name}" WHERE rowid >= ? AND rowid < ?'
@@ -175,6 +179,7 @@ def _copy(con: Any, table: tuple[str, list[str]], report: Recovery) -> TableCopy
         con.execute(f"SELECT max(hash(COLUMNS(*))) FROM ({picked})", [lo, hi]).fetchall()
         return [(lo, hi)]
 
+    con.execute(f'DELETE FROM main."{name}"')  # rows the migrations made (the call-id floor) come from the source
     if top is not None:
         for lo, hi in _joined(_salvage(readable, 0, top + 1, copy)):
             con.execute(f'INSERT INTO main."{name}" ({chosen}) {picked}', [lo, hi])
@@ -214,19 +219,26 @@ def _owners_of_lost(con: Any, copy: TableCopy, report: Recovery) -> None:
         found += _salvage(lambda a, b: con.execute(f'SELECT {columns} FROM damaged."{copy.table}" '
                                                     "WHERE rowid >= ? AND rowid < ?", [a, b]).fetchall(),
                           lo, hi, scratch)
-    what = {"session_records": "session record", "step_records": "step record", "step_runs": "run records",
-            "call_records": "call records", "cells": "notebook cells (for export)"}[copy.table]
-    counts: dict[tuple[str | None, str | None], int] = {}
+    counts: dict[tuple[str, str | None, str | None], int] = {}
     for row in found:
-        key = (row[0], None) if copy.table == "session_records" else (row[0], row[1])
+        table = _KIND_TABLE.get(row[2]) if copy.table == "records" else copy.table
+        if table is None:
+            continue  # the journal's own state: rebuilt below (_continue_sequences) or re-read from the logs
+        key = (table, row[0], None) if table == "session_records" else (table, row[0], row[1])
         counts[key] = counts.get(key, 0) + 1
     if scratch.lost:
-        counts[(None, None)] = len(scratch.lost)
-        report.calls_unowned = report.calls_unowned or copy.table == "call_records"
-    for (session, step), n in counts.items():
-        if session is not None and copy.table in ("session_records", "step_records"):
+        counts[(copy.table, None, None)] = len(scratch.lost)
+        report.calls_unowned = report.calls_unowned or copy.table in _CALLS
+    for (table, session, step), n in counts.items():
+        what = {"session_records": "session record", "step_records": "step record", "step_runs": "run records",
+                "call_records": "call records", "cells": "notebook cells (for export)",
+                "records": "records"}[table]
+        if session is not None and table in ("session_records", "step_records"):
             report.note(session, step, f"its {what} lost")
-        elif copy.table == "call_records":
+        elif table == "records":  # not even the kind of these rows can be read
+            report.note(session, step, f"{n:,} records lost (calls, runs, steps or sessions: those calls run live "
+                        "again, tools included)")
+        elif table in _CALLS:
             report.note(session, step, f"{n:,} call records lost (those calls run live again, tools included)")
         else:
             report.note(session, step, f"{n:,} {what}{'s' if what.endswith('record') else ''} lost")
@@ -253,8 +265,16 @@ def _continue_sequences(con: Any) -> None:
     for name, last in rows:
         if name in mine:
             con.execute(f'CREATE OR REPLACE SEQUENCE "{name}" START {int(last) + 1}')
-    if con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                   "AND table_name = 'journal_state'").fetchone()[0]:
+    tables = {name for (name,) in con.execute("SELECT table_name FROM duckdb_tables() "
+                                              "WHERE database_name = current_database()").fetchall()}
+    if "records" in tables:
+        top = "(SELECT coalesce(max(id), 0) + 1 FROM records WHERE kind = 'call')"
+        con.execute(f"UPDATE records SET id = greatest(id, {top}) WHERE kind = 'state' "
+                    "AND doc->>'name' = 'next call id'")
+        con.execute(f"""INSERT INTO records SELECT 'state', {top}, NULL, NULL, NULL, '{{"name":"next call id"}}'
+                        WHERE NOT EXISTS (SELECT 1 FROM records WHERE kind = 'state'
+                                          AND doc->>'name' = 'next call id')""")
+    elif "journal_state" in tables:
         # Call ids reserved in blocks: past every copied call, also if the counter's own row was lost.
         top = "(SELECT coalesce(max(id), 0) + 1 FROM call_records)"
         con.execute(f"UPDATE journal_state SET value = greatest(value, {top}) WHERE name = 'next call id'")

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import _blobs, _blobstore
+from . import _blobs, _blobstore, _records
 from ._store import Store
 
 Note = Callable[..., None]  # (session, step, what, item=None): one line of the recovery's report
@@ -110,28 +110,28 @@ def repair(store: Store, note: Note, *, calls_lost_unowned: bool) -> None:
             note(session, step, _AGAIN.get(kind) or f"tool calls whose result was lost, in doubt until "
                         f"settled (durable settle {session} ID --value JSON, or --retry)", call_id)
     if patches:  # one statement for all: an UPDATE costs about a millisecond
-        store.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, p.patch)::VARCHAR FROM "
-                          "(SELECT unnest(?) AS id, unnest(?) AS patch) p WHERE call_records.id = p.id",
+        store.con.execute("UPDATE records SET doc = json_merge_patch(doc, p.patch)::VARCHAR FROM "
+                          "(SELECT unnest(?) AS id, unnest(?) AS patch) p WHERE kind = 'call' AND records.id = p.id",
                           [list(patches), [json.dumps(patch) for patch in patches.values()]])
     runs = store.con.execute("SELECT id, session, step, outputs, variables FROM step_runs ORDER BY id").fetchall()
     for run_id, session, step, outputs, variables in runs:
         if outputs is not None and not blobs.has(outputs):
-            store.con.execute("UPDATE step_runs SET outputs = NULL WHERE id = ?", [run_id])
+            _records.patch(store.con, "run", "id = ?", [run_id], {"outputs": None})
             note(session, step, "runs whose outputs were lost", run_id)
         if variables is not None and not (blobs.has(variables) and all(
                 blobs.has(key) for key in json.loads(blobs.fetch(variables)).values())):
-            store.con.execute("UPDATE step_runs SET variables = NULL WHERE id = ?", [run_id])
+            _records.patch(store.con, "run", "id = ?", [run_id], {"variables": None})
             note(session, step, "runs whose variables were lost (%durable restore skips them)", run_id)
     for session, step, source in store.con.execute("SELECT session, name, source FROM step_records").fetchall():
         if source is not None and not blobs.has(source):
-            store.con.execute("UPDATE step_records SET source = NULL WHERE session = ? AND name = ?", [session, step])
+            _records.patch(store.con, "step", "session = ? AND step = ?", [session, step], {"source": None})
             note(session, step, "its cell source was lost")
     lost = [source for (source,) in store.con.execute("SELECT DISTINCT source FROM cells").fetchall()
             if not blobs.has(source)]
     for (session,) in store.con.execute("SELECT DISTINCT session FROM cells WHERE list_contains(?, source)",
                                         [lost]).fetchall():
         note(session, None, "notebook cells lost their source (for export)")
-    store.con.execute("DELETE FROM cells WHERE list_contains(?, source)", [lost])
+    store.con.execute("DELETE FROM records WHERE kind = 'cell' AND list_contains(?, doc->>'source')", [lost])
     _orphans(store, note, calls_lost_unowned)
 
 

@@ -293,6 +293,80 @@ MIGRATIONS.append(
     )
 )
 
+# Every non-empty DuckDB table takes blocks of its own (16 KB each), and the small tables' rows fit in
+# a fraction of one: calls, sessions, steps, runs, the journal's state and the cells kernels ran now
+# share one table, `records`, each row a JSON document with the columns every reader filters on.
+# The old tables' names stay as views with their columns, for the documented views and for SQL.
+RECORDS = """CREATE TABLE records (
+    kind VARCHAR NOT NULL,   -- call, session, step, run, state, cell
+    id BIGINT,               -- a call's or a run's id; a state's value
+    session VARCHAR,         -- the session's name (of a session: its own)
+    step VARCHAR,            -- the step's name (of a step: its own)
+    epoch INTEGER,
+    doc VARCHAR NOT NULL USING COMPRESSION zstd
+)"""
+
+
+def _fields(spec: str) -> str:
+    return "unnest(json_transform(doc, '" + spec.replace(" ", "") + "'))"
+
+
+RECORD_VIEWS = [
+    "CREATE VIEW call_records AS SELECT id, session, step, epoch, doc FROM records WHERE kind = 'call'",
+    "CREATE VIEW session_records AS SELECT session AS name, "
+    + _fields('{"notebook": "VARCHAR", "created_at": "TIMESTAMP", "updated_at": "TIMESTAMP", "holder": "VARCHAR"}')
+    + " FROM records WHERE kind = 'session'",
+    "CREATE VIEW step_records AS SELECT session, step AS name, epoch, "
+    + _fields('{"status": "VARCHAR", "source": "VARCHAR", "created_at": "TIMESTAMP", "updated_at": "TIMESTAMP"}')
+    + " FROM records WHERE kind = 'step'",
+    "CREATE VIEW step_runs AS SELECT id, session, step, epoch, started_at, ended_at, status, "
+    "coalesce(calls_live, 0) AS calls_live, coalesce(calls_replayed, 0) AS calls_replayed, outputs, error, "
+    "variables, replayed_calls FROM (SELECT id, session, step, epoch, "
+    + _fields('{"started_at": "TIMESTAMP", "ended_at": "TIMESTAMP", "status": "VARCHAR", "calls_live": "INTEGER", '
+              '"calls_replayed": "INTEGER", "outputs": "VARCHAR", "error": "VARCHAR", "variables": "VARCHAR", '
+              '"replayed_calls": "VARCHAR"}')
+    + " FROM records WHERE kind = 'run')",
+    "CREATE VIEW journal_state AS SELECT doc->>'name' AS name, id AS value FROM records WHERE kind = 'state'",
+    "CREATE VIEW cells AS SELECT session, kernel, position, kind, step, source, ran_at FROM (SELECT session, step, "
+    + _fields('{"kernel": "VARCHAR", "position": "INTEGER", "kind": "VARCHAR", "source": "VARCHAR", '
+              '"ran_at": "TIMESTAMP"}')
+    + " FROM records WHERE kind = 'cell')",
+]
+
+
+def _stamp(column: str) -> str:
+    return f"strftime({column}, '%Y-%m-%d %H:%M:%S.%f')"
+
+
+MIGRATIONS.append(
+    (
+        8,
+        "calls, sessions, steps, runs, the journal's state and cells in one table, `records`; the old names as views",
+        [
+            RECORDS,
+            "INSERT INTO records SELECT 'call', id, session, step, epoch, doc FROM call_records ORDER BY id",
+            "INSERT INTO records SELECT 'session', NULL, name, NULL, NULL, json_object('notebook', notebook, "
+            f"'created_at', {_stamp('created_at')}, 'updated_at', {_stamp('updated_at')}, 'holder', json(holder))"
+            "::VARCHAR FROM session_records ORDER BY created_at",
+            "INSERT INTO records SELECT 'step', NULL, session, name, epoch, json_object('status', status, 'source', "
+            f"source, 'created_at', {_stamp('created_at')}, 'updated_at', {_stamp('updated_at')})::VARCHAR "
+            "FROM step_records ORDER BY created_at",
+            "INSERT INTO records SELECT 'run', id, session, step, epoch, json_object('started_at', "
+            f"{_stamp('started_at')}, 'ended_at', {_stamp('ended_at')}, 'status', status, 'calls_live', calls_live, "
+            "'calls_replayed', calls_replayed, 'outputs', outputs, 'error', error, 'variables', variables, "
+            "'replayed_calls', json(replayed_calls))::VARCHAR FROM step_runs ORDER BY id",
+            "INSERT INTO records SELECT 'state', value, NULL, NULL, NULL, json_object('name', name)::VARCHAR "
+            "FROM journal_state",
+            "INSERT INTO records SELECT 'cell', NULL, session, step, NULL, json_object('kernel', kernel, 'position', "
+            f"position, 'kind', kind, 'source', source, 'ran_at', {_stamp('ran_at')})::VARCHAR FROM cells "
+            "ORDER BY ran_at, position",
+            *(f"DROP TABLE {table}" for table in
+              ("call_records", "session_records", "step_records", "step_runs", "journal_state", "cells")),
+            *RECORD_VIEWS,
+        ],
+    )
+)
+
 LATEST = MIGRATIONS[-1][0]
 
 

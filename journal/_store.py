@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-from . import _blobs, _blobstore, _compact, _ids, _pack
+from . import _blobs, _blobstore, _compact, _ids, _pack, _records
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._history import History
 from ._log import LogWriter, sync_mode
@@ -475,11 +475,9 @@ class Store(History):
         """
         with self.transaction():
             row = self.con.execute("SELECT holder FROM session_records WHERE name = ?", [name]).fetchone()
-            mine = json.dumps(holder.__dict__)
             if row is None:
-                self.con.execute(
-                    "INSERT INTO session_records VALUES (?, ?, ?, ?, ?)", [name, notebook, now(), now(), mine]
-                )
+                _records.insert(self.con, "session", {"notebook": notebook, "created_at": now(),
+                                                      "updated_at": now(), "holder": holder.__dict__}, session=name)
                 return
             same = False
             if row[0]:
@@ -489,20 +487,17 @@ class Store(History):
                     raise SessionHeldError(name, current.describe())
             if not same:
                 # Taken over from a process that is gone: what it left running was cut off.
-                for table in ("step_records", "step_runs"):
-                    self.con.execute(f"UPDATE {table} SET status = 'interrupted' WHERE session = ? "
-                                     "AND status = 'running'", [name])
-            self.con.execute(
-                "UPDATE session_records SET holder = ?, updated_at = ?, notebook = coalesce(?, notebook) "
-                "WHERE name = ?",
-                [mine, now(), notebook, name],
-            )
+                _records.interrupt(self.con, name)
+            self._hold(name, holder, now(), notebook)
+
+    def _hold(self, name: str, holder: Holder, at: Any, notebook: str | None) -> None:
+        changes = {"holder": None, "updated_at": at} | ({"notebook": notebook} if notebook is not None else {})
+        _records.patch(self.con, "session", "session = ?", [name], changes)  # no field of the old holder stays
+        _records.patch(self.con, "session", "session = ?", [name], {"holder": holder.__dict__})
 
     def release_session(self, name: str, holder: Holder) -> None:
-        self.con.execute(
-            "UPDATE session_records SET holder = NULL WHERE name = ? AND json_extract(holder, '$.pid')::INTEGER = ?",
-            [name, holder.pid],
-        )
+        _records.patch(self.con, "session", "session = ? AND (doc->'holder'->>'pid')::INTEGER = ?",
+                       [name, holder.pid], {"holder": None})
 
     def session_holder(self, name: str) -> Holder | None:
         row = self.con.execute("SELECT holder FROM session_records WHERE name = ?", [name]).fetchone()
@@ -520,13 +515,12 @@ class Store(History):
             if source_key is not None and stored_source != source_key:
                 self.put(source_split)
             (run_id,) = self.con.execute(
-                "INSERT INTO step_runs (id, session, step, epoch, started_at, status) "
-                "VALUES (nextval('run_ids'), ?, ?, ?, ?, 'running') RETURNING id",
-                [session, step, epoch, now()],
+                "INSERT INTO records VALUES ('run', nextval('run_ids'), ?, ?, ?, ?) RETURNING id",
+                [session, step, epoch, _records.encode({"started_at": now(), "status": "running"})],
             ).fetchone()
             # One block for this run and one for the run its pack is for: one sync of the counter.
             ids = self.reserve_call_ids(2 * _FIRST_IDS)
-        self.con.execute("UPDATE session_records SET updated_at = ? WHERE name = ?", [now(), session])
+        _records.patch(self.con, "session", "session = ?", [session], {"updated_at": now()})
         docs, blobs = self._recording(session, step, epoch)
         recorded, items = recorded_calls(docs, blobs, self.fetch)
         # If this run is cut off, the next one begins from the pack and this run's log.
@@ -541,20 +535,16 @@ class Store(History):
         ).fetchone()
         if row is None:
             epoch = epoch or 1
-            self.con.execute("INSERT INTO step_records VALUES (?, ?, ?, 'running', ?, ?, ?)",
-                             [session, step, epoch, source, now(), now()])
+            _records.insert(self.con, "step", {"status": "running", "source": source, "created_at": now(),
+                                               "updated_at": now()}, session=session, step=step, epoch=epoch)
             return epoch, None
         epoch = epoch if epoch is not None else row[0] + 1 if rerun else row[0]
-        self.con.execute(
-            "UPDATE step_records SET epoch = ?, status = 'running', source = coalesce(?, source), "
-            "updated_at = ? WHERE session = ? AND name = ?",
-            [epoch, source, now(), session, step],
-        )
+        changes = {"status": "running", "updated_at": now()} | ({"source": source} if source is not None else {})
+        _records.patch(self.con, "step", "session = ? AND step = ?", [session, step], changes, epoch=epoch)
         if row[1] == "running":
             # A run still 'running' belongs to a process that died inside it: the caller holds
             # the session, so nothing else can be running this step.
-            self.con.execute("UPDATE step_runs SET status = 'interrupted' WHERE session = ? AND step = ? "
-                             "AND status = 'running'", [session, step])
+            _records.interrupt(self.con, session, step)
         return epoch, row[2]
 
     def apply_begin(self, begin: dict[str, Any], *, cut_off: bool) -> None:
@@ -564,27 +554,24 @@ class Store(History):
         """
         session, step = begin["session"], begin["step"]
         self._step_running(session, step, begin["source"], epoch=begin["epoch"])
-        self.con.execute("INSERT INTO step_runs (id, session, step, epoch, started_at, status) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", [begin["run_id"], session, step, begin["epoch"],
-                                                       begin["started_at"], "interrupted" if cut_off else "running"])
-        self.con.execute("UPDATE session_records SET updated_at = ? WHERE name = ?", [begin["started_at"], session])
+        _records.insert(self.con, "run", {"started_at": begin["started_at"],
+                                          "status": "interrupted" if cut_off else "running"},
+                        id=begin["run_id"], session=session, step=step, epoch=begin["epoch"])
+        _records.patch(self.con, "session", "session = ?", [session], {"updated_at": begin["started_at"]})
 
     def apply_claim(self, claim: dict[str, Any]) -> None:
         """A process took the session over without DuckDB (its lock file decided): record it as holder."""
         name, holder = claim["session"], Holder(**claim["holder"])
         row = self.con.execute("SELECT holder FROM session_records WHERE name = ?", [name]).fetchone()
         if row is None:
-            self.con.execute("INSERT INTO session_records VALUES (?, ?, ?, ?, ?)",
-                             [name, claim.get("notebook"), claim["at"], claim["at"], json.dumps(holder.__dict__)])
+            _records.insert(self.con, "session", {"notebook": claim.get("notebook"), "created_at": claim["at"],
+                                                  "updated_at": claim["at"], "holder": holder.__dict__}, session=name)
             return
         if row[0]:
             current = Holder(**json.loads(row[0]))
             if (current.pid, current.host, current.started) != (holder.pid, holder.host, holder.started):
-                for table in ("step_records", "step_runs"):
-                    self.con.execute(f"UPDATE {table} SET status = 'interrupted' WHERE session = ? "
-                                     "AND status = 'running'", [name])
-        self.con.execute("UPDATE session_records SET holder = ?, updated_at = ?, notebook = coalesce(?, notebook) "
-                         "WHERE name = ?", [json.dumps(holder.__dict__), claim["at"], claim.get("notebook"), name])
+                _records.interrupt(self.con, name)
+        self._hold(name, holder, claim["at"], claim.get("notebook"))
 
     def _write_pack(self, session: str, step: str, epoch: int, source: str | None,
                     docs: dict[int, dict[str, Any]], blobs: dict[str, bytes], ids: list[int] | None = None) -> None:
@@ -611,22 +598,19 @@ class Store(History):
     def apply_end(self, end: dict[str, Any]) -> None:
         """Close a step run as its log's `end` record says (see `_writer.StepWriter.end_step`)."""
         replayed = end.get("replayed_calls")
-        self.con.execute(
-            "UPDATE step_runs SET ended_at = ?, status = ?, calls_live = ?, calls_replayed = ?, "
-            "outputs = ?, error = ?, variables = ?, replayed_calls = ? WHERE id = ?",
-            [end["ended_at"], end["status"], end["live"], end["replayed"], end["outputs"], end["error"],
-             end["variables"], json.dumps(replayed) if replayed is not None else None, end["run_id"]],
-        )
-        self.con.execute(
-            "UPDATE step_records SET status = ?, updated_at = ? WHERE session = ? AND name = ? AND epoch = ?",
-            [end["status"], end["ended_at"], end["session"], end["step"], end["epoch"]],
-        )
+        _records.patch(self.con, "run", "id = ?", [end["run_id"]], {
+            "ended_at": end["ended_at"], "status": end["status"], "calls_live": end["live"],
+            "calls_replayed": end["replayed"], "outputs": end["outputs"], "error": end["error"],
+            "variables": end["variables"], "replayed_calls": replayed})
+        _records.patch(self.con, "step", "session = ? AND step = ? AND epoch = ?",
+                       [end["session"], end["step"], end["epoch"]],
+                       {"status": end["status"], "updated_at": end["ended_at"]})
 
     def reserve_call_ids(self, count: int) -> list[int]:
         """`count` call ids no other writer will use: a running step hands them out without DuckDB."""
         (floor,) = self.con.execute("SELECT value FROM journal_state WHERE name = 'next call id'").fetchone()
         ids = _ids.reserve(self.journal.path, count, floor=floor)
-        self.con.execute("UPDATE journal_state SET value = ? WHERE name = 'next call id'", [ids[-1] + 1])
+        _records.set_state(self.con, "next call id", ids[-1] + 1)
         return ids
 
     def absorbed_position(self, log: Path) -> int:
@@ -636,7 +620,7 @@ class Store(History):
     def forget_log(self, log: Path) -> None:
         """A retired log, deleted once wholly absorbed: its position is no longer needed."""
         log.unlink(missing_ok=True)
-        self.con.execute("DELETE FROM journal_state WHERE name = ?", [f"log {log.name}"])
+        self.con.execute("DELETE FROM records WHERE kind = 'state' AND doc->>'name' = ?", [f"log {log.name}"])
 
     def absorb(self, logs: list[Path] | None = None) -> int:
         """Take the append logs in (`logs`, default all of them); see `_absorb`."""
@@ -674,8 +658,8 @@ class Store(History):
 
     def _patch_call(self, call_id: int, patch: dict[str, Any]) -> None:
         # A JSON merge patch: keys set to None are removed, nested objects (meta) are merged.
-        row = self.con.execute("UPDATE call_records SET doc = json_merge_patch(doc, ?)::VARCHAR WHERE id = ? "
-                               "RETURNING session, step", [json.dumps(patch), call_id]).fetchone()
+        row = _records.patch(self.con, "call", "id = ?", [call_id], patch, returning=" RETURNING session, step"
+                             ).fetchone()
         if row is not None:
             with _pack.locked(self.journal.path, shared=False, create=False):
                 _pack.discard(self.journal.path, [row])

@@ -67,11 +67,11 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "journal.duckdb"
 
 
-def _blocks(path: Path, table: str) -> list[int]:
+def _blocks(path: Path, table: str, column: str | None = None) -> list[int]:
     con = duckdb.connect(str(path), read_only=True)
     try:
         rows = con.execute(f"SELECT DISTINCT block_id FROM pragma_storage_info('{table}') WHERE block_id >= 0 "
-                           "ORDER BY block_id").fetchall()
+                           "AND (? IS NULL OR column_name = ?) ORDER BY block_id", [column, column]).fetchall()
     finally:
         con.close()
     return [block for (block,) in rows]
@@ -89,7 +89,7 @@ def damage(pristine: Path, target: Path, kind: str) -> str:
             f.seek(HEADERS + blobs[len(blobs) // 2] * BLOCK + 2048)
             f.write(random.Random(7).randbytes(4096))
         else:
-            (calls,) = _blocks(pristine, "call_records")
+            (calls,) = _blocks(pristine, "records", "doc")  # the records' documents, calls' among them
             f.seek(HEADERS + calls * BLOCK + 1000)
             flipped = bytes(b ^ 0xFF for b in f.read(16))
             f.seek(HEADERS + calls * BLOCK + 1000)
@@ -180,9 +180,8 @@ def test_recover_copies_what_duckdb_can_read(kind, pristine, tmp_path):
     assert report.startswith(f"recovered {damaged} into {new}: some of it could not be read")
     assert f"go on from it: DURABLE_JOURNAL={new}" in report
     assert _sha(damaged) == sha
-    copied = {line.split()[0]: line for line in report.splitlines()[1:9]}
-    assert set(copied) == {"blobs", "call_records", "cells", "journal_state", "prices", "session_records",
-                           "step_records", "step_runs"}
+    copied = {line.split()[0]: line for line in report.splitlines()[1:4]}
+    assert set(copied) == {"blobs", "prices", "records"}  # since schema 8 one table holds calls, steps, runs...
     listed = _durable("ls", "--json", "--journal", str(new), cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     sessions = {s["session"] for s in json.loads(listed.stdout)}
@@ -191,21 +190,19 @@ def test_recover_copies_what_duckdb_can_read(kind, pristine, tmp_path):
         # Only recorded results (blobs) were overwritten: every session, step and call is copied, and
         # what lost its result runs again the safe way (a model call is sent again, a tool is in doubt).
         assert "checksum mismatch" in copied["blobs"] and "lost rows" in copied["blobs"]
-        for table, rows in (("session_records", 4), ("step_records", 8), ("step_runs", 8), ("call_records", 48)):
-            assert f"{rows} of {rows} rows copied" in copied[table]
+        # 4 sessions, 8 steps, 8 runs, 48 calls and the call-id floor
+        assert "69 of 69 rows copied" in copied["records"]
         assert sessions == {"lisbon", "porto", "faro", "braga"}
         assert "whose result was lost" in report
         _rerun_runs_no_tool_twice(new, tmp_path, in_doubt="tool calls whose result was lost, in doubt" in report)
     else:
-        # The block of call records fails its checksum: the calls are lost, everything else is copied, and
-        # the steps whose calls are gone are named, since their calls will run live again.
-        assert "0 of 48 rows copied; lost rows 0-47 (48) (DuckDB: checksum mismatch" in copied["call_records"]
-        assert "4 of 4 rows copied" in copied["session_records"] and "8 of 8 rows copied" in copied["step_runs"]
-        assert sessions == {"lisbon", "porto", "faro", "braga"}
-        for session in sessions:
-            for step in ("plan", "book"):
-                assert (f"session {session}, step {step}: 6 of the calls its runs made have no record left "
-                        "(they run live again, tools included)") in report
+        # The block of the records' documents fails its checksum. A small journal's records share their
+        # blocks, so every record is lost: the report says so, and that their calls would run live again.
+        assert "0 of 69 rows copied; lost rows 0-68 (69) (DuckDB: checksum mismatch" in copied["records"]
+        assert "152 of 152 rows copied" in copied["blobs"]
+        assert sessions == set()
+        assert ("rows of unknown sessions: 69 records lost (calls, runs, steps or sessions: those calls run live "
+                "again, tools included)") in report
 
     again = _durable("recover", str(damaged), "-o", str(new), cwd=tmp_path)
     assert again.returncode == 2 and again.stderr.strip() == (
@@ -228,7 +225,7 @@ def test_recover_of_a_healthy_journal_copies_everything(pristine, tmp_path):
     new = tmp_path / "new.duckdb"
     result = _durable("recover", str(pristine), "-o", str(new), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "everything was copied" in result.stdout and "48 of 48 rows copied" in result.stdout
+    assert "everything was copied" in result.stdout and "69 of 69 rows copied" in result.stdout
     ledger = tmp_path / "ledger"
     ledger.write_text("")
     rerun = _make(new, ledger)  # the copy replays: no tool runs, and new calls get new ids
@@ -257,7 +254,7 @@ def test_damage_met_after_opening_stops_writing(pristine, tmp_path):
     with journal.open() as store:
         assert len(store.sessions_overview()) == 4
     stat = path.stat()
-    (calls,) = _blocks(path, "call_records")
+    (calls,) = _blocks(path, "records", "doc")
     with path.open("r+b") as f:  # bit rot under the file system: size and time stay the same
         f.seek(HEADERS + calls * BLOCK + 1000)
         f.write(b"\xff" * 16)

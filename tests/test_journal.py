@@ -219,11 +219,12 @@ def test_fresh_journal_has_the_latest_schema_and_reopening_does_not_reapply(tmp_
         tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         key = store.put_json({"kept": True})
     assert [r[0] for r in rows] == [journal.SCHEMA_VERSION] == [_schema.LATEST]  # one row since version 7
-    assert {"blobs", "session_records", "step_records", "step_runs", "call_records", "prices", "cells",
-            "schema_version"} <= tables
+    assert {"blobs", "records", "prices", "schema_version"} == tables  # one table of records since version 8
     with Journal(path).open() as store:
         views = {r[0] for r in store.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-    assert {"sessions", "steps", "calls", "approvals"} <= views
+    # The documented views, and the old tables' names over `records`.
+    assert {"sessions", "steps", "calls", "approvals", "session_records", "step_records", "step_runs",
+            "call_records", "journal_state", "cells"} <= views
     for _ in range(2):
         with Journal(path).open() as store:
             assert store.con.execute("SELECT version, applied_at FROM schema_version").fetchall() == rows

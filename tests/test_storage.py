@@ -109,7 +109,7 @@ def test_migration_7_packs_every_blob_of_an_older_journal_and_each_stays_readabl
         assert all(store.fetch(key) == data for key, data in blobs.items())
         assert store.con.execute("SELECT doc FROM call_records").fetchone()[0] == '{"status": "completed", "seq": 1}'
         assert store.con.execute("SELECT count(*) FROM calls").fetchone()[0] == 1
-        (table,) = store.con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'call_records'").fetchone()
+        (table,) = store.con.execute("SELECT sql FROM duckdb_tables() WHERE table_name = 'records'").fetchone()
     assert "doc VARCHAR USING COMPRESSION ZSTD" in table
 
 
