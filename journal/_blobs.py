@@ -2,12 +2,15 @@
 
 An agent resends its whole conversation on every model call. Stored naively, a session of
 n turns costs O(n^2) bytes. Here a conversation list (`messages`, or `input` of the
-Responses API) is stored as a hash chain: each node names its parent node and one item,
-every item is a blob of its own, and both are keyed by their content. A request that
-repeats the previous conversation plus two new messages adds two items and two nodes, so
-the journal grows with the unique content only. Assistant messages inside a response
-(`choices[].message`) are items too, which is what makes them coincide with the same
-message when it comes back in the next request.
+Responses API) is identified by a hash chain: the link of each message hashes its parent
+link and the message. What is stored is a run of links: the messages a request adds to a
+conversation the journal holds already, in one blob keyed by the last link, naming the link
+they extend. A request that repeats the previous conversation plus two new messages adds one
+run of two messages, so the journal grows with the unique content only. Assistant messages
+inside a response (`choices[].message`) are items, blobs of their own, and a run refers to
+such an item instead of repeating it when the same message comes back in the next request.
+(Releases before schema 8 stored one node blob per link, `{"i": item, "p": parent}`, and every
+message as an item: both forms are read.)
 
 A stored document keeps its shape; split-off parts are replaced by references:
 `{"$durable": "chain", "h": NODE}` and `{"$durable": "item", "h": HASH}`.
@@ -137,6 +140,20 @@ def _chain(items: list[Any], split: Split) -> str:
     return parent  # type: ignore[return-value]
 
 
+def chain_run(links: list[Link], fresh: int, held: Callable[[str], bool]) -> tuple[str, bytes]:
+    """The blob of a conversation's first `fresh` links (tail first), which the journal does not hold yet.
+
+    Keyed by the tail's link, it holds the messages those links add, oldest first (by reference where
+    `held` says the journal has the message as an item already), and the link they extend. The key is
+    the conversation's identity, not the digest of the bytes: two runs written for the same
+    conversation from different starting points hold the same messages.
+    """
+    parent = links[fresh][0] if fresh < len(links) else None
+    messages = [b'{"$durable":"item","h":"' + item.encode() + b'"}' if held(item) else data
+                for _, _, item, data in reversed(links[:fresh])]
+    return links[0][0], b'{"m":[' + b",".join(messages) + b'],"p":' + json.dumps(parent).encode() + b"}"
+
+
 Fetch = Callable[[str], bytes]
 _ITEM_REF = re.compile(rb'\{"\$durable":"item","h":"([0-9a-f]{32})"\}')
 
@@ -159,14 +176,16 @@ def _resolve(value: Any, fetch: Fetch) -> Any:
         if ref == "item":
             return _resolve(json.loads(fetch(value["h"])), fetch)
         if ref == "chain":
-            items = []
+            runs = []
             node: str | None = value["h"]
             while node is not None:
                 entry = json.loads(fetch(node))
-                items.append(_resolve(json.loads(fetch(entry["i"])), fetch))
+                if "m" in entry:
+                    runs.append([_resolve(message, fetch) for message in entry["m"]])
+                else:  # a node of a release before schema 8: one message, an item of its own
+                    runs.append([_resolve(json.loads(fetch(entry["i"])), fetch)])
                 node = entry["p"]
-            items.reverse()
-            return items
+            return [message for run in reversed(runs) for message in run]
         return {k: _resolve(v, fetch) for k, v in value.items()}
     if isinstance(value, list):
         return [_resolve(v, fetch) for v in value]

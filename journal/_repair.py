@@ -68,7 +68,8 @@ class _Blobs:
             except (KeyError, ValueError):
                 ok = False
                 break
-            if not self.document(entry["i"]):
+            if not (all(self._part(part, ref) for message in entry["m"] for part, ref in _references(message))
+                    if "m" in entry else self.document(entry["i"])):
                 ok = False
                 break
             node = entry["p"]

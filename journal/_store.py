@@ -402,30 +402,23 @@ class Store(History):
     def _missing(self, split: _blobs.Split) -> Iterator[tuple[str, bytes]]:
         yield from ((k, v) for k, v in split.blobs.items() if k not in self._known)
         for links in split.chains:
-            fresh = []
-            for link in links:
-                if link[0] in self._known:
-                    break
-                fresh.append(link)
+            fresh = 0
+            while fresh < len(links) and links[fresh][0] not in self._known:
+                fresh += 1
+            if not fresh:
+                continue
             # Only a process that has not seen this conversation yet asks the database. Items are
             # asked for too: a message may have been stored before as part of a response.
-            stored = self._stored([key for link in fresh for key in (link[0], link[2])]) if fresh else set()
-            for node, node_data, item, item_data in fresh:
-                if node in stored:
-                    break
-                yield node, node_data
-                if item not in stored and item not in self._known:
-                    yield item, item_data
+            stored = self._stored([key for link in links[:fresh] for key in (link[0], link[2])])
+            fresh = next((n for n in range(fresh) if links[n][0] in stored), fresh)
+            if fresh:
+                yield _blobs.chain_run(links, fresh, lambda key, stored=stored: key in stored or key in self._known)
 
     def mark_known(self, split: _blobs.Split) -> None:
         """Remember that every blob of `split` is stored (it was written, or matched a record)."""
         self._known.update(split.blobs)
-        for links in split.chains:
-            for node, _, item, _ in links:
-                if node in self._known:
-                    break
-                self._known.add(node)
-                self._known.add(item)
+        # Of a conversation only its last link is a key for sure (see _blobs.chain_run).
+        self._known.update(links[0][0] for links in split.chains if links)
 
     def _stored(self, keys: list[str]) -> set[str]:
         return _blobstore.stored(self.con, keys)

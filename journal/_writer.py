@@ -52,14 +52,13 @@ class StepWriter:
                     self._known.add(key)
                     yield key, data
             for links in split.chains:
-                for node, node_data, item, item_data in links:
-                    if node in self._known:
-                        break  # the rest of the conversation was stored before
-                    self._known.add(node)
-                    yield node, node_data
-                    if item not in self._known:
-                        self._known.add(item)
-                        yield item, item_data
+                fresh = 0
+                while fresh < len(links) and links[fresh][0] not in self._known:
+                    fresh += 1  # up to the conversation this process stored or matched before
+                if fresh:
+                    key, data = _blobs.chain_run(links, fresh, self._known.__contains__)
+                    self._known.add(key)
+                    yield key, data
 
     def _append(self, splits: list[_blobs.Split], *events: dict[str, Any], effect: bool = False) -> None:
         with self._lock:

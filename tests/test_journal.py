@@ -140,8 +140,8 @@ def test_growing_conversation_adds_a_bounded_number_of_blobs(tmp_path):
         last = store.get_json(split_document({"model": "m", "messages": [_message(i) for i in range(100)]},
                                              Split()))
     assert last["messages"] == [_message(i) for i in range(100)]
-    # the skeleton, 2 chain nodes, 2 items: the same at turn 5 and at turn 50
-    assert added[5] == added[50] <= 5, added
+    # the skeleton and one run of the 2 new messages: the same at turn 5 and at turn 50
+    assert added[5] == added[50] == 2, added
     assert set(list(added.values())[1:]) == {added[50]}, added
     with Journal(path).open() as store:  # a fresh process knows nothing and asks the journal instead
         assert _put_turn(store, 51) == added[50]
@@ -154,8 +154,24 @@ def test_assistant_message_of_a_response_is_not_stored_again_when_sent_back(tmp_
         store.put_json({"model": "m", "messages": [_message(0)]})
         store.put_json({"id": "r1", "choices": [{"index": 0, "message": reply}]})
         before = _blob_rows(store)
-        store.put_json({"model": "m", "messages": [_message(0), reply, _message(2)]})
-        assert _blob_rows(store) - before == 4  # skeleton, 2 nodes, 1 item: the reply item is already there
+        key = store.put_json({"model": "m", "messages": [_message(0), reply, _message(2)]})
+        assert _blob_rows(store) - before == 2  # the skeleton and the run of the two new messages
+        (run,) = [store.fetch(k) for k in store._known if store.fetch(k).startswith(b'{"m":[{"$durable":"item"')]
+        assert b"the answer" not in run  # the reply is the response's item, named, not repeated
+        assert store.get_json(key)["messages"] == [_message(0), reply, _message(2)]
+
+
+def test_a_conversation_stored_a_node_per_message_grows_by_runs(tmp_path):
+    # Releases before schema 8 stored a node blob per message and each message as an item.
+    old = Split()
+    split_document({"model": "m", "messages": [_message(i) for i in range(4)]}, old)
+    with Journal(tmp_path / "j.duckdb").open() as store:
+        store.write_blobs(_all_blobs(old))
+    with Journal(tmp_path / "j.duckdb").open() as store:  # a fresh process: it asks the journal
+        before = _blob_rows(store)
+        key = store.put_json({"model": "m", "messages": [_message(i) for i in range(6)]})
+        assert _blob_rows(store) - before == 2  # the skeleton and a run extending the old nodes
+        assert store.get_json(key)["messages"] == [_message(i) for i in range(6)]
 
 
 def test_blobs_of_a_rolled_back_transaction_are_written_again(tmp_path):

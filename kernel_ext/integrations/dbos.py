@@ -39,6 +39,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from journal import Journal, RecordedCall, Split, StepRun, join_document
+from journal._blobs import chain_run
 from journal._time import now
 
 from ..errors import StepError
@@ -147,8 +148,8 @@ def _split_blobs(*splits: Split | None) -> dict[str, bytes]:
             continue
         blobs.update(split.blobs)
         for links in split.chains:
-            for node, node_data, item, item_data in links:
-                blobs[node], blobs[item] = node_data, item_data
+            key, data = chain_run(links, len(links), lambda _: False)  # the whole conversation, in one blob
+            blobs[key] = data
     return blobs
 
 
