@@ -54,7 +54,7 @@ def forget_missing(store: Store, directory: Path) -> None:
         "SELECT name FROM journal_state WHERE starts_with(name, 'log ')").fetchall()]  # a view of records
     gone = [name for name in rows if not (directory / name[4:]).exists()]
     if gone:
-        store.con.execute("DELETE FROM records WHERE kind = 'state' AND list_contains(?, doc->>'name')", [gone])
+        _records.drop_states(store.con, gone)
 
 
 def _absorb_one(store: Store, path: Path) -> int:
@@ -108,8 +108,8 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
         if kind == _log.BLOB:
             key, data = _log.split_blob(body)
             blobs[key] = data
-    if blobs:
-        _insert_blobs(store, blobs)
+    if blobs:  # the blobs of one absorb (a whole step's, often) are compressed together: see _blobstore
+        store.write_blobs(blobs)
     for event in events:
         what = event["e"]
         if what == "call":
@@ -132,8 +132,7 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
             if "step" in event:
                 touched.add((event["session"], event["step"]))
     if calls:  # the floor a lost counter file starts again from (see _ids)
-        store.con.execute("UPDATE records SET id = greatest(id, ?) WHERE kind = 'state' "
-                          "AND doc->>'name' = 'next call id'", [max(calls) + 1])
+        _records.set_state(store.con, "next call id", max(calls) + 1, at_least=True)
     rows = [[call_id, *row[:3], _records.encode(row[3])] for call_id, row in calls.items()]
     for chunk in range(0, len(rows), _ROWS_PER_STATEMENT):
         part = rows[chunk:chunk + _ROWS_PER_STATEMENT]
@@ -145,11 +144,6 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
         if row is not None:
             touched.add(tuple(row))
     return touched
-
-
-def _insert_blobs(store: Store, blobs: dict[str, bytes]) -> None:
-    # The blobs of one absorb (a whole step's, often) are compressed together: see _blobstore.
-    store.write_blobs(blobs)
 
 
 def merge_patch(doc: Any, patch: Any) -> Any:

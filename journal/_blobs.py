@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 RAW, ZLIB, ZLIB_DICT = 0, 1, 2
@@ -138,6 +138,14 @@ def _chain(items: list[Any], split: Split) -> str:
     links.reverse()
     split.chains.append(links)
     return parent  # type: ignore[return-value]
+
+
+def new_links(links: list[Link], known: Container[str]) -> int:
+    """How many of a conversation's links (tail first) come before the first one in `known`."""
+    fresh = 0
+    while fresh < len(links) and links[fresh][0] not in known:
+        fresh += 1
+    return fresh
 
 
 def chain_run(links: list[Link], fresh: int, held: Callable[[str], bool]) -> tuple[str, bytes]:

@@ -41,5 +41,11 @@ def interrupt(con: Any, session: str, step: str | None = None) -> None:
         patch(con, kind, where, params, {"status": "interrupted"})
 
 
-def set_state(con: Any, name: str, value: int) -> None:
-    con.execute("UPDATE records SET id = ? WHERE kind = 'state' AND doc->>'name' = ?", [value, name])
+def set_state(con: Any, name: str, value: int, *, at_least: bool = False) -> None:
+    """Set the journal's state `name` (a log's absorbed position, the next call id); `at_least`: never lower it."""
+    new = "greatest(id, ?)" if at_least else "?"
+    con.execute(f"UPDATE records SET id = {new} WHERE kind = 'state' AND doc->>'name' = ?", [value, name])
+
+
+def drop_states(con: Any, names: list[str]) -> None:
+    con.execute("DELETE FROM records WHERE kind = 'state' AND list_contains(?, doc->>'name')", [names])

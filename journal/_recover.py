@@ -29,6 +29,8 @@ _OWNER = {"session_records": ("name",), "step_records": ("session", "name"), "st
 _KIND_TABLE = {"session": "session_records", "step": "step_records", "run": "step_runs", "call": "call_records",
                "cell": "cells"}
 _CALLS = ("call_records", "records")  # tables whose lost rows may be calls
+_WHAT = {"session_records": "session record", "step_records": "step record", "step_runs": "run records",
+         "call_records": "call records", "cells": "notebook cells (for export)", "records": "records"}
 
 
 class RecoverUsageError(JournalError):
@@ -230,9 +232,7 @@ def _owners_of_lost(con: Any, copy: TableCopy, report: Recovery) -> None:
         counts[(copy.table, None, None)] = len(scratch.lost)
         report.calls_unowned = report.calls_unowned or copy.table in _CALLS
     for (table, session, step), n in counts.items():
-        what = {"session_records": "session record", "step_records": "step record", "step_runs": "run records",
-                "call_records": "call records", "cells": "notebook cells (for export)",
-                "records": "records"}[table]
+        what = _WHAT[table]
         if session is not None and table in ("session_records", "step_records"):
             report.note(session, step, f"its {what} lost")
         elif table == "records":  # not even the kind of these rows can be read

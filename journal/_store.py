@@ -402,9 +402,7 @@ class Store(History):
     def _missing(self, split: _blobs.Split) -> Iterator[tuple[str, bytes]]:
         yield from ((k, v) for k, v in split.blobs.items() if k not in self._known)
         for links in split.chains:
-            fresh = 0
-            while fresh < len(links) and links[fresh][0] not in self._known:
-                fresh += 1
+            fresh = _blobs.new_links(links, self._known)
             if not fresh:
                 continue
             # Only a process that has not seen this conversation yet asks the database. Items are
@@ -613,7 +611,7 @@ class Store(History):
     def forget_log(self, log: Path) -> None:
         """A retired log, deleted once wholly absorbed: its position is no longer needed."""
         log.unlink(missing_ok=True)
-        self.con.execute("DELETE FROM records WHERE kind = 'state' AND doc->>'name' = ?", [f"log {log.name}"])
+        _records.drop_states(self.con, [f"log {log.name}"])
 
     def absorb(self, logs: list[Path] | None = None) -> int:
         """Take the append logs in (`logs`, default all of them); see `_absorb`."""

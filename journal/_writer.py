@@ -52,9 +52,7 @@ class StepWriter:
                     self._known.add(key)
                     yield key, data
             for links in split.chains:
-                fresh = 0
-                while fresh < len(links) and links[fresh][0] not in self._known:
-                    fresh += 1  # up to the conversation this process stored or matched before
+                fresh = _blobs.new_links(links, self._known)  # up to what this process stored or matched
                 if fresh:
                     key, data = _blobs.chain_run(links, fresh, self._known.__contains__)
                     self._known.add(key)
