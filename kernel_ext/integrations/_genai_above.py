@@ -15,6 +15,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
+from . import Slower
 from ._rebuild import Api, CannotRebuild
 
 _PARSED = ("response_schema", "response_json_schema", "include_all_fields")  # the SDK parses the text for these
@@ -24,8 +25,8 @@ def _setting(config: Any, name: str) -> Any:
     return config.get(name) if isinstance(config, dict) else getattr(config, name, None)
 
 
-def api(models: ModuleType) -> Api | None:
-    """The Api of `Models._generate_content`, or None where this SDK release differs from what is known here."""
+def api(models: ModuleType) -> Api:
+    """The Api of `Models._generate_content`; Slower where this SDK release differs from what is known here."""
     try:
         import pydantic
 
@@ -33,8 +34,8 @@ def api(models: ModuleType) -> Api | None:
         convert = {False: models._GenerateContentResponse_from_mldev, True: models._GenerateContentResponse_from_vertex}
         response_type, parameters, http_response = (types.GenerateContentResponse, types._GenerateContentParameters,
                                                     types.HttpResponse)
-    except (ImportError, AttributeError):
-        return None
+    except (ImportError, AttributeError) as error:
+        raise Slower(f"this google-genai release lacks what replay above it needs ({error})") from None
 
     def rebuild(resource: Any, kwargs: dict[str, Any], document: Any, headers: dict[str, str]) -> Any:
         if not (isinstance(document, list) and len(document) == 1 and isinstance(document[0], dict)):
@@ -74,5 +75,5 @@ def api(models: ModuleType) -> Api | None:
         config = kwargs.get("config")
         return _setting(config, "http_options") is not None or bool(_setting(config, "should_return_http_response"))
 
-    return Api("genai.generateContent", shape, rebuild, lambda value: value is None, plain, body="chunks",
-               refuse=refuse)
+    return Api("google_genai", "genai.generateContent", shape, rebuild, lambda value: value is None, plain,
+               body="chunks", refuse=refuse)

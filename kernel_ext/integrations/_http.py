@@ -21,9 +21,12 @@ import contextvars
 import json
 import re
 import sys
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+
+import zstandard
 
 from journal import RecordedCall, Split, join_document, split_document
 from journal._time import now
@@ -128,10 +131,18 @@ class HttpCall:
         if active.closed:
             return  # the stream was read after its step ended; the step will send it live next time
         headers = {k: v for k, v in response.headers.items() if k.lower() in _KEPT_HEADERS}
+        # Whether the answer is a stream is the server's word (an event stream), not how the SDK read it:
+        # anthropic >= 2.17 reads every response as a stream and its JSON answers must stay JSON, or the
+        # replay above the SDK (which rebuilds from JSON) and the token counts are lost.
+        events = "event-stream" in response.headers.get("content-type", "")
+        if stream and not events and not decoded:
+            plain = _decoded(body, response.headers.get("content-encoding", ""))
+            if plain is not None:
+                body, decoded = plain, True
         if decoded:
             headers.pop("content-encoding", None)
         split = Split()
-        parsed = _json_or_none(body) if decoded and not stream else None
+        parsed = _json_or_none(body) if decoded and not events else None
         if parsed is not None:
             key, kind = split_document(parsed, split), "json"
         else:
@@ -140,7 +151,7 @@ class HttpCall:
         active.record(
             claim, kind="llm", name=self.name, model=self.model, request=self.split, response=split,
             response_key=key, started_at=started, usage=usage,
-            meta={"status": response.status_code, "headers": headers, "stream": stream, "body": kind,
+            meta={"status": response.status_code, "headers": headers, "stream": stream and events, "body": kind,
                   **({"kw": self.above.key} if self.above is not None else {})},
         )
 
@@ -160,6 +171,26 @@ def stored_fetch(active: ActiveStep, recorded: RecordedCall) -> Callable[[str], 
 def recorded_document(active: ActiveStep, recorded: RecordedCall) -> Any:
     """The JSON body of a recorded response (one stored with `"body": "json"` in its meta)."""
     return join_document(recorded.response, stored_fetch(active, recorded))
+
+
+def _decoded(body: bytes, encoding: str) -> bytes | None:
+    """A body read as it came over the wire, without its content encoding; None for an encoding not known here."""
+    encoding = encoding.strip().lower()
+    try:
+        if encoding in ("", "identity"):
+            return body
+        if encoding == "gzip":
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if encoding == "deflate":
+            try:
+                return zlib.decompress(body)
+            except zlib.error:  # servers send both the zlib and the raw form under this name
+                return zlib.decompress(body, -zlib.MAX_WBITS)
+        if encoding == "zstd":
+            return zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    except (zlib.error, zstandard.ZstdError):
+        return None
+    return None
 
 
 def _json_or_none(body: bytes) -> Any:

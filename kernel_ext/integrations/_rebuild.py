@@ -32,7 +32,7 @@ from typing import Any
 from journal import RecordedCall, digest
 
 from ..runtime import ActiveStep, Claim, active_step
-from . import _http
+from . import Slower, _http, replays_slower
 from ._patch import Patches
 
 try:
@@ -52,6 +52,7 @@ class CannotRebuild(Exception):
 class Api:
     """One `create` of an SDK, as this module needs to know it."""
 
+    sdk: str  # the integration's name, for the line that says its replay is slower
     name: str  # as the HTTP path names the call (its path): "chat.completions"
     # The client settings that shape the request beyond the arguments, as JSON data, from the resource.
     shape: Callable[[Any], Any]
@@ -107,6 +108,9 @@ def _describe(api: Api, kwargs: dict[str, Any]) -> str:
 def _replayed(api: Api, active: ActiveStep, resource: Any, kwargs: dict[str, Any], recorded: RecordedCall) -> Any:
     meta = recorded.meta
     if meta.get("body") != api.body or meta.get("stream"):
+        # Keyed, so recorded by a plain `create`, yet not as the JSON it rebuilds from: the SDK release that
+        # recorded it read its answer another way than this module knows.
+        replays_slower(api.sdk, f"{api.name} answers were recorded as {meta.get('body')} bodies, not JSON")
         raise CannotRebuild
     document = _http.recorded_document(active, recorded)
     return api.rebuild(resource, kwargs, document, meta.get("headers") or {})
@@ -196,13 +200,13 @@ def stainless(sdk: str, module: ModuleType, name: str, result: str, *,
               set_ids: Callable[[Any, Callable[[str], str | None]], None],
               dump_model: Callable[[Any], Any],
               post_parse: Callable[[Any, dict[str, Any]], Any] | None = None,
-              deployment: str | None = None) -> Api | None:
+              deployment: str | None = None) -> Api:
     """`create` of an SDK generated the way openai's and anthropic's are, whose result type `module.result` is.
 
     `set_ids(obj, header)` sets what the SDK sets on its result from the response's headers; `dump_model`
     is the JSON the SDK sends for one of its models; `post_parse(obj, kwargs)` what the SDK does to the
-    parsed result; `deployment` the client attribute that routes a request (Azure). None where this SDK
-    release differs from what is known here: its HTTP path then serves alone.
+    parsed result; `deployment` the client attribute that routes a request (Azure). Raises Slower where
+    this SDK release differs from what is known here: its HTTP path then serves alone.
     """
     try:
         import pydantic
@@ -210,11 +214,11 @@ def stainless(sdk: str, module: ModuleType, name: str, result: str, *,
         construct_type = importlib.import_module(f"{sdk}._models").construct_type
         types = importlib.import_module(f"{sdk}._types")
         sentinels = (types.NotGiven, types.Omit)
-    except (ImportError, AttributeError):
-        return None
+    except (ImportError, AttributeError) as error:
+        raise Slower(f"this {sdk} release lacks what replay above it needs ({error})") from None
     cast_to = getattr(module, result, None)
     if not isinstance(cast_to, type) or not issubclass(cast_to, pydantic.BaseModel):
-        return None
+        raise Slower(f"this {sdk} release has no model {module.__name__}.{result}")
 
     def rebuild(resource: Any, kwargs: dict[str, Any], document: Any, headers: dict[str, str]) -> Any:
         if resource._client._strict_response_validation:
@@ -243,14 +247,15 @@ def stainless(sdk: str, module: ModuleType, name: str, result: str, *,
             return dump_model(value)
         raise TypeError(type(value).__name__)
 
-    return Api(name, shape, rebuild, lambda value: isinstance(value, sentinels), plain)
+    return Api(sdk, name, shape, rebuild, lambda value: isinstance(value, sentinels), plain)
 
 
-def install_create(patches: Patches, module: ModuleType, classes: tuple[str, str], api: Api | None,
+def install_create(patches: Patches, module: ModuleType, classes: tuple[str, str], api: Api,
                    method: str = "create") -> None:
     """Replay `method` of a resource (its sync and async class) above the SDK."""
     sync, asynchronous = (getattr(module, name, None) for name in classes)
-    if api is None or any(cls is None or method not in cls.__dict__ for cls in (sync, asynchronous)):
-        return
+    for name, cls in zip(classes, (sync, asynchronous), strict=True):
+        if cls is None or method not in cls.__dict__:
+            raise Slower(f"this {api.sdk} release has no {module.__name__}.{name}.{method}")
     patches.wrap(sync, method, wrap_sync(api))
     patches.wrap(asynchronous, method, wrap_async(api))

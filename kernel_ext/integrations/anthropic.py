@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import DurableError
 from ..tools import Tool, acall_tool, call_tool
-from . import Integration, Unsupported, _http, _rebuild
+from . import Integration, Tested, Unsupported, _http, _rebuild
 from ._patch import Patches
 
 _patches = Patches()
@@ -118,4 +118,4 @@ def _journal_tool_async(run_tool: Callable[..., Any]) -> Callable[..., Any]:
 
 
 INTEGRATION = Integration("anthropic", ("anthropic._base_client", "anthropic.lib.tools._beta_runner", _MESSAGES),
-                          install, _patches.undo)
+                          install, _patches.undo, Tested("anthropic", "2.14", "2.17"))

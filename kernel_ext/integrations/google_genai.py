@@ -24,7 +24,7 @@ from journal import Split, join_document, split_document
 from journal._time import now
 
 from ..runtime import ActiveStep, Claim, active_step
-from . import Integration, Unsupported, _genai_above, _http, _rebuild
+from . import Integration, Tested, Unsupported, _genai_above, _http, _rebuild
 from ._patch import Patches
 
 _METHODS = ("request", "request_streamed", "async_request", "async_request_streamed")
@@ -172,4 +172,4 @@ async def _recorded(chunks: AsyncIterator[Any], done: Callable[[list[str]], None
 
 
 INTEGRATION = Integration("google_genai", ("google.genai._api_client", "google.genai.models"), install,
-                          _patches.undo)
+                          _patches.undo, Tested("google-genai", "3.6", "3.6"))

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import DurableError
 from ..tools import Tool, acall_tool, call_tool
-from . import Integration, Unsupported
+from . import Integration, Tested, Unsupported
 from ._patch import Patches
 
 _SEAMS = ("invoke_function_from_dict_args", "invoke_function_from_dict_args_async",
@@ -102,4 +102,5 @@ def _name(function: Callable[..., Any]) -> str:
     return getattr(function, "__name__", type(function).__name__)
 
 
-INTEGRATION = Integration("google_genai_afc", ("google.genai._extra_utils",), install, _patches.undo)
+INTEGRATION = Integration("google_genai_afc", ("google.genai._extra_utils",), install, _patches.undo,
+                          Tested("google-genai", "3.6", "3.6"))

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..runtime import in_journaled_call
 from ..tools import acall_tool, call_tool
-from . import Integration, Unsupported
+from . import Integration, Tested, Unsupported
 from ._patch import Patches
 
 _patches = Patches()
@@ -51,4 +51,5 @@ def _arguments(tool_input: Any) -> dict[str, Any]:
     return tool_input if isinstance(tool_input, dict) else {"input": tool_input}
 
 
-INTEGRATION = Integration("langchain", ("langchain_core.tools.base",), install, _patches.undo)
+INTEGRATION = Integration("langchain", ("langchain_core.tools.base",), install, _patches.undo,
+                          Tested("langchain-core", "1.0", "1.8"))

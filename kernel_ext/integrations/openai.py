@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from ..runtime import active_step
-from . import Integration, Unsupported, _http, _rebuild
+from . import Integration, Slower, Tested, Unsupported, _http, _rebuild
 from ._patch import Patches
 
 _patches = Patches()
@@ -71,8 +71,8 @@ def _install_above(module: ModuleType, sync: str, asynchronous: str, name: str, 
         try:
             from openai._types import omit
             from openai.lib._parsing._embeddings import parse_embedding_response
-        except ImportError:
-            return  # an SDK release that decodes embeddings its own way: the HTTP path serves
+        except ImportError as error:  # an SDK release that decodes embeddings its own way
+            raise Slower(f"this openai release decodes embeddings another way ({error})") from None
 
         def post_parse(obj: Any, kwargs: dict[str, Any]) -> Any:
             # Unless a format was asked for, the SDK asks for base64 and decodes it after parsing.
@@ -96,4 +96,5 @@ def _dump_model(model: Any) -> Any:
     return model_dump(model, exclude_unset=True, mode="json", exclude=getattr(model, "__api_exclude__", None))
 
 
-INTEGRATION = Integration("openai", ("openai._base_client", *_RESOURCES), install, _patches.undo)
+INTEGRATION = Integration("openai", ("openai._base_client", *_RESOURCES), install, _patches.undo,
+                          Tested("openai", "1.40", "3.63"))

@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from ..tools import Tool, acall_tool
-from . import Integration, Unsupported
+from . import Integration, Tested, Unsupported
 
 _SEAM = "_invoke_function_tool_with_metadata"
 _originals: dict[str, Callable[..., Any]] = {}
@@ -70,4 +70,5 @@ def _arguments(text: str) -> Any:
         return {"$text": text}  # the SDK reports malformed arguments to the model; the call is still journaled
 
 
-INTEGRATION = Integration("openai_agents", ("agents.tool",), install, uninstall)
+INTEGRATION = Integration("openai_agents", ("agents.tool",), install, uninstall,
+                          Tested("openai-agents", "0.24", "0.24"))

@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from ..tools import Tool, acall_tool
-from . import Integration, Unsupported
+from . import Integration, Tested, Unsupported
 from ._patch import Patches
 
 _patches = Patches()
@@ -40,4 +40,5 @@ def _journal(original: Callable[..., Any]) -> Callable[..., Any]:
     return call_tool
 
 
-INTEGRATION = Integration("pydantic_ai", ("pydantic_ai.toolsets.function",), install, _patches.undo)
+INTEGRATION = Integration("pydantic_ai", ("pydantic_ai.toolsets.function",), install, _patches.undo,
+                          Tested("pydantic-ai-slim", "2.60", "2.78"))
