@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from bench import cli, extension, fleet, kernels, machine, overhead, reopen, replay, report, resume, storage
+from bench import cli, extension, fleet, kernels, machine, overhead, reopen, replay, report, resume, storage, trust
 from bench.child import ROOT
 from bench.rows import Context, Row, Scale
 from bench.systems import SYSTEMS, TITLES
@@ -24,8 +24,8 @@ from bench.systems import SYSTEMS, TITLES
 # In the order of the results table; reopen is measured by resume, on the store its killed child left.
 WORKLOADS: dict[str, ModuleType] = {"overhead": overhead, "resume": resume, "storage": storage,
                                     "replay": replay, "extension": extension, "kernels": kernels, "cli": cli,
-                                    "fleet": fleet}
-ROW_MODULES = (overhead, resume, storage, replay, extension, reopen, kernels, cli, fleet)
+                                    "fleet": fleet, "trust": trust}
+ROW_MODULES = (overhead, resume, storage, replay, extension, reopen, kernels, cli, fleet, trust)
 PARALLEL = {"storage"}  # sizes do not depend on timing: two children at a time
 QUIET_CORES = 0.25  # other processes' load under which a timed measurement may start
 WAIT_LIMIT = 900  # seconds to wait for that before measuring anyway

@@ -5,13 +5,21 @@ Importable without IPython, ipywidgets or openai.
 
 from ._blobs import Split, canonical_json, digest, join_document, split_document
 from ._claim import hold as hold_session
+from ._files import make_dirs, open_file, write_file
 from ._ids import reserve as reserve_call_ids
 from ._recover import RecoverUsageError, Recovery, recover
 from ._schema import LATEST as SCHEMA_VERSION
 from ._store import Holder, Journal, RecordedCall, StepRun, Store, default_path
 from ._time import now
 from ._writer import StepWriter
-from .errors import JournalBusyError, JournalDamagedError, JournalError, SchemaTooNewError, SessionHeldError
+from .errors import (
+    JournalBusyError,
+    JournalDamagedError,
+    JournalError,
+    JournalIsFolderError,
+    SchemaTooNewError,
+    SessionHeldError,
+)
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -20,6 +28,7 @@ __all__ = [
     "JournalBusyError",
     "JournalDamagedError",
     "JournalError",
+    "JournalIsFolderError",
     "RecordedCall",
     "RecoverUsageError",
     "Recovery",
@@ -34,8 +43,11 @@ __all__ = [
     "digest",
     "hold_session",
     "join_document",
+    "make_dirs",
     "now",
+    "open_file",
     "recover",
     "reserve_call_ids",
     "split_document",
+    "write_file",
 ]

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from . import _blobs, _log
+from ._files import make_dirs, open_file
 from .errors import SessionHeldError
 
 
@@ -23,9 +24,9 @@ def hold(journal: Path, session: str, holder: dict[str, object], describe: str) 
     Raises SessionHeldError naming the process that holds it.
     """
     directory = _log.logs_dir(journal) / "sessions"
-    directory.mkdir(parents=True, exist_ok=True)
+    make_dirs(directory)
     path = directory / (_blobs.digest(session.encode())[:32] + ".lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_file(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -16,10 +16,13 @@ journal whole: before the rename it is the old file, after it the new one.
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from ._files import private_umask
 
 _MAX_BYTES = 8 << 20
 _SAVES = 2  # blocks a copy must save to replace the file
@@ -61,17 +64,19 @@ def compact(con: Any, path: Path) -> bool:
     for stale in (copy, copy.with_name(copy.name + ".wal")):  # left by a process killed while copying
         stale.unlink(missing_ok=True)
     quoted = str(copy).replace("'", "''")
-    con.execute(f"ATTACH '{quoted}' AS {_NAME} (BLOCK_SIZE {block})")
-    try:
-        con.execute(f'COPY FROM DATABASE "{name}" TO {_NAME}')
-        con.execute(f"CHECKPOINT {_NAME}")
-        (after,) = con.execute("SELECT total_blocks FROM pragma_database_size() WHERE database_name = ?",
-                               [_NAME]).fetchone()
-    finally:
-        con.execute(f"DETACH {_NAME}")
+    with private_umask():  # the copy and its WAL are DuckDB's to create
+        con.execute(f"ATTACH '{quoted}' AS {_NAME} (BLOCK_SIZE {block})")
+        try:
+            con.execute(f'COPY FROM DATABASE "{name}" TO {_NAME}')
+            con.execute(f"CHECKPOINT {_NAME}")
+            (after,) = con.execute("SELECT total_blocks FROM pragma_database_size() WHERE database_name = ?",
+                                   [_NAME]).fetchone()
+        finally:
+            con.execute(f"DETACH {_NAME}")
     if after + _SAVES > total:
         copy.unlink(missing_ok=True)
         return False
+    os.chmod(copy, stat.S_IMODE(path.stat().st_mode))  # the same file to its user: a mode set on purpose stays
     _fsync(copy)
     os.replace(copy, path)
     _fsync(path.parent)

@@ -12,10 +12,12 @@ WAL stays out of the file).
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._files import private_wal
 from .errors import JournalDamagedError
 
 if TYPE_CHECKING:
@@ -89,13 +91,15 @@ class GuardedConnection:
     failed transaction had not committed, and the code that cleans up after an error runs it.
     """
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: Path, *, writes: bool = False) -> None:
         import duckdb
 
         self.raw = con
         self.path = path
         self._key = _key(path)  # resolved once: every statement asks
         self._error = duckdb.Error
+        # A statement of a connection that writes may make the WAL, which must be owner-only.
+        self._writing = functools.partial(private_wal, str(path)) if writes else contextlib.nullcontext
 
     @property
     def damaged(self) -> bool:
@@ -103,12 +107,14 @@ class GuardedConnection:
 
     def execute(self, query: str, parameters: Any = None) -> GuardedConnection:
         self._refuse_after_damage(query)
-        self._guard(self.raw.execute, query, parameters)
+        with self._writing():
+            self._guard(self.raw.execute, query, parameters)
         return self
 
     def executemany(self, query: str, parameters: Any = None) -> GuardedConnection:
         self._refuse_after_damage(query)
-        self._guard(self.raw.executemany, query, parameters)
+        with self._writing():
+            self._guard(self.raw.executemany, query, parameters)
         return self
 
     def fetchone(self) -> Any:
@@ -123,7 +129,8 @@ class GuardedConnection:
 
     def sql(self, query: str, params: Any = None) -> Any:
         self._refuse_after_damage(query)
-        return self._guard(self.raw.sql, query, params=params)
+        with self._writing():
+            return self._guard(self.raw.sql, query, params=params)
 
     def close(self) -> None:
         self.raw.close()

@@ -120,6 +120,23 @@ class History:
             call["response"] = fetch(response)  # raw bytes (a stream) or a pickle
         return call
 
+    def pickles(self) -> list[tuple[str, bytes]]:
+        """Every pickle the journal holds, as stored: (what it is, its bytes). For `durable trust`."""
+        found: list[tuple[str, bytes]] = []
+        calls = self.con.execute(
+            "SELECT id, name FROM call_rows WHERE response IS NOT NULL AND meta->>'body' = 'pickle' ORDER BY id"
+        ).fetchall()
+        for call_id, name in calls:
+            call = self.call_documents(call_id)
+            if call is not None and isinstance(call["response"], bytes):
+                found.append((f"call {call_id} ({name})", call["response"]))
+        runs = self.con.execute(
+            "SELECT id, variables FROM step_runs WHERE variables IS NOT NULL ORDER BY id").fetchall()
+        for run_id, key in runs:
+            for name, blob in json.loads(self.fetch(key)).items():
+                found.append((f"variable {name} (run {run_id})", self.fetch(blob)))
+        return found
+
     # -- the cells a kernel ran (for export) ---------------------------------------------------
 
     def record_cells(self, session: str, kernel: str, cells: list[tuple[str, str | None, str]]) -> None:

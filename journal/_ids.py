@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from . import _log
+from ._files import make_dirs, open_file
 
 
 def _counter(journal: Path) -> Path:
@@ -25,8 +26,8 @@ def reserve(journal: Path, count: int, *, floor: int | None = None) -> list[int]
     path = _counter(journal)
     if floor is None and not path.exists():
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    make_dirs(path.parent)
+    fd = open_file(path, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         text = os.pread(fd, 32, 0).strip()

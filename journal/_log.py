@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ._files import make_dirs, open_file
+
 SYNC_MODES = ("always", "effects", "never")
 # length of kind + body, crc32 of kind + body; then one byte of kind
 _HEADER = struct.Struct("<II")
@@ -153,13 +155,13 @@ class LogWriter:
             return self._fd
         if self._pid != os.getpid():  # a forked child writes a log of its own
             self._pid, self._fd, self._generation, self.position = os.getpid(), None, 0, 0
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(self.directory)
         while True:
             self._generation += 1
             host = socket.gethostname().replace("-", "_")
             path = self.directory / f"{host}-{self._pid}-{self._process_start}-{self._generation}{_SUFFIX}"
             try:
-                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+                self._fd = open_file(path, os.O_WRONLY | os.O_APPEND, new=True)
             except FileExistsError:
                 continue  # a log of an earlier process with the same pid and start (or of ours)
             self._path = path

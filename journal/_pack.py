@@ -12,6 +12,11 @@ change (an absorb of the step's records, a settled call, a decided approval, a r
 step's pack under an exclusive lock, and a reader holds the shared lock while it reads the pack
 and the logs. A missing pack only means the step begins through DuckDB, as before; a pack is
 used once (its reserved ids are then spent) and written again by the process driving the session.
+
+The packs folder's `journal` file names the journal file they were taken from and its schema
+version. Packs are read only for that file at this release's schema; a newer schema is refused
+there as DuckDB's open refuses it (a release that migrates a journal drops its packs first, so a
+newer journal's packs always say so).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from . import _blobs, _log
+from ._files import make_dirs, open_file, replace_file, write_file
+from ._schema import LATEST
+from .errors import SchemaTooNewError
 
 _KIND = b"Z"  # one zstd frame (packs of kind P, zlib, were written before: read as no pack)
 _VERSION = 2
@@ -72,11 +80,11 @@ def locked(journal: Path, *, shared: bool, create: bool = True) -> Iterator[None
     """
     directory = packs_dir(journal)
     if create:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_dirs(directory)
     elif not directory.is_dir():
         yield
         return
-    fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_file(directory / "lock", os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield
@@ -93,7 +101,35 @@ def _identity(journal: Path) -> str:
 
 
 def _owner(journal: Path) -> Path:
-    return packs_dir(journal) / "journal"  # the file (device, inode) the packs were taken from
+    return packs_dir(journal) / "journal"  # "device inode schema" of the journal file the packs were taken from
+
+
+def _stamp(journal: Path) -> str:
+    return f"{_identity(journal)} {LATEST}"
+
+
+def _owner_of(journal: Path) -> tuple[str, int | None]:
+    """(identity, schema version) the packs were taken at; the version is None where no release recorded it.
+
+    Raises FileNotFoundError when there are no packs.
+    """
+    parts = _owner(journal).read_text().split()
+    schema = int(parts[2]) if len(parts) == 3 and parts[2].isdigit() else None
+    return " ".join(parts[:2]), schema
+
+
+def _refuse_newer(journal: Path, identity: str, schema: int | None) -> None:
+    if schema is not None and schema > LATEST and identity == _identity(journal):
+        raise SchemaTooNewError(str(journal), schema, LATEST)
+
+
+def refuse_newer(journal: Path) -> None:
+    """Raise SchemaTooNewError if the journal's packs were taken from it at a schema newer than this release's."""
+    try:
+        owner = _owner_of(journal)
+    except FileNotFoundError:
+        return
+    _refuse_newer(journal, *owner)
 
 
 def rebase(journal: Path, was: tuple[int, int] | None) -> None:
@@ -102,26 +138,31 @@ def rebase(journal: Path, was: tuple[int, int] | None) -> None:
         return
     with locked(journal, shared=False, create=False):
         owner = _owner(journal)
-        if owner.is_file() and owner.read_text() == f"{was[0]} {was[1]}":
-            owner.write_text(_identity(journal))
+        if owner.is_file() and owner.read_text() == f"{was[0]} {was[1]} {LATEST}":
+            write_file(owner, _stamp(journal).encode())
+
+
+def drop(journal: Path) -> None:
+    """Delete every pack: the journal's schema changed since they were taken."""
+    with locked(journal, shared=False, create=False):
+        for old in packs_dir(journal).glob("*.pack"):
+            old.unlink(missing_ok=True)
+        _owner(journal).unlink(missing_ok=True)
 
 
 def write(journal: Path, session: str, step: str, pack: Pack, positions: dict[str, int]) -> None:
     """Write a step's pack (the caller holds DuckDB, and the exclusive lock)."""
-    owner, identity = _owner(journal), _identity(journal)
-    if not owner.is_file() or owner.read_text() != identity:
-        # Another file lives at the journal's path now: no pack of the old one may be read.
+    owner, stamp = _owner(journal), _stamp(journal)
+    if not owner.is_file() or owner.read_text() != stamp:
+        # Another file lives at the journal's path now (or another release took the packs): none may be read.
         for old in packs_dir(journal).glob("*.pack"):
             old.unlink(missing_ok=True)
-        owner.write_text(identity)
+        write_file(owner, stamp.encode())
     header = {"v": _VERSION, "session": session, "step": step,
               "epoch": pack.epoch, "source": pack.source, "run_id": pack.run_id, "call_ids": pack.call_ids,
               "positions": positions, "docs": [[call_id, doc] for call_id, doc in pack.docs.items()]}
     inner = _log.event_frame(header) + b"".join(_log.blob_frame(key, data) for key, data in pack.blobs.items())
-    path = pack_path(journal, session, step)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_bytes(_log.frame(_KIND, _compress(inner)))
-    os.replace(temporary, path)
+    replace_file(pack_path(journal, session, step), _log.frame(_KIND, _compress(inner)))
 
 
 def discard(journal: Path, steps: Iterable[tuple[str, str]]) -> None:
@@ -135,12 +176,13 @@ def take(journal: Path, session: str, step: str) -> tuple[Pack, dict[str, int]] 
     path = pack_path(journal, session, step)
     try:
         frames, _, _ = _log.read_frames(path, 0)
-        owner = _owner(journal).read_text()
+        identity, schema = _owner_of(journal)
     except FileNotFoundError:
         return None
+    _refuse_newer(journal, identity, schema)  # before the pack is spent: the newer release still needs it
     path.unlink(missing_ok=True)
-    if owner != _identity(journal):
-        return None  # another file now lives at the journal's path
+    if identity != _identity(journal) or schema != LATEST:
+        return None  # another file now lives at the journal's path, or it was packed at another schema
     if len(frames) != 1 or frames[0][0] != _KIND:
         return None
     inner, _, _ = _log.read_frames_of(_decompress(frames[0][1]))

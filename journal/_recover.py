@@ -9,18 +9,18 @@ lost are then made safe to replay (`_repair`). Nothing here imports IPython.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._damage import damage_reason
+from ._files import make_dirs, private_umask, write_file
 from ._log import logs_dir, logs_in
 from ._repair import repair
 from ._schema import LATEST, migrate
 from ._store import _BLOCK_SIZE, _LOCK_HOLDER, Journal
-from .errors import JournalError
+from .errors import JournalError, JournalIsFolderError
 
 # Columns that say whose a row was, read (where they still can be) for the rows that were lost.
 _OWNER = {"session_records": ("name",), "step_records": ("session", "name"), "step_runs": ("session", "step"),
@@ -97,7 +97,8 @@ def recover(source: Path, target: Path) -> Recovery:
     if target.exists() or Path(f"{target}.wal").exists():
         raise RecoverUsageError(f"{target} exists already; recover writes a new journal: choose another -o")
     if not source.is_file():
-        raise RecoverUsageError(f"no journal at {source}")
+        missing = JournalIsFolderError(str(source)) if source.is_dir() else f"no journal at {source}"
+        raise RecoverUsageError(str(missing))
     try:
         duckdb.connect(str(source), read_only=True).close()
     except duckdb.Error as exc:
@@ -106,7 +107,7 @@ def recover(source: Path, target: Path) -> Recovery:
                                "recover it once that process has ended") from None
         raise JournalError(f"DuckDB cannot open {source} at all ({_reason(exc)}); nothing can be salvaged "
                            "from it") from None
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(target.parent)
     try:
         return _recover(source, target)
     except BaseException:
@@ -119,17 +120,18 @@ def _recover(source: Path, target: Path) -> Recovery:
     import duckdb
 
     report = Recovery(source, target)
-    con = duckdb.connect(str(target), config={"default_block_size": _BLOCK_SIZE, "threads": "1"})
-    try:
-        con.execute("ATTACH '" + str(source).replace("'", "''") + "' AS damaged (READ_ONLY)")
-        # Rows are copied into the schema they were written in; opening the new file migrates them.
-        migrate(con, upto=_version(con, report))
-        for table in _tables(con):
-            report.tables.append(_copy(con, table, report))
-        _continue_sequences(con)
-        con.execute("DETACH damaged")
-    finally:
-        con.close()
+    with private_umask():  # the new journal and its WAL are DuckDB's to create
+        con = duckdb.connect(str(target), config={"default_block_size": _BLOCK_SIZE, "threads": "1"})
+        try:
+            con.execute("ATTACH '" + str(source).replace("'", "''") + "' AS damaged (READ_ONLY)")
+            # Rows are copied into the schema they were written in; opening the new file migrates them.
+            migrate(con, upto=_version(con, report))
+            for table in _tables(con):
+                report.tables.append(_copy(con, table, report))
+            _continue_sequences(con)
+            con.execute("DETACH damaged")
+        finally:
+            con.close()
     _bring_logs(source, target)
     with Journal(target).open() as store, store.transaction():
         repair(store, report.note, calls_lost_unowned=report.calls_unowned)
@@ -251,9 +253,9 @@ def _bring_logs(source: Path, target: Path) -> None:
     """
     logs = list(logs_in(logs_dir(source)))
     if logs:
-        logs_dir(target).mkdir(parents=True, exist_ok=True)
+        make_dirs(logs_dir(target))
         for log in logs:
-            shutil.copy2(log, logs_dir(target) / log.name)
+            write_file(logs_dir(target) / log.name, log.read_bytes())
 
 
 def _continue_sequences(con: Any) -> None:

@@ -378,10 +378,7 @@ def migrate(con, upto: int = LATEST) -> int:
     )
     (found,) = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
     if found > LATEST:
-        raise SchemaTooNewError(
-            f"journal schema version {found} is newer than this release understands ({LATEST}); "
-            "upgrade durable-kernel to open it"
-        )
+        raise SchemaTooNewError(getattr(con, "path", None), found, LATEST)
     for version, description, statements in MIGRATIONS:
         if version <= found or version > upto:
             continue

@@ -32,11 +32,12 @@ if TYPE_CHECKING:
 
 from . import _blobs, _blobstore, _compact, _ids, _pack, _records
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
+from ._files import make_dirs, private_umask
 from ._history import History
 from ._log import LogWriter, sync_mode
-from ._schema import migrate
+from ._schema import LATEST, migrate
 from ._time import now, stamp
-from .errors import JournalBusyError, JournalDamagedError, JournalError, SessionHeldError
+from .errors import JournalBusyError, JournalDamagedError, JournalError, JournalIsFolderError, SessionHeldError
 
 # Small blocks: DuckDB's default 256 KB blocks make even a tiny journal a megabyte.
 _BLOCK_SIZE = "16384"
@@ -193,7 +194,7 @@ class Journal:
     def open(self, *, read_only: bool = False) -> Iterator[Store]:
         """Open for a unit of work; `read_only` for queries people type (they cannot change a row)."""
         if read_only:
-            self._require_file()
+            self.require_file()
             self._close(self._connect(), checkpoint=False)  # brings an older journal's schema up to date
         store = Store(self, self._connect(read_only=read_only))
         store.read_only = read_only
@@ -203,7 +204,11 @@ class Journal:
             store.close()
 
     def has_pack(self, session: str, step: str) -> bool:
-        return not is_damaged(self.path) and _pack.pack_path(self.path, session, step).is_file()
+        """Whether the step can begin from its pack; a journal of a newer schema is refused here already."""
+        if is_damaged(self.path) or not _pack.pack_path(self.path, session, step).is_file():
+            return False
+        _pack.refuse_newer(self.path)
+        return True
 
     def begin_from_pack(self, session: str, step: str) -> tuple[StepRun, str | None] | None:
         """A run of `step` begun from its pack and the logs, without DuckDB, and the step's stored source.
@@ -223,9 +228,15 @@ class Journal:
             return None
         return StepRun(session, step, pack.epoch, pack.run_id, pack.call_ids, *replay), pack.source
 
-    def _require_file(self) -> None:
+    def require_file(self) -> None:
+        """Raise JournalError unless a journal file is at the path (for commands that only read)."""
         if not self.path.is_file():
+            self._refuse_folder()
             raise JournalError(f"no journal at {self.path}; run a durable step first, or pass --journal")
+
+    def _refuse_folder(self) -> None:
+        if self.path.is_dir():
+            raise JournalIsFolderError(str(self.path))
 
     def _signature(self) -> tuple[int, ...] | None:
         try:
@@ -239,9 +250,10 @@ class Journal:
         import duckdb
 
         if self.create and not read_only:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._refuse_folder()
+            make_dirs(self.path.parent)
         else:
-            self._require_file()
+            self.require_file()
         deadline = time.monotonic() + self.wait
         delay = 0.02
         while True:
@@ -251,7 +263,8 @@ class Journal:
                 config = {"threads": "1"} if read_only else {"default_block_size": _BLOCK_SIZE, "threads": "1"}
                 with _compact.lock:  # not while this process replaces the file by a compacted copy
                     before = _compact.identity(self.path)
-                    con = duckdb.connect(str(self.path), read_only=read_only, config=config)
+                    with private_umask() if before is None and not read_only else contextlib.nullcontext():
+                        con = duckdb.connect(str(self.path), read_only=read_only, config=config)
                     if _compact.identity(self.path) != before:
                         con.close()  # another process replaced the file meanwhile: connect to the new one
                         continue
@@ -274,9 +287,10 @@ class Journal:
         try:
             if is_damaged(self.path) or self._signature() != self._verified:
                 self._probe(con)
-            guarded = GuardedConnection(con, self.path)
+            guarded = GuardedConnection(con, self.path, writes=True)
             guarded.execute("SET wal_autocheckpoint = '1MB'")
-            migrate(guarded)
+            if 0 < migrate(guarded) < LATEST:
+                _pack.drop(self.path)  # taken at the old schema: a release must not replay them at another
         except BaseException:
             self._release(con)  # a refused journal must not stay locked by this process
             raise
@@ -664,8 +678,10 @@ class Store(History):
         keys = ("id", "session", "step", "epoch", "kind", "name", "status", "request", "response", "meta")
         return dict(zip(keys, row, strict=True)) if row else None
 
-    def settle_call(self, call_id: int, *, value: bytes | None = None, retry: bool = False) -> None:
-        """Decide an in-doubt call: it took effect and returned `value`, or (`retry`) it may run again.
+    def settle_call(self, call_id: int, *, value: bytes | None = None, body: str = "data",
+                    retry: bool = False) -> None:
+        """Decide an in-doubt call: it took effect and returned `value` (stored as `body`), or (`retry`) it
+        may run again.
 
         Nothing is deleted: a retried call is marked `abandoned` and stays in history.
         """
@@ -676,7 +692,7 @@ class Store(History):
             return
         key = self.put_bytes(value)
         self._patch_call(call_id, {"status": "completed", "response": key, "ended_at": stamp(now()),
-                                   "meta": {"settled": True, "body": "pickle"}})
+                                   "meta": {"settled": True, "body": body}})
 
     def latest_variables(self, session: str) -> dict[str, tuple[str, bytes]]:
         """The variables as of the session's last completed step runs: {name: (step, pickle)}.

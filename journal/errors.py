@@ -1,10 +1,11 @@
 """Errors raised by the journal.
 
     JournalError
-    ├── JournalBusyError    another process holds the journal file open (DuckDB locks it per process)
-    ├── JournalDamagedError DuckDB cannot read part of the file (cut short, overwritten, failing its checksums)
-    ├── SchemaTooNewError   the journal was written by a newer release
-    └── SessionHeldError    another live process is driving the same session
+    ├── JournalBusyError     another process holds the journal file open (DuckDB locks it per process)
+    ├── JournalDamagedError  DuckDB cannot read part of the file (cut short, overwritten, failing its checksums)
+    ├── JournalIsFolderError the journal path names a folder, not a file
+    ├── SchemaTooNewError    the journal was written by a newer release
+    └── SessionHeldError     another live process is driving the same session
 """
 
 from __future__ import annotations
@@ -41,8 +42,28 @@ class JournalDamagedError(JournalError):
         )
 
 
+class JournalIsFolderError(JournalError):
+    """The journal path is a folder; a journal is one file (DuckDB's), with its logs beside it."""
+
+    def __init__(self, path: str) -> None:
+        path = os.path.abspath(path)
+        self.path = path
+        super().__init__(
+            f"journal path {path} is a folder, not a journal file; point DURABLE_JOURNAL (or --journal, or the "
+            f"journal setting) at a file, e.g. {os.path.join(path, 'journal.duckdb')}"
+        )
+
+
 class SchemaTooNewError(JournalError):
     """The journal's schema version is newer than this release understands."""
+
+    def __init__(self, path: str | os.PathLike[str] | None, found: int, known: int) -> None:
+        self.path, self.found, self.known = os.path.abspath(path) if path else None, found, known
+        which = f"journal {self.path}" if self.path else "the journal"
+        super().__init__(
+            f"{which} has schema version {found}, newer than this durable-kernel understands ({known}); "
+            "it is left as it is: upgrade durable-kernel (pip install -U durable-kernel) to use it"
+        )
 
 
 class SessionHeldError(JournalError):

@@ -6,7 +6,9 @@
     ├── InDoubtError           a non-idempotent tool started but its process died before it finished
     ├── UnreadRejectionError   a step went on past a rejected approval without reading the decision
     ├── ToolTimeoutError       a tool ran longer than its timeout (also a TimeoutError)
-    └── RecordedToolError      a failed tool call replayed whose exception type cannot be rebuilt
+    ├── RecordedToolError      a failed tool call replayed whose exception type cannot be rebuilt
+    ├── UntrustedPickleError   a pickle in the journal that this user did not write or trust: not loaded
+    └── RecordedValueError     a recorded value names a class that is not imported in this process
 
 ToolRejected (an Exception, not a DurableError): a person rejected a tool call that required approval;
 run_tool_calls reports it to the model like any tool error.
@@ -59,6 +61,14 @@ class ToolTimeoutError(DurableError, TimeoutError):
 
 class RecordedToolError(DurableError):
     """Replay of a tool call that failed, where the original exception type could not be rebuilt."""
+
+
+class UntrustedPickleError(DurableError):
+    """A pickle in the journal that this user did not write and did not trust (`durable trust`): not loaded."""
+
+
+class RecordedValueError(DurableError):
+    """A value recorded as data names a class this process has not imported (loading never imports one)."""
 
 
 class ToolRejected(Exception):  # noqa: N818 - the name says what happened

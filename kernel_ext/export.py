@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from journal import Journal, JournalError
+from journal import Journal, JournalError, write_file
 
 from .errors import StepError
 from .notebook.syntax import cell_as_python, has_statements, indent, is_async, without_annotations
@@ -40,7 +40,7 @@ def export_from_journal(journal: Journal, session: str, output: str | os.PathLik
     script = _Script(recording, path.name)
     text = redact_text(script.render())  # a journal written before sources were redacted may hold a key
     try:
-        path.write_text(text, encoding="utf-8")
+        write_file(path, text.encode())  # owner-only, as the journal it reads
     except OSError as exc:
         raise StepError(f"cannot write the script to {path}: {exc.strerror}") from None
     message = (f"wrote {path}: session {session!r} as a script ({_count(script.setup_cells, 'setup cell')}, "
@@ -64,8 +64,7 @@ class _Recording:
 
 
 def _read(journal: Journal, session: str) -> _Recording:
-    if not journal.path.is_file():
-        raise JournalError(f"no journal at {journal.path}; pass --journal, or set DURABLE_JOURNAL")
+    journal.require_file()
     # Not read-only: in a kernel the session may still hold the file open for writing, and DuckDB
     # refuses a second connection of the same process with another configuration.
     with journal.open() as store:

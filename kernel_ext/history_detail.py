@@ -10,6 +10,7 @@ from typing import Any
 
 from journal import Journal
 
+from . import stored
 from .errors import StepError
 from .history import CallView, SessionHistory
 
@@ -184,17 +185,10 @@ def _outcome(meta: dict[str, Any], response: Any) -> tuple[str, str]:
         return "raised", f"{meta['error'].get('type')}: {meta['error'].get('message')}"
     if response is None:
         return "result", "none yet (started, no outcome recorded: in doubt)"
-    if meta.get("body") == "pickle" and isinstance(response, bytes):
-        try:
-            import cloudpickle
-
-            value = cloudpickle.loads(response)
-        except Exception:  # noqa: BLE001 - a class this process cannot import
-            return "result", f"(a pickled value of {len(response)} bytes)"
-        try:  # JSON where the value is JSON data, as the README promises; Python's repr for the rest
-            return "result", _clip(json.dumps(value, indent=2, ensure_ascii=False))
-        except (TypeError, ValueError):
-            return "result", _clip(repr(value))
+    if meta.get("body") in ("data", "pickle") and isinstance(response, bytes):
+        # A view never loads a pickle (loading runs code): a value stored as data is shown as its JSON.
+        shown = stored.show(response, meta["body"])
+        return "result", _clip(shown if meta["body"] == "pickle" else _json(shown))
     return "result", _clip(_json(response))
 
 

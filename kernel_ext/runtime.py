@@ -683,7 +683,7 @@ def settle(call_id: int, *, value: Any = _UNSET, retry: bool = False) -> str:
 
     Returns a one-line account of what was recorded.
     """
-    import cloudpickle
+    from . import stored
 
     if (value is _UNSET) == (not retry):
         raise StepError("settle a call with either value=... (it took effect) or retry=True (it did not)")
@@ -699,7 +699,8 @@ def settle(call_id: int, *, value: Any = _UNSET, retry: bool = False) -> str:
         if retry:
             store.settle_call(call_id, retry=True)
             return f"{which} will run again when step {call['step']!r} runs"
-        store.settle_call(call_id, value=cloudpickle.dumps(value))
+        data, body = stored.dump(value)
+        store.settle_call(call_id, value=data, body=body)
         return f"{which} settled as done with {_short(value)}; step {call['step']!r} replays it"
 
 

@@ -16,20 +16,19 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import functools
-import importlib
 import inspect
 import json
+import sys
 import time
 import types
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-import cloudpickle
-
 from journal import Split, split_document
 from journal._time import now
 
+from . import stored
 from .errors import RecordedToolError, ToolRejected, ToolTimeoutError
 from .runtime import ActiveStep, Claim, active_step, interrupted_by, journaled_call, outside_steps
 from .secrets import redact_document
@@ -255,49 +254,51 @@ class _ToolCall:
 
     def _complete(self, call_id: int | None, result: Any, attempts: int) -> Any:
         try:
-            data = cloudpickle.dumps(result)
+            data, body = stored.dump(result)
         except Exception as exc:
             error = TypeError(f"tool {self.tool.name!r} returned a value that cannot be journaled "
                               f"({type(exc).__name__}: {exc}); return plain data instead")
             self._fail(call_id, error, attempts)
             raise error from exc
         response = Split()
-        self._outcome(call_id, "completed", response, response.add(data), {**self.meta, "body": "pickle"}, attempts)
+        self._outcome(call_id, "completed", response, response.add(data), {**self.meta, "body": body}, attempts)
         return result
 
     def _fail(self, call_id: int | None, exc: BaseException, attempts: int) -> None:
         kind = type(exc)
-        meta = {**self.meta, "body": "pickle",
-                "error": {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(exc)}}
+        meta = {**self.meta, "error": {"type": f"{kind.__module__}.{kind.__qualname__}", "message": str(exc)}}
         response, key = Split(), None
         try:
-            key = response.add(cloudpickle.dumps(exc))
+            data, meta["body"] = stored.dump(exc)
+            key = response.add(data)
         except Exception:  # noqa: BLE001 - the type and message are journaled anyway
             response = None
         self._outcome(call_id, "failed", response, key, meta, attempts)
 
     def _replay(self) -> Any:
         recorded = self.claim.recorded  # loaded with its response blob (None for an unpicklable error)
+        what = f"the recorded {'result' if recorded.status == 'completed' else 'error'} of tool {self.tool.name!r}"
+        journal = self.active.session.journal.path
         if recorded.status == "completed":
-            return cloudpickle.loads(recorded.data)
-        raise _rebuild(recorded.meta.get("error", {}), recorded.data)
+            return stored.load(recorded.data, recorded.meta.get("body"), what, journal)
+        if recorded.data is not None:
+            raise stored.load(recorded.data, recorded.meta.get("body"), what, journal)
+        raise _rebuild(recorded.meta.get("error", {}))
 
 
-def _rebuild(error: Mapping[str, Any], data: bytes | None) -> BaseException:
-    """The recorded exception of a failed call: the same type and message as the first time."""
-    if data is not None:
-        try:
-            return cloudpickle.loads(data)
-        except Exception:  # noqa: BLE001 - fall back to type and message
-            pass
+def _rebuild(error: Mapping[str, Any]) -> BaseException:
+    """A recorded exception stored by type and message alone: that type if it is imported here, with the message.
+
+    The type is looked up among modules already imported, never imported: a journal chooses no code to run.
+    """
     path, message = error.get("type", "builtins.Exception"), error.get("message", "")
     module, _, name = path.rpartition(".")
-    try:
-        kind = getattr(importlib.import_module(module or "builtins"), name)
-        if isinstance(kind, type) and issubclass(kind, BaseException):
+    kind = getattr(sys.modules.get(module or "builtins"), name, None)
+    if isinstance(kind, type) and issubclass(kind, BaseException):
+        try:
             return kind(message)
-    except Exception:  # noqa: BLE001 - an exception type that no longer imports
-        pass
+        except Exception:  # noqa: BLE001 - a type whose constructor wants more than a message
+            pass
     return RecordedToolError(f"{path}: {message}")
 
 

@@ -13,11 +13,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TypeVar
 
-import cloudpickle
-
 from journal import Split, split_document
 from journal._store import now as _journal_now
 
+from . import stored
 from .runtime import active_step, outside_steps
 
 T = TypeVar("T")
@@ -31,14 +30,16 @@ def _journaled(name: str, produce: Callable[[], T]) -> T:
     request = Split()
     fingerprint = split_document({"value": name}, request)
     claim = active.claim(fingerprint, f"{name}()", kind="value")
-    if claim.recorded is not None:
-        return cloudpickle.loads(claim.recorded.data)  # the recording is loaded with its response blob
+    if claim.recorded is not None:  # the recording is loaded with its response blob
+        return stored.load(claim.recorded.data, claim.recorded.meta.get("body"), f"the recorded value of {name}()",
+                           active.session.journal.path)
     started = _journal_now()
     value = produce()
     response = Split()
-    key = response.add(cloudpickle.dumps(value))
+    data, body = stored.dump(value)
+    key = response.add(data)
     active.record(claim, kind="value", name=name, request=request, response=response, response_key=key,
-                  meta={"body": "pickle"}, started_at=started)
+                  meta={"body": body}, started_at=started)
     return value
 
 

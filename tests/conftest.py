@@ -14,6 +14,19 @@ from tests.harness import Kernel
 API_KEY = "sk-durable-test-4f1c9e2a7b"  # searched for in journal bytes: it must never be there
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _user_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    # This user's signing key and trusted list (kernel_ext/trust.py), for every process the tests start:
+    # never the real one, and the same for the whole run.
+    old = os.environ.get("DURABLE_HOME")
+    os.environ["DURABLE_HOME"] = str(tmp_path_factory.mktemp("durable-home"))
+    yield
+    if old is None:
+        os.environ.pop("DURABLE_HOME", None)
+    else:
+        os.environ["DURABLE_HOME"] = old
+
+
 @pytest.fixture
 def model_server() -> Iterator[ScriptedModelServer]:
     with ScriptedModelServer() as server:

@@ -8,7 +8,8 @@ returned then and what the journal held. Every test runs on both, on a copy, nev
 file. With the current code: `durable ls`, `show` and `sql` read it; the same steps run again, in a
 plain Python process and in a real kernel, replay everything from it: no request reaches the model
 server, no tool runs again (the tools append to a ledger file when they really run), and the final
-answers are the recorded ones.
+answers are the recorded ones. Those releases stored tool results as unsealed pickles: they load only
+once the journal's owner says it is theirs (`durable trust`); until then the replay stops, naming the call.
 """
 
 from __future__ import annotations
@@ -170,16 +171,38 @@ def test_cli_reads_the_previous_journal(release: Release, journal_copy: Path, tm
     assert not journal_copy.with_name(journal_copy.name + ".wal").exists()
 
 
+def _replay_script(journal: Path, server: ScriptedModelServer, ledger: Path, answers: Path, cwd: Path,
+                   strict: str = "0") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "replay", "--journal", str(journal), "--base-url", server.base_url,
+         "--ledger", str(ledger), "--answers", str(answers)],
+        capture_output=True, text=True, env=_env(DURABLE_STRICT=strict), cwd=cwd, timeout=180)
+
+
+def test_the_previous_journal_loads_no_pickle_until_its_owner_trusts_it(release: Release, journal_copy: Path,
+                                                                        tmp_path: Path) -> None:
+    ledger = tmp_path / "ledger.jsonl"
+    with ScriptedModelServer() as server:
+        done = _replay_script(journal_copy, server, ledger, tmp_path / "answers.json", tmp_path)
+        assert done.returncode != 0
+        (line,) = [line for line in done.stderr.splitlines()
+                   if line.startswith("kernel_ext.errors.UntrustedPickleError")]
+        assert "written before pickles were sealed" in line and f"durable trust {journal_copy}" in line
+        assert not ledger.exists(), "a tool ran instead of its recorded result"
+        trusted = _ok(_durable("trust", str(journal_copy), cwd=tmp_path))
+        assert f"trusted {journal_copy}" in trusted
+        _ok(_replay_script(journal_copy, server, ledger, tmp_path / "answers.json", tmp_path))
+        assert json.loads((tmp_path / "answers.json").read_text(encoding="utf-8")) == release.answers
+        assert not ledger.exists() and server.stats()["requests"] == 0
+
+
 def test_a_script_replays_the_previous_journal(release: Release, journal_copy: Path, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.jsonl"
+    _ok(_durable("trust", str(journal_copy), cwd=tmp_path))  # its owner says it is theirs
     with ScriptedModelServer() as server:
         for strict in ("0", "1"):  # then once more in CI mode: any call that would go live is an error
             answers = tmp_path / f"answers-{strict}.json"
-            done = subprocess.run(
-                [sys.executable, str(SCRIPT), "replay", "--journal", str(journal_copy), "--base-url",
-                 server.base_url, "--ledger", str(ledger), "--answers", str(answers)],
-                capture_output=True, text=True, env=_env(DURABLE_STRICT=strict), cwd=tmp_path, timeout=180)
-            _ok(done)
+            _ok(_replay_script(journal_copy, server, ledger, answers, tmp_path, strict))
             assert json.loads(answers.read_text(encoding="utf-8")) == release.answers
             _check_replayed(journal_copy, tmp_path, ledger, server, release.recorded)
     _check_sql(journal_copy, tmp_path, release.recorded)
@@ -192,6 +215,7 @@ def _cell(step: str) -> str:
 
 def test_a_kernel_replays_the_previous_journal(release: Release, journal_copy: Path, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.jsonl"
+    _ok(_durable("trust", str(journal_copy), cwd=tmp_path))
     with ScriptedModelServer() as server:
         env = _env(DURABLE_JOURNAL=str(journal_copy), DURABLE_FIXTURE_LEDGER=str(ledger))
         env["PYTHONPATH"] = os.pathsep.join([str(FIXTURES), env["PYTHONPATH"]])

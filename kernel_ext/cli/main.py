@@ -15,7 +15,7 @@ from .demo import DEFAULT_TURNS
 MODEL_PORT = 8765
 _JOURNAL_HELP = ("journal file (default: $DURABLE_JOURNAL, else `journal` in [tool.durable] of the nearest "
                  "pyproject.toml, else .durable/journal.duckdb here)")
-_NO_JOURNAL = ("model", "recover")  # commands that read no settings: they work whatever the settings say
+_NO_JOURNAL = ("model", "recover", "trust")  # commands that read no settings: they work whatever the settings say
 
 
 class _Parser(argparse.ArgumentParser):
@@ -153,6 +153,13 @@ def _parser() -> argparse.ArgumentParser:
     recover.add_argument("damaged", metavar="JOURNAL", type=Path, help="the damaged journal (it is only read)")
     recover.add_argument("-o", "--output", type=Path, required=True, metavar="NEW",
                          help="the journal to write; must not exist")
+    trust = commands.add_parser(
+        "trust", help="let this user load the pickles of a journal from elsewhere (check its origin first)",
+        description="A journal's pickles (tool results with no data form, restored variables) load only if "
+        "this user wrote them. Trusting a journal records its pickles as this user's, beside this user's key "
+        "(the journal is not changed); do it only for a journal whose origin you checked: loading a pickle "
+        "runs code.")
+    trust.add_argument("trusted", metavar="JOURNAL", type=Path, help="the journal to trust (it is only read)")
     return parser
 
 
@@ -195,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
                    timeout=args.timeout, strict=args.strict)
     if args.command == "recover":
         return _recover(args.damaged, args.output)
+    if args.command == "trust":
+        return _trust(args.trusted)
     return _journal_command(args)
 
 
@@ -234,6 +243,23 @@ def _recover(damaged: Path, output: Path) -> int:
         return EXIT_USAGE if isinstance(exc, RecoverUsageError) else EXIT_FAILED
     print("\n".join(report.lines()))
     return EXIT_COMPLETED if report.complete else EXIT_FAILED
+
+
+def _trust(path: Path) -> int:
+    from journal import Journal, JournalError
+
+    from .. import trust
+
+    try:
+        with Journal(path, create=False).open(read_only=True) as store:
+            pickles = store.pickles()
+    except JournalError as exc:
+        print(f"durable trust: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    added = trust.trust(blob for _, blob in pickles)
+    print(f"trusted {path}: {len(pickles)} pickles ({added} new to the trusted list in {trust.home()}); "
+          "this user now loads them on replay and restore")
+    return EXIT_COMPLETED
 
 
 def _journal_command(args: argparse.Namespace) -> int:

@@ -38,7 +38,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from journal import Journal, RecordedCall, Split, StepRun, join_document
+from journal import Journal, RecordedCall, Split, StepRun, join_document, write_file
 from journal._blobs import chain_run
 from journal._time import now
 
@@ -86,7 +86,7 @@ class Recording:
 
     def save(self, path: Path) -> None:
         data = {"format": PACK_FORMAT, "session": self.session, "steps": self.steps, "blobs": self.blobs}
-        path.write_bytes(zlib.compress(pickle.dumps(data, protocol=4), 6))
+        write_file(path, zlib.compress(pickle.dumps(data, protocol=4), 6))  # the journal's calls: owner-only
 
     @classmethod
     def load(cls, path: Path) -> Recording:

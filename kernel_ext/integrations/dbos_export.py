@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from journal import Journal
+from journal import Journal, write_file
 
 from ..errors import StepError
 from ..export import _check, _read
@@ -58,7 +58,7 @@ def export_dbos(journal: Journal, session: str, output: str | os.PathLike[str]) 
     text = redact_text(_render(recorded.session, recorded.notebook, header, setup, steps, path.name))
     _check(text, "the exported app")
     try:
-        path.write_text(text, encoding="utf-8")
+        write_file(path, text.encode())  # owner-only, as the journal it reads
         pack.save(path.with_suffix(".recording"))
     except OSError as exc:
         raise StepError(f"cannot write the app to {path}: {exc.strerror}") from None

@@ -410,7 +410,7 @@ class DurableMagics(Magics):
         if not values:
             print(f"session {current.name!r} has no completed step with variables to restore")
             return
-        restored, failed, withheld = restore(values, self.shell.user_ns)
+        restored, failed, withheld, untrusted = restore(values, self.shell.user_ns, current.journal.path)
         steps = sorted({values[name][0] for name in restored})
         print(f"restored {len(restored)} variables from {len(steps)} completed steps of session "
               f"{current.name!r}: {describe(restored)}")
@@ -421,6 +421,10 @@ class DurableMagics(Magics):
                   file=sys.stderr)
         if failed:
             print(f"could not unpickle: {describe(failed)}", file=sys.stderr)
+        if untrusted:
+            print(f"not restored: {describe(untrusted)}: pickles this user did not write or trust (loading runs "
+                  f"code); if the journal is yours or you checked where it came from: durable trust "
+                  f"{current.journal.path}", file=sys.stderr)
 
     def _settle(self, parser: Any, rest: str) -> None:
         # JSON is taken as typed (its quotes are its own), so only what precedes --value is parsed.

@@ -3,7 +3,8 @@
 A step "changed" a name it assigns at module level, or one it only reads whose value is
 different afterwards (`messages.append(...)` mutates `messages` in place). Names the cell
 never mentions cannot have been changed by it, so nothing else is pickled. Pickles are
-content-addressed in the journal: a large value that did not change is not stored again.
+content-addressed in the journal: a large value that did not change is not stored again. They are
+sealed with this user's key (trust.py): restore loads only the pickles this user wrote or trusted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import cloudpickle
 
+from .. import trust
+from ..errors import UntrustedPickleError
 from ..secrets import holds_secret, secret_values
 
 _IGNORED = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
@@ -93,9 +96,9 @@ class VariableTracker:
             elif name in self.assigned or hashlib.blake2b(data, digest_size=16).digest() != self.before[name]:
                 if holds_secret(data, known):
                     secret.append(name)
-                    pickles[name] = cloudpickle.dumps(Withheld())  # so that restore can name it
+                    pickles[name] = trust.seal(Withheld())  # so that restore can name it
                 else:
-                    pickles[name] = data
+                    pickles[name] = trust.seal_pickle(data)
         return pickles, unpicklable, secret
 
 
@@ -103,17 +106,21 @@ class Withheld:
     """Journaled in place of a variable whose value held a credential: restore names it, and its step."""
 
 
-def restore(values: Mapping[str, tuple[str, bytes]],
-            namespace: dict[str, Any]) -> tuple[list[str], list[str], dict[str, str]]:
-    """Unpickle journaled variables into `namespace`.
+def restore(values: Mapping[str, tuple[str, bytes]], namespace: dict[str, Any],
+            journal: Any = None) -> tuple[list[str], list[str], dict[str, str], list[str]]:
+    """Unpickle journaled variables into `namespace`, those this user wrote or trusted (trust.py).
 
-    Returns the restored names, the names that failed, and {name: step} of those withheld because
-    they held a credential (the step that made them has to run again).
+    Returns the restored names, the names that failed, {name: step} of those withheld because they held
+    a credential (the step that made them has to run again), and the names not loaded because this user
+    neither wrote nor trusted their pickles.
     """
-    restored, failed, withheld = [], [], {}
+    restored, failed, withheld, untrusted = [], [], {}, []
     for name, (step, data) in values.items():
         try:
-            value = cloudpickle.loads(data)
+            value = trust.unseal(data, f"variable {name!r} (step {step!r})", journal)
+        except UntrustedPickleError:
+            untrusted.append(name)
+            continue
         except Exception:  # noqa: BLE001 - e.g. a class whose module is gone; reported by name
             failed.append(name)
             continue
@@ -122,7 +129,7 @@ def restore(values: Mapping[str, tuple[str, bytes]],
         else:
             namespace[name] = value
             restored.append(name)
-    return restored, failed, withheld
+    return restored, failed, withheld, untrusted
 
 
 def describe(names: Iterable[str]) -> str:
