@@ -3,6 +3,7 @@
     DurableError
     ├── StepError              a step was used wrongly (nested steps, no step where one is needed)
     ├── StrictReplayError      --strict: a call would have gone live; names step, call and difference
+    ├── UnjournaledToolError   --strict: a request carries tool results from functions that are not journaled
     ├── InDoubtError           a non-idempotent tool started but its process died before it finished
     ├── UnreadRejectionError   a step went on past a rejected approval without reading the decision
     ├── ToolTimeoutError       a tool ran longer than its timeout (also a TimeoutError)
@@ -35,6 +36,17 @@ class StrictReplayError(DurableError):
         super().__init__(
             f"strict replay: step {step!r}, {call} would go live: {difference}. "
             "Re-record it without --strict, or undo the change."
+        )
+
+
+class UnjournaledToolError(DurableError):
+    """In strict mode a model request carried tool results that no journaled tool produced."""
+
+    def __init__(self, step: str, call: str, tools: list[str]) -> None:
+        self.step, self.call, self.tools = step, call, tools
+        super().__init__(
+            f"strict: step {step!r}, {call} sends the model results of {', '.join(tools)}, functions that are "
+            "not journaled (they run again on every replay); decorate them with @tool"
         )
 
 

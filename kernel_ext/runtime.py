@@ -40,6 +40,7 @@ from .config import settings
 from .errors import InDoubtError, StepError, StrictReplayError
 from .exit_codes import EXIT_SUSPENDED
 from .secrets import redact_text
+from .tool_results import ToolLedger
 
 _active: contextvars.ContextVar[ActiveStep | None] = contextvars.ContextVar("durable_step", default=None)
 # Set while a journaled call runs live: what it sends is its own, not a request that escaped the journal.
@@ -179,6 +180,9 @@ class ActiveStep:
     warnings: dict[str, int] = field(default_factory=dict)  # what this step could not journal, and how often
     # Approvals asked and not yet seen decided: each is asked whether the step may go on (see pass_gates).
     gates: list[Callable[[bool], bool]] = field(default_factory=list)
+    # Tool results sent to the model that no journaled tool produced, by tool name (see tool_results.py).
+    unjournaled_tools: Counter[str] = field(default_factory=Counter)
+    _seen_results: set[str] = field(default_factory=set)
     _seq: int = 0
     _ordinals: Counter[str] = field(default_factory=Counter)
     _failed: Counter[str] = field(default_factory=Counter)  # failed attempts of the call in progress
@@ -292,10 +296,30 @@ class ActiveStep:
     def mark_known(self, split: Split) -> None:
         self.writer.mark_known(split)
 
+    def first_sight(self, result: str) -> bool:
+        """Whether this step sees a tool result (by its call's id) for the first time: retries resend it."""
+        with self._lock:
+            if result in self._seen_results:
+                return False
+            self._seen_results.add(result)
+            return True
+
+    def unjournaled_tool(self, name: str) -> None:
+        with self._lock:
+            self.unjournaled_tools[name] += 1
+
     def warning_lines(self) -> list[str]:
         with self._lock:
             counted = list(self.warnings.items())
-        return [m.format(n=n, s="" if n == 1 else "s", were="was" if n == 1 else "were") for m, n in counted]
+            tools = sorted(self.unjournaled_tools.items(), key=lambda item: (-item[1], item[0]))
+        lines = [m.format(n=n, s="" if n == 1 else "s", were="was" if n == 1 else "were") for m, n in counted]
+        if tools:
+            total = sum(n for _, n in tools)
+            named = ", ".join(name if n == 1 else f"{name} \u00d7{n}" for name, n in tools)
+            lines.insert(0, f"{total} tool result{'' if total == 1 else 's'} sent to the model came from functions "
+                            f"that are not journaled ({named}): they run again on every replay; decorate them "
+                            "with @tool")
+        return lines
 
     def notify(self, event: str) -> None:
         """Tell the observer (the progress line) what happened: replayed, live, recorded, waiting."""
@@ -420,6 +444,7 @@ class Session:
         self._held: int | None = None  # the session's lock file, held while this process drives it
         self._claim_logged = False  # taken over through the log (a step begun from a pack), not DuckDB
         self._ended: dict[str, None] = {}  # steps that ran here since their recordings were last packed
+        self.tool_ledger = ToolLedger()  # journaled tool calls whose results no request carried yet
         self.exits_when_suspended = False  # an exported script: a suspended step ends it with exit code 3
 
     def __repr__(self) -> str:

@@ -159,6 +159,7 @@ class _ToolCall:
         self.fingerprint = split_document(self.document, self.request)
         self.claim: Claim = active.claim(self.fingerprint, f"tool {tool.name}", self.document, kind="tool",
                                          idempotent=tool.idempotent)
+        active.session.tool_ledger.journaled(tool.name)  # its result, sent to the model, is accounted for
         if bound is not None and IDEMPOTENCY_PARAMETER in tool.signature.parameters and (
                 IDEMPOTENCY_PARAMETER not in bound.arguments):
             self.kwargs = {**kwargs, IDEMPOTENCY_PARAMETER: self.claim.idempotency_key}

@@ -81,7 +81,7 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
     except CellExecutionError as exc:
         if exc.ename == "StepSuspended":
             code, status = EXIT_SUSPENDED, "suspended (waiting for a decision)"
-        elif exc.ename == "StrictReplayError":
+        elif exc.ename in ("StrictReplayError", "UnjournaledToolError"):
             code, status, detail = EXIT_FAILED, "failed (strict)", exc.evalue
         else:
             code, status, detail = EXIT_FAILED, "failed", f"{progress.where()}: {exc.ename}: {exc.evalue}"

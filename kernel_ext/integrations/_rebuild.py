@@ -32,6 +32,7 @@ from typing import Any
 from journal import RecordedCall, digest
 
 from ..runtime import ActiveStep, Claim, active_step
+from ..tool_results import check_request
 from . import Slower, _http, replays_slower
 from ._patch import Patches
 
@@ -124,6 +125,7 @@ def _claim(api: Api, active: ActiveStep, resource: Any, kwargs: dict[str, Any]) 
     key = key_of(api, resource, kwargs)
     if key is None:
         return _UNKEYED
+    check_request(active, kwargs, _describe(api, kwargs))
     claim = active.claim_alias(key, _describe(api, kwargs))
     if claim is not None and claim.recorded is not None:
         try:

@@ -24,6 +24,7 @@ from journal import Split, join_document, split_document
 from journal._time import now
 
 from ..runtime import ActiveStep, Claim, active_step
+from ..tool_results import check_request
 from . import Integration, Tested, Unsupported, _genai_above, _http, _rebuild
 from ._patch import Patches
 
@@ -44,8 +45,10 @@ class GenaiCall:
         model, _, verb = path.partition(":")
         self.name, self.model = "genai." + (verb or path.replace("/", ".")), model.rpartition("/")[2] or None
         self.above = _http.above.get()  # keyed above the SDK (_genai_above.py): its claim, its key
-        self.claim: Claim = _http.claim_below(active, self.above, fingerprint, f"{self.name}, model {self.model}",
-                                              self.document)
+        describe = f"{self.name}, model {self.model}"
+        if self.above is None:  # a call keyed above the SDK was checked there
+            check_request(active, document, describe)
+        self.claim: Claim = _http.claim_below(active, self.above, fingerprint, describe, self.document)
         self.started = now()
 
     def recorded(self) -> list[str] | None:

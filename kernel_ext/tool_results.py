@@ -1,0 +1,155 @@
+"""Tool results sent to the model that no journaled tool produced: named under the cell, never silent.
+
+The vendors' docs teach a loop that runs the model's tool calls with plain functions
+(`available[name](**args)`) and sends each result back. Inside a durable step the model calls
+replay, but such a function runs again on every run. The model asked for those calls, so each
+request says which tool results it carries (at the end of its conversation, after the assistant
+turn that asked for them). Every tool call journaled in the session (a `@tool`, a framework's
+tool) is counted by name; a result in a request that no such call accounts for came from a
+function that is not journaled. The step's summary names those tools with counts, on every run,
+live and replayed; in strict mode the request is refused.
+
+Formats read: OpenAI chat (`role: tool`, and the older `role: function`), the Responses API
+(`function_call_output` items), Anthropic (`tool_result` blocks) and Gemini (`function_response`
+parts, snake or camel case), as SDK objects or as the JSON sent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .errors import UnjournaledToolError
+
+if TYPE_CHECKING:
+    from .runtime import ActiveStep
+
+UNNAMED = "(unnamed)"  # a result whose call the request does not show (say, after previous_response_id)
+
+
+class ToolLedger:
+    """A session's journaled tool calls whose results no request has carried yet, by tool name."""
+
+    def __init__(self) -> None:
+        self.pending: Counter[str] = Counter()
+        self.lock = threading.Lock()
+
+    def journaled(self, name: str) -> None:
+        with self.lock:
+            self.pending[name] += 1
+
+    def unaccounted(self, names: Iterable[str]) -> list[str]:
+        """The names among `names` that no journaled call accounts for (each call accounts for one)."""
+        missing = []
+        with self.lock:
+            for name in names:
+                if self.pending[name] > 0:
+                    self.pending[name] -= 1
+                elif name == UNNAMED and sum(self.pending.values()) > 0:
+                    next_name = next(n for n, count in self.pending.items() if count > 0)
+                    self.pending[next_name] -= 1
+                else:
+                    missing.append(name)
+        return missing
+
+
+def check_request(active: ActiveStep, request: Any, describe: str) -> None:
+    """Account for the tool results `request` (its kwargs or JSON body) sends back to the model."""
+    results = [(key, name) for key, name in tool_results(request) if active.first_sight(key)]
+    if not results:
+        return
+    missing = active.session.tool_ledger.unaccounted(name for _, name in results)
+    if not missing:
+        return
+    if active.strict:
+        raise UnjournaledToolError(active.name, describe, sorted(set(missing)))
+    for name in missing:
+        active.unjournaled_tool(name)
+
+
+def tool_results(request: Any) -> list[tuple[str, str]]:
+    """(key, tool name) of each tool result at the end of a request's conversation."""
+    if not isinstance(request, dict):
+        return []
+    for field in ("messages", "input", "contents"):
+        conversation = request.get(field)
+        if isinstance(conversation, (list, tuple)) and conversation:
+            return _tail(list(conversation), field)
+    return []
+
+
+def _get(obj: Any, *names: str) -> Any:
+    for name in names:
+        value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _tail(items: list[Any], field: str) -> list[tuple[str, str]]:
+    if field == "contents":
+        return _gemini(items)
+    last = items[-1]
+    content = _get(last, "content")
+    if _get(last, "role") == "user" and isinstance(content, (list, tuple)):
+        return _anthropic(items, content)
+    found: list[tuple[str, str | None]] = []
+    position = len(items) - 1
+    while position >= 0:
+        item = items[position]
+        role, kind = _get(item, "role"), _get(item, "type")
+        if role == "tool":
+            found.append((str(_get(item, "tool_call_id")), None))
+        elif role == "function":
+            found.append((f"function:{position}:{_get(item, 'name')}", str(_get(item, "name"))))
+        elif kind == "function_call_output":
+            found.append((str(_get(item, "call_id")), None))
+        else:
+            break
+        position -= 1
+    if not found:
+        return []
+    names = _names_before(items, position)
+    return [(key, name or names.get(key, UNNAMED)) for key, name in found]
+
+
+def _names_before(items: list[Any], position: int) -> dict[str, str]:
+    """Tool call id -> name, from the assistant turn (or function_call items) that asked for the results."""
+    names: dict[str, str] = {}
+    while position >= 0:
+        item = items[position]
+        if _get(item, "type") == "function_call":
+            names[str(_get(item, "call_id"))] = str(_get(item, "name"))
+            position -= 1
+            continue
+        for call in _get(item, "tool_calls") or ():
+            names[str(_get(call, "id"))] = str(_get(_get(call, "function") or {}, "name"))
+        break
+    return names
+
+
+def _anthropic(items: list[Any], content: Any) -> list[tuple[str, str]]:
+    ids = [str(_get(block, "tool_use_id")) for block in content if _get(block, "type") == "tool_result"]
+    if not ids:
+        return []
+    names: dict[str, str] = {}
+    if len(items) >= 2:
+        asked = _get(items[-2], "content")
+        for block in asked if isinstance(asked, (list, tuple)) else ():
+            if _get(block, "type") == "tool_use":
+                names[str(_get(block, "id"))] = str(_get(block, "name"))
+    return [(key, names.get(key, UNNAMED)) for key in ids]
+
+
+def _gemini(items: list[Any]) -> list[tuple[str, str]]:
+    position = len(items) - 1
+    parts = _get(items[position], "parts")
+    found = []
+    for index, part in enumerate(parts if isinstance(parts, (list, tuple)) else ()):
+        response = _get(part, "function_response", "functionResponse")
+        if response is not None:
+            name = str(_get(response, "name") or UNNAMED)
+            found.append((str(_get(response, "id") or f"gemini:{position}:{index}:{name}"), name))
+    return found
