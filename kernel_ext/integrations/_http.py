@@ -150,7 +150,7 @@ class HttpCall:
             key, kind = split_document(parsed, split), "json"
         else:
             key, kind = split.add(body), "raw"
-        usage = _usage(parsed if parsed is not None else _last_usage_event(body))
+        usage = _usage(parsed if parsed is not None else _stream_usage(body))
         active.record(
             claim, kind="llm", name=self.name, model=self.model, request=self.split, response=split,
             response_key=key, started_at=started, usage=usage,
@@ -203,16 +203,23 @@ def _json_or_none(body: bytes) -> Any:
         return None
 
 
-def _last_usage_event(body: bytes) -> Any:
-    """The usage object of a recorded server-sent-event stream, if the server sent one."""
-    for line in reversed(body.splitlines()):
+def _stream_usage(body: bytes) -> Any:
+    """The usage of a recorded server-sent-event stream, from every event that carries some.
+
+    OpenAI sends it once, in the last chunk (or `response.completed`); Anthropic sends the input
+    tokens in `message_start` and the output tokens, counted so far, in each `message_delta`: later
+    counts replace earlier ones, field by field.
+    """
+    merged: dict[str, Any] = {}
+    for line in body.splitlines():
         if line.startswith(b"data:") and b'"usage"' in line:
             event = _json_or_none(line[5:].strip())
             if isinstance(event, dict):
-                found = event.get("usage") or (event.get("response") or {}).get("usage")
-                if found:
-                    return {"usage": found}
-    return None
+                found = (event.get("usage") or (event.get("response") or {}).get("usage")
+                         or (event.get("message") or {}).get("usage"))
+                if isinstance(found, dict):
+                    merged.update({k: v for k, v in found.items() if v is not None})
+    return {"usage": merged} if merged else None
 
 
 def _usage(document: Any) -> tuple[int | None, int | None]:

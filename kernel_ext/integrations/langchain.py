@@ -52,4 +52,4 @@ def _arguments(tool_input: Any) -> dict[str, Any]:
 
 
 INTEGRATION = Integration("langchain", ("langchain_core.tools.base",), install, _patches.undo,
-                          Tested("langchain-core", "1.0", "1.8"))
+                          Tested("langchain-core", "1.8", "1.8"))

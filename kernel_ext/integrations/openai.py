@@ -97,4 +97,4 @@ def _dump_model(model: Any) -> Any:
 
 
 INTEGRATION = Integration("openai", ("openai._base_client", *_RESOURCES), install, _patches.undo,
-                          Tested("openai", "1.40", "3.63"))
+                          Tested("openai", "3.30", "3.63"))
