@@ -120,7 +120,7 @@ async def run_durable_cell(args: str, key: str) -> Any:
             raise
         raise shown from None
     active.outputs = recorder.outputs
-    active.variables, unpicklable, secret = tracker.changed()
+    active.variables, secret = tracker.changed()
     with _journal_errors_in_one_line():
         scope.__exit__(None, None, None)
     progress.finish(active)
@@ -128,9 +128,6 @@ async def run_durable_cell(args: str, key: str) -> Any:
         holds = "holds a credential" if len(secret) == 1 else "hold credentials"
         print(f"durable: {describe(secret)} not journaled ({holds}); after %durable restore, "
               "re-run this cell to bring them back", file=sys.stderr)
-    if unpicklable:
-        print(f"durable: %durable restore cannot bring back {describe(unpicklable)} (not picklable); "
-              "the step still replays through its calls", file=sys.stderr)
     return value
 
 
@@ -410,20 +407,21 @@ class DurableMagics(Magics):
         if not values:
             print(f"session {current.name!r} has no completed step with variables to restore")
             return
-        restored, failed, withheld, untrusted = restore(values, self.shell.user_ns, current.journal.path)
-        steps = sorted({values[name][0] for name in restored})
-        print(f"restored {len(restored)} variables from {len(steps)} completed steps of session "
-              f"{current.name!r}: {describe(restored)}")
-        for step_name in sorted(set(withheld.values())):
-            names = [name for name, made_by in withheld.items() if made_by == step_name]
-            print(f"not restored: {describe(names)} (held a credential, never journaled); "
-                  f"run the cell of step {step_name!r} again to make {'it' if len(names) == 1 else 'them'}",
-                  file=sys.stderr)
-        if failed:
-            print(f"could not unpickle: {describe(failed)}", file=sys.stderr)
-        if untrusted:
-            print(f"not restored: {describe(untrusted)}: pickles this user did not write or trust (loading runs "
-                  f"code); if the journal is yours or you checked where it came from: durable trust "
+        done = restore(values, self.shell.user_ns, current.journal.path)
+        steps = sorted({values[name][0] for name in done.restored})
+        print(f"restored {len(done.restored)} variables from {len(steps)} completed steps of session "
+              f"{current.name!r}: {describe(done.restored)}")
+        for why, names_by_step in (("held a credential, never journaled", done.withheld),
+                                   ("could not be pickled", done.unpicklable)):
+            for step_name in sorted(set(names_by_step.values())):
+                names = [name for name, made_by in names_by_step.items() if made_by == step_name]
+                print(f"not restored: {describe(names)} ({why}); run the cell of step {step_name!r} again to "
+                      f"make {'it' if len(names) == 1 else 'them'}", file=sys.stderr)
+        if done.failed:
+            print(f"could not unpickle: {describe(done.failed)}", file=sys.stderr)
+        if done.untrusted:
+            print(f"not restored: {describe(done.untrusted)}: pickles this user did not write or trust (loading "
+                  f"runs code); if the journal is yours or you checked where it came from: durable trust "
                   f"{current.journal.path}", file=sys.stderr)
 
     def _settle(self, parser: Any, rest: str) -> None:

@@ -13,6 +13,7 @@ import ast
 import hashlib
 import types
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
@@ -79,11 +80,10 @@ class VariableTracker:
             and (data := _pickle(namespace[name])) is not None
         }
 
-    def changed(self) -> tuple[dict[str, bytes], list[str], list[str]]:
-        """({name: pickle} of what the step assigned or mutated, names that could not be pickled,
-        names left out because their value holds a credential)."""
+    def changed(self) -> tuple[dict[str, bytes], list[str]]:
+        """({name: sealed pickle} of what the step assigned or mutated, names left out because their value
+        holds a credential). A value that cannot be pickled is journaled as a marker that restore names."""
         pickles: dict[str, bytes] = {}
-        unpicklable: list[str] = []
         secret: list[str] = []
         known = secret_values(self.namespace)
         for name in sorted(self.assigned | set(self.before)):
@@ -92,44 +92,55 @@ class VariableTracker:
             data = _pickle(self.namespace[name])
             if data is None:
                 if name in self.assigned:
-                    unpicklable.append(name)
+                    pickles[name] = trust.seal(Unpicklable())
             elif name in self.assigned or hashlib.blake2b(data, digest_size=16).digest() != self.before[name]:
                 if holds_secret(data, known):
                     secret.append(name)
                     pickles[name] = trust.seal(Withheld())  # so that restore can name it
                 else:
                     pickles[name] = trust.seal_pickle(data)
-        return pickles, unpicklable, secret
+        return pickles, secret
 
 
 class Withheld:
     """Journaled in place of a variable whose value held a credential: restore names it, and its step."""
 
 
-def restore(values: Mapping[str, tuple[str, bytes]], namespace: dict[str, Any],
-            journal: Any = None) -> tuple[list[str], list[str], dict[str, str], list[str]]:
-    """Unpickle journaled variables into `namespace`, those this user wrote or trusted (trust.py).
+class Unpicklable:
+    """Journaled in place of a variable whose value could not be pickled: restore names it, and its step."""
 
-    Returns the restored names, the names that failed, {name: step} of those withheld because they held
-    a credential (the step that made them has to run again), and the names not loaded because this user
-    neither wrote nor trusted their pickles.
-    """
-    restored, failed, withheld, untrusted = [], [], {}, []
+
+@dataclass
+class Restored:
+    """What `%durable restore` did, by variable name."""
+
+    restored: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # a pickle that would not load (its class is gone)
+    withheld: dict[str, str] = field(default_factory=dict)  # name -> step: it held a credential
+    unpicklable: dict[str, str] = field(default_factory=dict)  # name -> step: it could not be pickled
+    untrusted: list[str] = field(default_factory=list)  # pickles this user neither wrote nor trusted
+
+
+def restore(values: Mapping[str, tuple[str, bytes]], namespace: dict[str, Any], journal: Any = None) -> Restored:
+    """Unpickle journaled variables into `namespace`, those this user wrote or trusted (trust.py)."""
+    done = Restored()
     for name, (step, data) in values.items():
         try:
             value = trust.unseal(data, f"variable {name!r} (step {step!r})", journal)
         except UntrustedPickleError:
-            untrusted.append(name)
+            done.untrusted.append(name)
             continue
         except Exception:  # noqa: BLE001 - e.g. a class whose module is gone; reported by name
-            failed.append(name)
+            done.failed.append(name)
             continue
         if isinstance(value, Withheld):
-            withheld[name] = step
+            done.withheld[name] = step
+        elif isinstance(value, Unpicklable):
+            done.unpicklable[name] = step
         else:
             namespace[name] = value
-            restored.append(name)
-    return restored, failed, withheld, untrusted
+            done.restored.append(name)
+    return done
 
 
 def describe(names: Iterable[str]) -> str:
