@@ -8,6 +8,7 @@
     ├── UnreadRejectionError   a step went on past a rejected approval without reading the decision
     ├── ToolTimeoutError       a tool ran longer than its timeout (also a TimeoutError)
     ├── RecordedToolError      a failed tool call replayed whose exception type cannot be rebuilt
+    ├── VendorStateLost        a live call names state (a response id) that a replayed call made and the vendor lost
     ├── UntrustedPickleError   a pickle in the journal that this user did not write or trust: not loaded
     └── RecordedValueError     a recorded value names a class that is not imported in this process
 
@@ -64,6 +65,19 @@ class InDoubtError(DurableError):
             f"`%durable settle {call_id} --value JSON` if it did (JSON is its result), "
             f"`%durable settle {call_id} --retry` if it did not (from a terminal: "
             f"`durable settle {session} {call_id} --value JSON|--retry`)."
+        )
+
+
+class VendorStateLost(DurableError):  # noqa: N818 - the name says what happened
+    """A live model call refers to state the vendor kept for a call that was replayed, and the vendor lost it."""
+
+    def __init__(self, step: str, call: str, reference: str, made_by: tuple[str, int]) -> None:
+        self.step, self.call, self.reference = step, call, reference
+        maker, seq = made_by
+        super().__init__(
+            f"step {step!r}, {call}: the model's server no longer has {reference}, which step {maker!r} call {seq} "
+            f"replayed from the journal (the vendor keeps that state, and lost it); run step {maker!r} live again "
+            f"(`%%durable {maker} --rerun`, or `%durable forget {maker}`), then this step"
         )
 
 

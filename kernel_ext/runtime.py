@@ -445,6 +445,8 @@ class Session:
         self._claim_logged = False  # taken over through the log (a step begun from a pack), not DuckDB
         self._ended: dict[str, None] = {}  # steps that ran here since their recordings were last packed
         self.tool_ledger = ToolLedger()  # journaled tool calls whose results no request carried yet
+        # Vendor state (a stored response's id) named by answers replayed here -> (step, call) that replayed it.
+        self.vendor_state: dict[str, tuple[str, int]] = {}
         self.exits_when_suspended = False  # an exported script: a suspended step ends it with exit code 3
 
     def __repr__(self) -> str:

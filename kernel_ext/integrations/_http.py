@@ -31,6 +31,7 @@ import zstandard
 from journal import RecordedCall, Split, join_document, split_document
 from journal._time import now
 
+from ..errors import VendorStateLost
 from ..runtime import ActiveStep, Claim, uninterrupted
 from ..tool_results import check_request
 
@@ -104,6 +105,8 @@ class HttpCall:
             body = json.dumps(recorded_document(active, recorded)).encode()
         else:
             body = stored_fetch(active, recorded)(recorded.response)
+        if (made := _VENDOR_ID.search(body)) is not None:
+            note_vendor_state(active, made[1].decode(), recorded.seq)
         headers = {**meta.get("headers", {}), REPLAYED_HEADER: recorded.ended_at.isoformat() + "Z"}
         http = self.http
         if stream:
@@ -115,6 +118,8 @@ class HttpCall:
         """Journal a live response (a stream once it has been read to its end) and return it."""
         if not response.is_success:
             active.retry(claim)  # the SDK may retry it; it is the same call
+            if response.status_code in (400, 404):
+                _refuse_lost_state(active, self.document["body"], f"call {claim.seq} ({self.name})")
             return response
 
         def record(body: bytes, decoded: bool) -> None:
@@ -157,6 +162,27 @@ class HttpCall:
             meta={"status": response.status_code, "headers": headers, "stream": stream and events, "body": kind,
                   **({"kw": self.above.key} if self.above is not None else {})},
         )
+
+
+# State a vendor keeps for a response (OpenAI's stored responses and conversations): a later request may name it.
+_VENDOR_ID = re.compile(rb'"id"\s*:\s*"((?:resp|conv)_[A-Za-z0-9_-]+)"')
+
+
+def note_vendor_state(active: ActiveStep, reference: str, seq: int) -> None:
+    """A replayed answer names state its vendor kept: remember which call made it, should the vendor lose it."""
+    active.session.vendor_state[reference] = (active.name, seq)
+
+
+def _refuse_lost_state(active: ActiveStep, body: Any, call: str) -> None:
+    """A refused request that names vendor state a replayed call made: the vendor lost it; say how to go on."""
+    if not isinstance(body, dict):
+        return
+    conversation = body.get("conversation")
+    for reference in (body.get("previous_response_id"),
+                      conversation.get("id") if isinstance(conversation, dict) else conversation):
+        made_by = active.session.vendor_state.get(reference) if isinstance(reference, str) else None
+        if made_by is not None:
+            raise VendorStateLost(active.name, call, reference, made_by)
 
 
 def stored_fetch(active: ActiveStep, recorded: RecordedCall) -> Callable[[str], bytes]:

@@ -114,6 +114,8 @@ def _replayed(api: Api, active: ActiveStep, resource: Any, kwargs: dict[str, Any
         replays_slower(api.sdk, f"{api.name} answers were recorded as {meta.get('body')} bodies, not JSON")
         raise CannotRebuild
     document = _http.recorded_document(active, recorded)
+    if isinstance(document, dict) and isinstance(document.get("id"), str) and document["id"].startswith("resp_"):
+        _http.note_vendor_state(active, document["id"], recorded.seq)
     return api.rebuild(resource, kwargs, document, meta.get("headers") or {})
 
 

@@ -16,7 +16,9 @@ responses, messages and Gemini all script tool calls the same way: while the req
 function tool and fewer tool results follow the latest user prompt than ``tool_rounds`` (the
 server's, or the request's ``metadata.tool_rounds``), the answer calls the first offered tool with
 arguments made up from its JSON schema; then it answers with text. Each API module documents what
-counts as a tool result there.
+counts as a tool result there. Like the vendor, the server keeps the responses it answered (unless
+``store`` is false) for ``previous_response_id``; one it does not keep (``forget_responses()``, or
+another server) gets 400 "Previous response with id '...' not found.", as the API answers.
 
 It counts and logs requests and injects faults on demand (error statuses, delays, hangs, and a
 "hold" that parks call k so a test can SIGKILL the client while that call is in flight). A test in
@@ -209,6 +211,8 @@ class ScriptedModelServer:
         self._connections: set[socket.socket] = set()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Responses the server keeps, as the vendor does (store=true): `previous_response_id` must name one.
+        self._stored: set[str] = set()
         self.reset()
 
     def start(self) -> ScriptedModelServer:
@@ -265,6 +269,19 @@ class ScriptedModelServer:
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
             return copy.deepcopy(self._log)
+
+    def forget_responses(self) -> None:
+        """Lose every stored response, as a vendor does when its retention ends: a request naming one gets 400."""
+        with self._lock:
+            self._stored.clear()
+
+    def keeps(self, response_id: str) -> bool:
+        with self._lock:
+            return response_id in self._stored
+
+    def store(self, response_id: str) -> None:
+        with self._lock:
+            self._stored.add(response_id)
 
     def reset(self) -> None:
         """Zero counters, clear the log and all faults; also frees anything still held or hung."""
@@ -437,8 +454,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(plan.entry, 200, _embeddings(body))
         if path in ("/v1/responses", "/v1/messages"):
             if path == "/v1/responses":
+                owner, previous = self.server.owner, body.get("previous_response_id")
+                if previous is not None and not owner.keeps(previous):
+                    raise BadRequest(f"Previous response with id '{previous}' not found.")
                 done = scripted_responses.response(body, plan.tool_rounds, plan.reply_chars)
                 events = scripted_responses.response_events(done)
+                if body.get("store", True) is not False:
+                    owner.store(done["id"])
             else:
                 done = scripted_anthropic.message(body, plan.tool_rounds, plan.reply_chars)
                 events = scripted_anthropic.message_events(done)
