@@ -180,8 +180,8 @@ class ActiveStep:
     warnings: dict[str, int] = field(default_factory=dict)  # what this step could not journal, and how often
     # Approvals asked and not yet seen decided: each is asked whether the step may go on (see pass_gates).
     gates: list[Callable[[bool], bool]] = field(default_factory=list)
-    # Tool results sent to the model that no journaled tool produced, by tool name (see tool_results.py).
-    unjournaled_tools: Counter[str] = field(default_factory=Counter)
+    # What escaped the journal, counted by name under one line each: message -> {name: count} (see warn_named).
+    named_warnings: dict[str, Counter[str]] = field(default_factory=dict)
     _seen_results: set[str] = field(default_factory=set)
     _seq: int = 0
     _ordinals: Counter[str] = field(default_factory=Counter)
@@ -304,22 +304,23 @@ class ActiveStep:
             self._seen_results.add(result)
             return True
 
-    def unjournaled_tool(self, name: str) -> None:
+    def warn_named(self, message: str, name: str) -> None:
+        """Like warn, for a line that names what it counts: `message` may also hold {names} ("send_sms ×2, lookup")
+        and {es} (a plural es)."""
         with self._lock:
-            self.unjournaled_tools[name] += 1
+            self.named_warnings.setdefault(message, Counter())[name] += 1
 
     def warning_lines(self) -> list[str]:
         with self._lock:
             counted = list(self.warnings.items())
-            tools = sorted(self.unjournaled_tools.items(), key=lambda item: (-item[1], item[0]))
-        lines = [m.format(n=n, s="" if n == 1 else "s", were="was" if n == 1 else "were") for m, n in counted]
-        if tools:
-            total = sum(n for _, n in tools)
-            named = ", ".join(name if n == 1 else f"{name} \u00d7{n}" for name, n in tools)
-            lines.insert(0, f"{total} tool result{'' if total == 1 else 's'} sent to the model came from functions "
-                            f"that are not journaled ({named}): they run again on every replay; decorate them "
-                            "with @tool")
-        return lines
+            named = [(m, sorted(c.items(), key=lambda item: (-item[1], item[0])))
+                     for m, c in self.named_warnings.items()]
+        lines = []
+        for message, counts in named:
+            n = sum(count for _, count in counts)
+            names = ", ".join(name if count == 1 else f"{name} \u00d7{count}" for name, count in counts)
+            lines.append(message.format(n=n, s="" if n == 1 else "s", es="" if n == 1 else "es", names=names))
+        return lines + [m.format(n=n, s="" if n == 1 else "s", were="was" if n == 1 else "were") for m, n in counted]
 
     def notify(self, event: str) -> None:
         """Tell the observer (the progress line) what happened: replayed, live, recorded, waiting."""

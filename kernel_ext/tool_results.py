@@ -26,6 +26,8 @@ from .errors import UnjournaledToolError
 if TYPE_CHECKING:
     from .runtime import ActiveStep
 
+UNJOURNALED = ("{n} tool result{s} sent to the model came from functions that are not journaled ({names}): they "
+               "run again on every replay; decorate them with @tool")
 UNNAMED = "(unnamed)"  # a result whose call the request does not show (say, after previous_response_id)
 
 
@@ -66,7 +68,7 @@ def check_request(active: ActiveStep, request: Any, describe: str) -> None:
     if active.strict:
         raise UnjournaledToolError(active.name, describe, sorted(set(missing)))
     for name in missing:
-        active.unjournaled_tool(name)
+        active.warn_named(UNJOURNALED, name)
 
 
 def tool_results(request: Any) -> list[tuple[str, str]]:
