@@ -173,6 +173,7 @@ class ActiveStep:
     closed: bool = False
     replayed_from: tuple[datetime, datetime] | None = None  # when the replayed calls were recorded
     tokens: int = 0  # of the calls so far, live and replayed
+    tokens_replayed: int = 0  # of those, the replayed calls' (recorded, not spent again)
     journaled: int = 0  # live calls whose outcome is in the journal (the others were in flight or lost)
     replayed_calls: list[int] = field(default_factory=list)  # journal ids of the recorded calls replayed
     waiting: tuple[str, float] | None = None  # (approval key, monotonic start) while it waits for a person
@@ -242,6 +243,7 @@ class ActiveStep:
                     recorded.status == "failed" and kind != "llm")):
                 self.replayed_calls.append(recorded.id)
                 self.tokens += recorded.tokens
+                self.tokens_replayed += recorded.tokens
                 if recorded.ended_at is not None:
                     first, last = self.replayed_from or (recorded.ended_at, recorded.ended_at)
                     self.replayed_from = (min(first, recorded.ended_at), max(last, recorded.ended_at))

@@ -24,7 +24,10 @@ def summary_output(active: ActiveStep, seconds: float | None = None) -> dict[str
         parts.append(f"{active.replayed} replayed from the journal{when}")
     if active.live:
         parts.append(f"{active.live} live, journaled")
-    if active.tokens:
+    if active.tokens_replayed:  # what this run paid for, apart from what the journal gave back
+        parts.append(f"{active.tokens - active.tokens_replayed:,} tokens spent in this run, "
+                     f"{active.tokens_replayed:,} recorded")
+    elif active.tokens:
         parts.append(f"{active.tokens:,} tokens")
     if not parts:
         parts.append("no call journaled")

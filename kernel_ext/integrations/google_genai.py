@@ -43,6 +43,7 @@ class GenaiCall:
         self.document = {"method": method.upper(), "path": path, "body": document, "stream": stream}
         fingerprint = split_document(self.document, self.split)
         model, _, verb = path.partition(":")
+        verb = verb.partition("?")[0]  # streamGenerateContent?alt=sse names the call streamGenerateContent
         self.name, self.model = "genai." + (verb or path.replace("/", ".")), model.rpartition("/")[2] or None
         self.above = _http.above.get()  # keyed above the SDK (_genai_above.py): its claim, its key
         describe = f"{self.name}, model {self.model}"
