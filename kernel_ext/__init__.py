@@ -28,11 +28,13 @@ from .runtime import Session, current_session, session, settle, step  # noqa: E4
 from .script import run_async, script_session  # noqa: E402
 from .tools import Tool, arun_tool_calls, run_tool_calls, tool  # noqa: E402
 from .values import now, random, uuid  # noqa: E402
+from .waits import SleepSuspended, sleep, sleep_until  # noqa: E402
 
 __all__ = [
     "Decision",
     "DurableError",
     "PendingApproval",
+    "SleepSuspended",
     "StepSuspended",
     "approve",
     "InDoubtError",
@@ -54,6 +56,8 @@ __all__ = [
     "script_session",
     "session",
     "settle",
+    "sleep",
+    "sleep_until",
     "step",
     "tool",
     "unload_ipython_extension",

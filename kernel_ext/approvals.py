@@ -181,7 +181,7 @@ class PendingApproval:
         if _headless() or not _in_kernel():
             self._suspend()
         last_poll = 0.0
-        self.active.waiting = (self.key, time.monotonic())  # the progress line says who it waits for
+        self.active.waiting = (f"a person to decide approval {self.key!r}", time.monotonic())  # the progress line
         try:
             while True:
                 decision = self._clicked

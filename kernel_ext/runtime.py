@@ -176,7 +176,7 @@ class ActiveStep:
     tokens_replayed: int = 0  # of those, the replayed calls' (recorded, not spent again)
     journaled: int = 0  # live calls whose outcome is in the journal (the others were in flight or lost)
     replayed_calls: list[int] = field(default_factory=list)  # journal ids of the recorded calls replayed
-    waiting: tuple[str, float] | None = None  # (approval key, monotonic start) while it waits for a person
+    waiting: tuple[str, float] | None = None  # (what it waits for, monotonic start): a person, or a wake-up time
     observer: Callable[[ActiveStep, str], None] | None = None  # told "replayed", "live" or "recorded"
     warnings: dict[str, int] = field(default_factory=dict)  # what this step could not journal, and how often
     # Approvals asked and not yet seen decided: each is asked whether the step may go on (see pass_gates).

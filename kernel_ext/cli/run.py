@@ -10,6 +10,7 @@ next run replays it and sends only the call that was in flight.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import threading
 import time
@@ -81,6 +82,11 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
     except CellExecutionError as exc:
         if exc.ename == "StepSuspended":
             code, status = EXIT_SUSPENDED, "suspended (waiting for a decision)"
+        elif exc.ename == "SleepSuspended":
+            again = [str(path), "--journal", str(journal_path), *(["--session", session] if session else []),
+                     *(["--strict"] if strict else [])]
+            code, status = EXIT_SUSPENDED, "suspended (sleeping)"
+            detail = f"{exc.evalue}: durable run {' '.join(shlex.quote(a) for a in again)}"
         elif exc.ename in ("StrictReplayError", "UnjournaledToolError"):
             code, status, detail = EXIT_FAILED, "failed (strict)", exc.evalue
         else:

@@ -42,8 +42,8 @@ class ProgressLine:
         calls = active.live + active.replayed
         in_flight = f"; call {calls} live…" if event == "live" else ""
         waiting = active.waiting
-        if waiting is not None:  # an approval: nothing is in flight, a person is being waited for
-            in_flight = f"; waiting for a person to decide approval {waiting[0]!r} ({_waited(now - waiting[1])})"
+        if waiting is not None:  # an approval or a sleep: nothing is in flight
+            in_flight = f"; waiting for {waiting[0]} ({_waited(now - waiting[1])})"
         text = (f"{'⏸' if waiting else '⟳'} durable step {active.name!r}: {calls} call{'' if calls == 1 else 's'} "
                 f"({active.replayed} replayed, {active.live} live), {active.tokens:,} tokens, "
                 f"{now - self.started:.1f} s{in_flight}")
