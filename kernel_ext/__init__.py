@@ -14,6 +14,7 @@ from ._shadowing import import_own_packages
 import_own_packages()
 
 from .approvals import Decision, PendingApproval, StepSuspended, approve  # noqa: E402
+from .budgets import BudgetExceeded  # noqa: E402
 from .errors import (  # noqa: E402
     DurableError,
     InDoubtError,
@@ -31,6 +32,7 @@ from .values import now, random, uuid  # noqa: E402
 from .waits import SleepSuspended, sleep, sleep_until  # noqa: E402
 
 __all__ = [
+    "BudgetExceeded",
     "Decision",
     "DurableError",
     "PendingApproval",

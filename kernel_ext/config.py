@@ -1,4 +1,4 @@
-"""Settings: where the journal is, how hard its records are synced, strictness, prices, the progress line.
+"""Settings: where the journal is, how hard its records are synced, strictness, prices, the progress line, budgets.
 
 Each setting is read from several places; the first that has it wins:
 
@@ -46,7 +46,7 @@ class SettingError(DurableError, ValueError):
 class Setting:
     name: str
     env: str
-    kind: Literal["path", "choice", "switch"]
+    kind: Literal["path", "choice", "switch", "number"]
     default: Any
     valid: str  # shown in every error about this setting
     help: str
@@ -70,6 +70,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("progress", "DURABLE_PROGRESS", "switch", True, "true or false (also 1/0, yes/no, on/off)",
             "The line under a running durable cell that is updated as calls are made. Off, the cell shows "
             "only its summary line when it ends."),
+    Setting("budget_tokens", "DURABLE_BUDGET_TOKENS", "number", None, "a number of tokens > 0",
+            "A token budget for every session: once its model calls recorded in the journal used this many "
+            "tokens, no further live model call is sent (BudgetExceeded). `%durable session NAME "
+            "--budget-tokens N` sets one session's instead; `%%durable NAME --budget-tokens N` adds a step's."),
+    Setting("budget_usd", "DURABLE_BUDGET_USD", "number", None, "a number of US dollars > 0",
+            "A budget in US dollars for every session, counted with the prices set by %durable prices (a model "
+            "without a USD price makes it fail closed). As budget_tokens otherwise."),
 )}
 
 
@@ -85,6 +92,8 @@ class Settings:
     strict: bool
     prices: Path | None
     progress: bool
+    budget_tokens: float | None
+    budget_usd: float | None
     origins: Mapping[str, str]
 
     def origin(self, name: str) -> str:
@@ -156,6 +165,14 @@ def _parse(setting: Setting, value: Any, where: str, base: Path | None = None) -
         if not isinstance(value, str) or value.strip().lower() not in SYNC_MODES:
             raise invalid()
         return value.strip().lower()
+    if setting.kind == "number":
+        try:
+            number = float(value) if not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        if number is None or not number > 0 or number == float("inf"):
+            raise invalid()
+        return number
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in _ON + _OFF:
@@ -243,11 +260,20 @@ def configurable_class() -> type:
     class Bool(_OneLine, traitlets.Bool):
         pass
 
+    class Float(_OneLine, traitlets.Float):
+        def validate(self, obj: Any, value: Any) -> Any:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 < value < float("inf")):
+                self.error(obj, value)
+            return super().validate(obj, float(value) if isinstance(value, int) else value)
+
     def trait(setting: Setting) -> Any:
         if setting.kind == "path":
             made = Unicode(None, allow_none=True)
         elif setting.kind == "choice":
             made = Enum(SYNC_MODES, None, allow_none=True)
+        elif setting.kind == "number":
+            made = Float(None, allow_none=True)
         else:
             made = Bool(None, allow_none=True)
         default = "" if setting.default is None else f" Default: {str(setting.default).lower()}."
@@ -263,6 +289,8 @@ def configurable_class() -> type:
         strict = trait(SETTINGS["strict"])
         prices = trait(SETTINGS["prices"])
         progress = trait(SETTINGS["progress"])
+        budget_tokens = trait(SETTINGS["budget_tokens"])
+        budget_usd = trait(SETTINGS["budget_usd"])
 
         @traitlets.observe(*SETTINGS)
         def _changed(self, change: Any) -> None:

@@ -36,6 +36,9 @@ from journal import (
     reserve_call_ids,
 )
 
+from .budgets import Budget, Spent, make_budget
+from .budgets import check as check_budgets
+from .budgets import recorded as recorded_spend
 from .config import settings
 from .errors import InDoubtError, StepError, StrictReplayError
 from .exit_codes import EXIT_SUSPENDED
@@ -181,6 +184,9 @@ class ActiveStep:
     warnings: dict[str, int] = field(default_factory=dict)  # what this step could not journal, and how often
     # Approvals asked and not yet seen decided: each is asked whether the step may go on (see pass_gates).
     gates: list[Callable[[bool], bool]] = field(default_factory=list)
+    budgets: list[Budget] = field(default_factory=list)  # of the step and its session (budgets.py)
+    live_usage: dict[str, list[int]] = field(default_factory=dict)  # model -> [prompt, completion] spent live here
+    _spends: dict[str, Spent] = field(default_factory=dict)  # by budget scope: what earlier runs recorded
     # What escaped the journal, counted by name under one line each: message -> {name: count} (see warn_named).
     named_warnings: dict[str, Counter[str]] = field(default_factory=dict)
     _seen_results: set[str] = field(default_factory=set)
@@ -230,6 +236,10 @@ class ActiveStep:
         """
         if self.gates:
             self.pass_gates()
+        if kind == "llm" and self.budgets and not self.strict:
+            known = self._index.get((fingerprint, self._ordinals[fingerprint]))
+            if known is None or known.status != "completed":  # it would go live: is there budget left?
+                check_budgets(self, describe.rpartition(", model ")[2] if ", model " in describe else None)
         with self._lock:
             self._seq += 1
             attempts = self._failed.pop(fingerprint, 0) + 1
@@ -358,7 +368,27 @@ class ActiveStep:
         with self._lock:
             self.journaled += 1
             self.tokens += sum(n or 0 for n in row.get("usage", ()))
+            if row.get("kind") == "llm":
+                usage = self.live_usage.setdefault(str(row.get("model")), [0, 0])
+                for i, n in enumerate(row.get("usage", ())):
+                    usage[i] += n or 0
         self.notify("recorded")
+
+    @property
+    def live_tokens(self) -> int:
+        return self.tokens - self.tokens_replayed
+
+    @property
+    def live_models(self) -> set[str]:
+        return set(self.live_usage)
+
+    def recorded_spend(self, budget: Budget) -> Spent:
+        """What the journal recorded for a budget's scope before this run (read once per step run)."""
+        if budget.scope not in self._spends:
+            with self.session.journal_store() as store:
+                self._spends[budget.scope] = recorded_spend(
+                    store, self.session.name, self.name if budget.scope.startswith("step ") else None)
+        return self._spends[budget.scope]
 
     def start(self, claim: Claim, *, kind: str, name: str, request: Split, meta: dict[str, Any],
               effect: bool = False) -> int:
@@ -448,6 +478,7 @@ class Session:
         self._claim_logged = False  # taken over through the log (a step begun from a pack), not DuckDB
         self._ended: dict[str, None] = {}  # steps that ran here since their recordings were last packed
         self.tool_ledger = ToolLedger()  # journaled tool calls whose results no request carried yet
+        self.budget: Budget | None = None  # set by `session(..., budget_tokens=...)`; else the settings'
         # Vendor state (a stored response's id) named by answers replayed here -> (step, call) that replayed it.
         self.vendor_state: dict[str, tuple[str, int]] = {}
         self.exits_when_suspended = False  # an exported script: a suspended step ends it with exit code 3
@@ -457,12 +488,14 @@ class Session:
 
     @contextmanager
     def step(self, name: str, *, source: str | None = None, strict: bool = False,
-             rerun: bool = False) -> Iterator[ActiveStep]:
+             rerun: bool = False, budget: Budget | None = None) -> Iterator[ActiveStep]:
         """Run a block as the durable step `name`; calls inside it are journaled and replayed."""
         __tracebackhide__ = True
         if _active.get() is not None:
             raise StepError(f"step {name!r} cannot start inside step {_active.get().name!r}: steps do not nest")
-        strict = strict or settings().strict  # read before the step begins: an invalid setting begins none
+        chosen = settings()  # read before the step begins: an invalid setting begins none
+        strict = strict or chosen.strict
+        budgets = [b for b in (budget, self.budget or self._budget_of(chosen)) if b is not None]
         source = redact_text(source) if source is not None else None
         begun = None if rerun else self._begin_from_pack(name, source)
         if begun is None:
@@ -474,7 +507,7 @@ class Session:
                 run = store.begin_step(self.name, name, source, rerun=rerun)
                 self._flush_cells(store)
             begun = run, StepWriter(self.journal, run, self._reserve_ids)
-        active = ActiveStep(self, *begun, strict)
+        active = ActiveStep(self, *begun, strict, budgets=budgets)
         status, error = "failed", None
         try:
             with entered_step(active):
@@ -494,6 +527,14 @@ class Session:
                                        error=error, variables=active.variables if status == "completed" else None,
                                        replayed_calls=active.replayed_calls)
             self._ended[name] = None
+
+    def _budget_of(self, chosen: Any) -> Budget | None:
+        """The budget the settings give every session, if any."""
+        if chosen.budget_tokens is None and chosen.budget_usd is None:
+            return None
+        where = " and ".join(chosen.origin(n) for n in ("budget_tokens", "budget_usd") if getattr(chosen, n))
+        return Budget(f"session {self.name!r}", where,
+                      int(chosen.budget_tokens) if chosen.budget_tokens is not None else None, chosen.budget_usd)
 
     def _hold(self) -> None:
         """Hold the session's lock file for as long as this process drives it."""
@@ -659,17 +700,25 @@ LINGER = 0.25  # seconds the journal stays open after its last use: long enough 
 # short enough that another kernel beginning a step hardly waits for the file
 
 
-def session(name: str, journal: Journal | str | os.PathLike[str] | None = None) -> Session:
-    """Make `name` the current session of this process and return it."""
+def session(name: str, journal: Journal | str | os.PathLike[str] | None = None, *,
+            budget_tokens: int | None = None, budget_usd: float | None = None) -> Session:
+    """Make `name` the current session of this process and return it.
+
+    `budget_tokens` / `budget_usd`: once the session's model calls recorded in the journal spent this
+    much, no further live model call is sent (BudgetExceeded); they replace the settings' budget.
+    """
     global _current
     if _current is not None and _current.name == name and (
         journal is None or Path(str(getattr(journal, "path", journal))) == _current.journal.path
     ):
+        _current.budget = make_budget(f"session {name!r}", "session(...)", budget_tokens, budget_usd) or (
+            _current.budget)
         return _current
     previous = _current
     if previous is not None:
         _release_quietly(previous)
     _current = Session(name, journal, notebook=_notebook_path())
+    _current.budget = make_budget(f"session {name!r}", "session(...)", budget_tokens, budget_usd)
     if previous is not None:
         # The kernel's namespace still holds what the cells before the switch defined (imports,
         # clients, tools), so an export of the new session needs them as its setup too.
@@ -690,12 +739,17 @@ def current_session() -> Session:
 
 
 @contextmanager
-def step(name: str, *, strict: bool = False, rerun: bool = False) -> Iterator[ActiveStep]:
-    """`with step(NAME):` — a durable step of the current session (the script form of `%%durable`)."""
+def step(name: str, *, strict: bool = False, rerun: bool = False, budget_tokens: int | None = None,
+         budget_usd: float | None = None) -> Iterator[ActiveStep]:
+    """`with step(NAME):` — a durable step of the current session (the script form of `%%durable`).
+
+    `budget_tokens` / `budget_usd` limit what the step's model calls spend live (see budgets.py).
+    """
     __tracebackhide__ = True
     current = current_session()
+    budget = make_budget(f"step {name!r}", f"step({name!r}, ...)", budget_tokens, budget_usd)
     try:
-        with current.step(name, strict=strict, rerun=rerun) as active:
+        with current.step(name, strict=strict, rerun=rerun, budget=budget) as active:
             yield active
     except BaseException as exc:
         if not (current.exits_when_suspended and getattr(exc, "suspends_step", False)):

@@ -6,6 +6,7 @@ import html
 from typing import Any
 
 from .approvals import decide_command, journal_option
+from .budgets import left as budget_left
 from .notebook.outputs import DURABLE_METADATA
 from .runtime import ActiveStep, Session
 
@@ -31,6 +32,8 @@ def summary_output(active: ActiveStep, seconds: float | None = None) -> dict[str
         parts.append(f"{active.tokens:,} tokens")
     if not parts:
         parts.append("no call journaled")
+    if active.budgets and (left := budget_left(active)) is not None:
+        parts.append(left)
     if seconds is not None:
         parts.append(f"{seconds:.1f} s")
     text = f"durable step {active.name!r}: " + ", ".join(parts)

@@ -258,11 +258,12 @@ def _help(kernel: Kernel, code: str) -> str:
 def test_magic_help_shows_the_options_and_every_command(kernel):
     kernel.ok("%load_ext kernel_ext")
     cell = _help(kernel, "%%durable?")
-    assert "%%durable [NAME] [--strict] [--rerun]" in cell
-    for option in ("NAME", "--strict", "--rerun"):
+    assert "%%durable [NAME] [--strict] [--rerun] [--budget-tokens N] [--budget-usd X]" in cell
+    for option in ("NAME", "--strict", "--rerun", "--budget-tokens N", "--budget-usd X"):
         assert re.search(rf"^\s+{re.escape(option)}\s+\S", cell, re.MULTILINE), option
     line = _help(kernel, "%durable?")
-    for usage in ("session NAME", "status", "history [SESSION]", "sql QUERY", "fork NEW [--from STEP]", "forget STEP",
+    for usage in ("session NAME [--budget-tokens N] [--budget-usd X]", "status", "history [SESSION]", "sql QUERY",
+                  "fork NEW [--from STEP]", "forget STEP",
                   "restore", "settle CALL_ID --value JSON|--retry", "approvals", "prices [FILE]",
                   "export PATH [--engine dbos]"):
         assert f"%durable {usage}\n" in line, usage
@@ -272,7 +273,8 @@ def test_magic_help_shows_the_options_and_every_command(kernel):
 def test_unknown_or_malformed_commands_are_usage_errors_that_show_the_valid_ones(kernel):
     kernel.ok("%load_ext kernel_ext")
     cases = {
-        "%durable sesion x": "UsageError: unknown %durable command 'sesion'; available: session NAME, status, "
+        "%durable sesion x": "UsageError: unknown %durable command 'sesion'; available: session NAME "
+                             "[--budget-tokens N] [--budget-usd X], status, "
                              "history [SESSION], sql QUERY, fork NEW [--from STEP], forget STEP, restore, "
                              "settle CALL_ID --value JSON|--retry, approvals, prices [FILE], export PATH",
         "%durable fork": "UsageError: %durable fork: the following arguments are required: NEW; "
@@ -280,7 +282,8 @@ def test_unknown_or_malformed_commands_are_usage_errors_that_show_the_valid_ones
         "%durable settle 4": "--value JSON or --retry is missing; usage: %durable settle CALL_ID --value JSON|--retry",
         "%durable status now": "unrecognized arguments: now; usage: %durable status",
         "%%durable a --strikt\nx = 1": "UsageError: %%durable: unrecognized arguments: --strikt; "
-                                       "usage: %%durable [NAME] [--strict] [--rerun]",
+                                       "usage: %%durable [NAME] [--strict] [--rerun] [--budget-tokens N] "
+                                       "[--budget-usd X]",
     }
     for code, expected in cases.items():
         status, outputs = kernel.execute(code)

@@ -183,7 +183,8 @@ def test_usage_errors_are_one_line(nb):
     assert status == "error"
     assert any("UsageError" in o.get("text", "") for o in outputs)
     status, outputs = nb.execute("%durable nonsense")
-    assert status == "error" and "available: session NAME, status, history [SESSION], sql QUERY" in streams(outputs)
+    assert status == "error" and ("available: session NAME [--budget-tokens N] [--budget-usd X], status, "
+                                  "history [SESSION], sql QUERY") in streams(outputs)
     status, outputs = nb.execute("%%durable s --strict --rerun\npass")
     assert status == "error" and "--strict replays only and --rerun sends every call live; choose one" in (
         streams(outputs))

@@ -82,6 +82,8 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
     except CellExecutionError as exc:
         if exc.ename == "StepSuspended":
             code, status = EXIT_SUSPENDED, "suspended (waiting for a decision)"
+        elif exc.ename == "BudgetExceeded":
+            code, status, detail = EXIT_SUSPENDED, "suspended (budget spent)", exc.evalue
         elif exc.ename == "SleepSuspended":
             again = [str(path), "--journal", str(journal_path), *(["--session", session] if session else []),
                      *(["--strict"] if strict else [])]

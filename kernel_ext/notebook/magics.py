@@ -30,6 +30,7 @@ from IPython.core.magic_arguments import ArgDecorator, argument, kwds, magic_arg
 from journal import JournalError, digest
 
 from .. import config
+from ..budgets import make_budget
 from ..errors import StepError
 from ..runtime import Session, current_session, session, settle
 from ..status import render_approvals, render_status
@@ -85,7 +86,10 @@ async def run_durable_cell(args: str, key: str) -> Any:
     main, last = _compile(shell, body)
     tracker = VariableTracker(body, shell.user_ns)
     try:
-        scope = current_session().step(name, source=body, strict=options.strict, rerun=options.rerun)
+        budget = make_budget(f"step {name!r}", f"%%durable {args}".rstrip(), options.budget_tokens,
+                             options.budget_usd)
+        scope = current_session().step(name, source=body, strict=options.strict, rerun=options.rerun,
+                                       budget=budget)
         active = scope.__enter__()
     except (StepError, JournalError) as exc:
         raise UsageError(str(exc)) from None
@@ -226,8 +230,13 @@ def _usage(parser: Any) -> str:
 
 # (name, arguments as shown in usage, what it does, how each argument is declared)
 _SUBCOMMANDS: tuple[tuple[str, str, str, tuple[tuple[tuple[str, ...], dict[str, Any]], ...]], ...] = (
-    ("session", "NAME", "switch to (or create) the session NAME; its steps replay from the journal",
-     ((("name",), {"metavar": "NAME", "help": "the session's name (default session: the notebook's name)"}),)),
+    ("session", "NAME [--budget-tokens N] [--budget-usd X]",
+     "switch to (or create) the session NAME; its steps replay from the journal",
+     ((("name",), {"metavar": "NAME", "help": "the session's name (default session: the notebook's name)"}),
+      (("--budget-tokens",), {"type": float, "metavar": "N",
+                              "help": "no live model call once the session's recorded calls used N tokens"}),
+      (("--budget-usd",), {"type": float, "metavar": "X",
+                           "help": "the same in US dollars, with the prices of %durable prices"}))),
     ("status", "", "the current session's steps and calls, with tokens and cost", ()),
     ("history", "[SESSION]", "steps and calls to browse: requests, responses, tokens, cost",
      ((("session",), {"nargs": "?", "metavar": "SESSION", "help": "another session (default: the current one)"}),)),
@@ -283,7 +292,8 @@ def _describe_commands(parser: Any) -> str:
                 label = action.metavar if not action.option_strings else ", ".join(action.option_strings)
                 lines.append(f"      {label}: {action.help}")
     lines.append("")
-    lines.append("Settings (journal, sync, strict, prices, progress): %config Durable, and the README's Settings.")
+    lines.append("Settings (journal, sync, strict, prices, progress, budget_tokens, budget_usd): %config Durable, "
+                 "and the README's Settings.")
     return "\n".join(lines) + "\n"
 
 
@@ -291,13 +301,17 @@ def _describe_commands(parser: Any) -> str:
 class DurableMagics(Magics):
     @cell_magic("durable")
     @magic_arguments("%durable")
-    @kwds(usage="%(prog)s [NAME] [--strict] [--rerun]")
+    @kwds(usage="%(prog)s [NAME] [--strict] [--rerun] [--budget-tokens N] [--budget-usd X]")
     @argument("name", nargs="?", metavar="NAME", help="step name; default: the cell's id")
     @argument("--strict", action="store_true",
               help="replay only: a call that would go live is an error (also on for every step when the "
               "strict setting is)")
     @argument("--rerun", action="store_true",
               help="send every call live again; older records stay in history (refused while strict is on)")
+    @argument("--budget-tokens", type=float, metavar="N",
+              help="no live model call once the step's recorded model calls used N tokens (BudgetExceeded)")
+    @argument("--budget-usd", type=float, metavar="X",
+              help="the same in US dollars, with the prices of %%durable prices")
     def durable_cell(self, line: str, cell: str) -> Any:
         """Run the cell as the durable step NAME.
 
@@ -338,7 +352,14 @@ class DurableMagics(Magics):
 
     def _session(self, options: Any) -> None:
         current = session(options.name)
-        print(f"durable session {current.name!r} in {current.journal.path}")
+        flags = [f"--budget-tokens {options.budget_tokens:g}"] if options.budget_tokens is not None else []
+        flags += [f"--budget-usd {options.budget_usd:g}"] if options.budget_usd is not None else []
+        budget = make_budget(f"session {current.name!r}", " ".join(["%durable session", current.name, *flags]),
+                             options.budget_tokens, options.budget_usd)
+        if budget is not None:
+            current.budget = budget
+        budget = f", budget {current.budget.shown()}" if current.budget is not None else ""
+        print(f"durable session {current.name!r} in {current.journal.path}{budget}")
 
     def _status(self, _options: Any) -> None:
         current = current_session()
