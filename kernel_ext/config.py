@@ -1,4 +1,4 @@
-"""Settings: where the journal is, how hard its records are synced, strictness, prices, the progress line, budgets.
+"""Settings: where the journal is, its sync, strictness, prices, the progress line, budgets and live-call limits.
 
 Each setting is read from several places; the first that has it wins:
 
@@ -77,6 +77,12 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("budget_usd", "DURABLE_BUDGET_USD", "number", None, "a number of US dollars > 0",
             "A budget in US dollars for every session, counted with the prices set by %durable prices (a model "
             "without a USD price makes it fail closed). As budget_tokens otherwise."),
+    Setting("max_concurrent", "DURABLE_MAX_CONCURRENT", "number", None, "a number of calls > 0",
+            "At most this many live model calls at once (threads together; coroutines per event loop): the "
+            "others wait for their turn. Replayed calls are not limited."),
+    Setting("max_per_minute", "DURABLE_MAX_PER_MINUTE", "number", None, "a number of calls > 0",
+            "At most this many live model calls in any minute, in this process: the others wait. Replayed "
+            "calls are not limited."),
 )}
 
 
@@ -94,6 +100,8 @@ class Settings:
     progress: bool
     budget_tokens: float | None
     budget_usd: float | None
+    max_concurrent: float | None
+    max_per_minute: float | None
     origins: Mapping[str, str]
 
     def origin(self, name: str) -> str:
@@ -291,6 +299,8 @@ def configurable_class() -> type:
         progress = trait(SETTINGS["progress"])
         budget_tokens = trait(SETTINGS["budget_tokens"])
         budget_usd = trait(SETTINGS["budget_usd"])
+        max_concurrent = trait(SETTINGS["max_concurrent"])
+        max_per_minute = trait(SETTINGS["max_per_minute"])
 
         @traitlets.observe(*SETTINGS)
         def _changed(self, change: Any) -> None:

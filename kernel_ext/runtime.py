@@ -36,6 +36,7 @@ from journal import (
     reserve_call_ids,
 )
 
+from . import limits
 from .budgets import Budget, Spent, make_budget
 from .budgets import check as check_budgets
 from .budgets import recorded as recorded_spend
@@ -495,6 +496,7 @@ class Session:
             raise StepError(f"step {name!r} cannot start inside step {_active.get().name!r}: steps do not nest")
         chosen = settings()  # read before the step begins: an invalid setting begins none
         strict = strict or chosen.strict
+        limits.configure(chosen.max_concurrent, chosen.max_per_minute)
         budgets = [b for b in (budget, self.budget or self._budget_of(chosen)) if b is not None]
         source = redact_text(source) if source is not None else None
         begun = None if rerun else self._begin_from_pack(name, source)

@@ -420,7 +420,7 @@ def test_one_server_counts_and_holds_every_api(srv: ScriptedModelServer, oai: op
     srv.release()
     worker.join(60)
     assert not worker.is_alive() and said_to(answers[0]) == QUESTION
-    assert srv.stats() == {"requests": 4, "faults_injected": 1, "by_path": {
+    assert srv.stats() == {"requests": 4, "faults_injected": 1, "max_in_flight": 1, "by_path": {
         "/v1/chat/completions": 1, "/v1/messages": 2, "/v1/models/g:generateContent": 1}}
     log = json.dumps(srv.requests())
     assert all(key not in log for key in ("sk-test", "sk-ant-test", "g-test"))

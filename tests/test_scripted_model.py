@@ -193,7 +193,7 @@ def test_stats_log_and_errors(srv: ScriptedModelServer, client: openai.OpenAI) -
     assert status == 404 and json.loads(raw)["error"]["type"] == "invalid_request_error"
     assert http(srv.url + "/_control/stats")[0] == 200  # control traffic is not counted
 
-    assert srv.stats() == {"requests": 4, "faults_injected": 0, "by_path": {
+    assert srv.stats() == {"requests": 4, "faults_injected": 0, "max_in_flight": 1, "by_path": {
         "/v1/chat/completions": 2, "/v1/models": 1, "/v1/nowhere": 1}}
     log = srv.requests()
     assert [(r["n"], r["status"], r["authorized"]) for r in log] == [
@@ -202,7 +202,8 @@ def test_stats_log_and_errors(srv: ScriptedModelServer, client: openai.OpenAI) -
     assert "sk-test" not in json.dumps(log)
 
     srv.reset()
-    assert srv.stats() == {"requests": 0, "by_path": {}, "faults_injected": 0} and srv.requests() == []
+    assert srv.stats() == {"requests": 0, "by_path": {}, "faults_injected": 0, "max_in_flight": 0}
+    assert srv.requests() == []
     with pytest.raises(TypeError):
         srv.configure(explode=True)
 
@@ -294,7 +295,9 @@ def test_hang_next_times_out_client_and_stop_frees_it() -> None:
         worker.join(120)
     assert not stopper.is_alive() and not worker.is_alive()
     assert len(errors) == 1 and not isinstance(errors[0], openai.APITimeoutError), errors
-    assert srv.stats() == {"requests": 3, "by_path": {"/v1/chat/completions": 3}, "faults_injected": 2}
+    stats = srv.stats()
+    assert {k: stats[k] for k in ("requests", "by_path", "faults_injected")} == {
+        "requests": 3, "by_path": {"/v1/chat/completions": 3}, "faults_injected": 2}
 
 
 def test_client_killed_while_held(srv: ScriptedModelServer, capfd: pytest.CaptureFixture[str]) -> None:
@@ -380,7 +383,8 @@ def test_cli_and_control_plane() -> None:
             assert not worker.is_alive()
 
         stats = json.loads(http(control + "stats")[1])
-        assert stats == {"requests": 3, "by_path": {"/v1/chat/completions": 3}, "faults_injected": 2}
+        assert stats == {"requests": 3, "by_path": {"/v1/chat/completions": 3}, "faults_injected": 2,
+                         "max_in_flight": 1}
         log = json.loads(http(control + "requests")[1])
         assert [r["status"] for r in log] == [200, 503, 200] and "sk-test" not in json.dumps(log)
         assert http(control + "reset", {})[0] == 200

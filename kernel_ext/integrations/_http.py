@@ -31,6 +31,7 @@ import zstandard
 from journal import RecordedCall, Split, join_document, split_document
 from journal._time import now
 
+from .. import limits
 from ..errors import VendorStateLost
 from ..runtime import ActiveStep, Claim, uninterrupted
 from ..tool_results import check_request
@@ -47,9 +48,10 @@ def send(active: ActiveStep, base_url: Any, request: Any, stream: bool, live: Ca
     claim = call.claim(active)
     if claim.recorded is not None:
         return call.replay(active, claim.recorded, stream)
-    started = now()
-    with active.sending(claim):
-        response = live()
+    with limits.live_call():
+        started = now()
+        with active.sending(claim):
+            response = live()
     with uninterrupted():  # the answer is paid for: an interrupt waits until it is journaled
         return call.finish(active, claim, response, stream, started, asynchronous=False)
 
@@ -60,9 +62,10 @@ async def send_async(active: ActiveStep, base_url: Any, request: Any, stream: bo
     claim = call.claim(active)
     if claim.recorded is not None:
         return call.replay(active, claim.recorded, stream)
-    started = now()
-    with active.sending(claim):
-        response = await live()
+    async with limits.live_call_async():
+        started = now()
+        with active.sending(claim):
+            response = await live()
     with uninterrupted():
         return call.finish(active, claim, response, stream, started, asynchronous=True)
 

@@ -23,6 +23,7 @@ from typing import Any
 from journal import Split, join_document, split_document
 from journal._time import now
 
+from .. import limits
 from ..runtime import ActiveStep, Claim, active_step
 from ..tool_results import check_request
 from . import Integration, Tested, Unsupported, _genai_above, _http, _rebuild
@@ -101,7 +102,7 @@ def install(module: ModuleType) -> None:
             call = GenaiCall(active, method, path, body, stream=False)
             if (recorded := call.recorded()) is not None:
                 return answer(recorded[0])
-            with call.active.sending(call.claim):
+            with limits.live_call(), call.active.sending(call.claim):
                 response = original(self, method, path, body, *args, **kwargs)
             call.record([response.body or ""])
             return response
@@ -118,7 +119,7 @@ def install(module: ModuleType) -> None:
             if (recorded := call.recorded()) is not None:
                 yield from map(answer, recorded)
                 return
-            with call.active.sending(call.claim):  # the request is sent when the first chunk is asked for
+            with limits.live_call(), call.active.sending(call.claim):  # sent when the first chunk is asked for
                 chunks = original(self, method, path, body, *args, **kwargs)
                 first = next(chunks, None)
             bodies = []
@@ -137,8 +138,9 @@ def install(module: ModuleType) -> None:
             call = GenaiCall(active, method, path, body, stream=False)
             if (recorded := call.recorded()) is not None:
                 return answer(recorded[0])
-            with call.active.sending(call.claim):
-                response = await original(self, method, path, body, *args, **kwargs)
+            async with limits.live_call_async():
+                with call.active.sending(call.claim):
+                    response = await original(self, method, path, body, *args, **kwargs)
             call.record([response.body or ""])
             return response
 
@@ -152,8 +154,9 @@ def install(module: ModuleType) -> None:
             call = GenaiCall(active, method, path, body, stream=True)
             if (recorded := call.recorded()) is not None:
                 return _replayed(map(answer, recorded))
-            with call.active.sending(call.claim):
-                chunks = await original(self, method, path, body, *args, **kwargs)
+            async with limits.live_call_async():
+                with call.active.sending(call.claim):
+                    chunks = await original(self, method, path, body, *args, **kwargs)
             return _recorded(chunks, call.record)
 
         return journaled

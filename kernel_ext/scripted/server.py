@@ -264,7 +264,13 @@ class ScriptedModelServer:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             return {"requests": self._count, "by_path": dict(self._by_path),
-                    "faults_injected": self._faults_injected}
+                    "faults_injected": self._faults_injected, "max_in_flight": self._max_in_flight}
+
+    def _in_flight(self, change: int) -> None:
+        """Count requests being answered; the most at once since the last reset is in stats()."""
+        with self._lock:
+            self._now_in_flight += change
+            self._max_in_flight = max(self._max_in_flight, self._now_in_flight)
 
     def requests(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -287,6 +293,8 @@ class ScriptedModelServer:
         """Zero counters, clear the log and all faults; also frees anything still held or hung."""
         with self._lock:
             self._count, self._faults_injected = 0, 0
+            self._now_in_flight = getattr(self, "_now_in_flight", 0)  # requests being answered stay counted
+            self._max_in_flight = self._now_in_flight
             self._by_path: dict[str, int] = {}
             self._log: list[dict[str, Any]] = []
             self._held: set[int] = set()
@@ -416,6 +424,13 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length > 0 else b""
         if url.path.startswith("/_control/"):
             return self._control(url.path.removeprefix("/_control/"), parse_qs(url.query), raw)
+        owner._in_flight(+1)
+        try:
+            self._answer(owner, url, raw)
+        finally:
+            owner._in_flight(-1)
+
+    def _answer(self, owner: ScriptedModelServer, url: Any, raw: bytes) -> None:
         body, bad_json = None, False
         if raw:
             try:
