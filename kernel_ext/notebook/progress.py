@@ -65,8 +65,10 @@ class ProgressLine:
         if lost:
             kept += f", {lost} in flight when it stopped"
         calls = active.live + active.replayed
-        what = "interrupted" if interrupted else "stopped"
-        text = (f"{'■' if interrupted else '✗'} durable step {active.name!r} {what} after {calls} "
+        suspended = getattr(error, "suspends_step", False)  # a budget, a long sleep: it goes on when run again
+        what = "interrupted" if interrupted else "suspended" if suspended else "stopped"
+        mark = "■" if interrupted else "⏸" if suspended else "✗"
+        text = (f"{mark} durable step {active.name!r} {what} after {calls} "
                 f"call{'' if calls == 1 else 's'} ({kept})" + ("" if interrupted else f", {type(error).__name__}"))
         state = {"step": active.name, "replayed": active.replayed, "live": active.live, "state": what}
         self._last({"text/plain": text, "text/html": step_line_html(text)}, {DURABLE_METADATA: state},
