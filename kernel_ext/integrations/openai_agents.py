@@ -1,4 +1,4 @@
-"""The OpenAI Agents SDK (`openai-agents`): its function tools journaled as tools.
+"""The OpenAI Agents SDK (`openai-agents`): its function tools journaled as tools, and its sessions' memory.
 
 Its model calls go through the `openai` client and are journaled there. Its function tools
 (`@function_tool`, and any `FunctionTool`) are run by one function of the SDK,
@@ -26,16 +26,22 @@ from ..tools import Tool, acall_tool
 from . import Integration, Tested, Unsupported
 
 _SEAM = "_invoke_function_tool_with_metadata"
-_originals: dict[str, Callable[..., Any]] = {}
+_SESSION_MODULE = "agents.run_internal.session_persistence"
+# The SDK's own helpers around a session's memory (SQLiteSession and the others): module-level functions
+# that other modules import by name, as _SEAM is.
+_SESSION_SEAMS = ("_session_get_items", "_session_add_items", "_session_pop_item")
+_originals: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}  # name -> (the SDK's, ours)
 
 
 def install(module: ModuleType) -> None:
+    if module.__name__ == _SESSION_MODULE:
+        _install_session_memory(module)
+        return
     original = getattr(module, _SEAM, None)
     if original is None:
         raise Unsupported(f"this openai-agents release has no agents.tool.{_SEAM}")
-    if _originals:
+    if _SEAM in _originals:
         return
-    _originals[_SEAM] = original
 
     async def invoke_journaled(*, function_tool: Any, context: Any, arguments: str) -> Any:
         async def run() -> Any:
@@ -45,22 +51,66 @@ def install(module: ModuleType) -> None:
             return await run()  # the @tool inside journals the call
         return await acall_tool(function_tool.name, _arguments(arguments), run)
 
-    _replace(original, invoke_journaled)
+    _originals[_SEAM] = (original, invoke_journaled)
+    _replace(_SEAM, original, invoke_journaled)
+
+
+def _install_session_memory(module: ModuleType) -> None:
+    """A session's memory is read and written as journaled calls: a replay reads what the first run read.
+
+    Without this, a persistent session (a SQLiteSession file) holds the first run's items when the step
+    runs again: every request then differs from its recording, goes live, and every tool runs again.
+    Reads are journaled as idempotent calls, writes as calls that run once (a replay writes nothing).
+    """
+    missing = [name for name in _SESSION_SEAMS if not callable(getattr(module, name, None))]
+    if missing:
+        raise Unsupported(f"this openai-agents release has no {_SESSION_MODULE}.{missing[0]}: a session's "
+                          "memory is read live on replay")
+    for name in _SESSION_SEAMS:
+        if name in _originals:
+            continue
+        original = getattr(module, name)
+        _originals[name] = (original, _journaled_memory(name, original))
+        _replace(name, *_originals[name])
+
+
+def _journaled_memory(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    reads = name == "_session_get_items"
+    what = "session." + name.removeprefix("_session_")
+
+    async def memory(session: Any, *args: Any, **kwargs: Any) -> Any:
+        async def run() -> Any:
+            return await original(session, *args, **kwargs)
+
+        arguments: dict[str, Any] = {"session": str(getattr(session, "session_id", type(session).__name__))}
+        if args:
+            arguments["args"] = _plain(args)
+        limit = kwargs.get("limit")
+        if isinstance(limit, int):
+            arguments["limit"] = limit
+        return await acall_tool(what, arguments, run, idempotent=reads)
+
+    return memory
+
+
+def _plain(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def uninstall() -> None:
-    original = _originals.pop(_SEAM, None)
-    if original is not None:
-        import agents.tool
-
-        _replace(getattr(agents.tool, _SEAM), original)
+    for name, (original, journaled) in list(_originals.items()):
+        _replace(name, journaled, original)
+    _originals.clear()
 
 
-def _replace(old: Callable[..., Any], new: Callable[..., Any]) -> None:
-    # Modules of the SDK imported later take the new one from agents.tool.
-    for name, module in list(sys.modules.items()):
-        if (name == "agents" or name.startswith("agents.")) and getattr(module, _SEAM, None) is old:
-            setattr(module, _SEAM, new)
+def _replace(name: str, old: Callable[..., Any], new: Callable[..., Any]) -> None:
+    # Modules of the SDK imported later take the new one from the module that defines it.
+    for module_name, module in list(sys.modules.items()):
+        if (module_name == "agents" or module_name.startswith("agents.")) and getattr(module, name, None) is old:
+            setattr(module, name, new)
 
 
 def _arguments(text: str) -> Any:
@@ -70,5 +120,5 @@ def _arguments(text: str) -> Any:
         return {"$text": text}  # the SDK reports malformed arguments to the model; the call is still journaled
 
 
-INTEGRATION = Integration("openai_agents", ("agents.tool",), install, uninstall,
+INTEGRATION = Integration("openai_agents", ("agents.tool", _SESSION_MODULE), install, uninstall,
                           Tested("openai-agents", "0.24", "0.24"))
