@@ -120,32 +120,38 @@ class _FrameworkTool:
     retry_on: tuple[type[BaseException], ...] = (Exception,)
     timeout: float | None = None
     signature: inspect.Signature = inspect.Signature()
+    answers_model: bool = True  # its result goes back to the model (not so a framework's own bookkeeping)
 
     def fn(self, run: Callable[[], Any]) -> Any:
         return run()
 
 
-def call_tool(name: str, arguments: Mapping[str, Any], run: Callable[[], Any], *, idempotent: bool = False) -> Any:
+def call_tool(name: str, arguments: Mapping[str, Any], run: Callable[[], Any], *, idempotent: bool = False,
+              answers_model: bool = True) -> Any:
     """Run a framework's tool call as a journaled tool call of the open step (a plain call outside one).
 
     `arguments` identify the call (with the tool's name); `run()` does it. The same rules as
     `@tool`: run once, the recorded result (or error) on replay, in doubt after a crash inside it.
+    `answers_model=False` for a framework's own bookkeeping (a checkpoint, a session's memory), whose
+    result is no tool result a model request will carry.
     """
     active = active_step()
     if active is None:
         outside_steps(f"{{n}} call{{s}} of tool {name}")
         return run()
-    return _ToolCall(_FrameworkTool(name, idempotent), active, (run,), {}, arguments=arguments).run()
+    tool = _FrameworkTool(name, idempotent, answers_model=answers_model)
+    return _ToolCall(tool, active, (run,), {}, arguments=arguments).run()
 
 
 async def acall_tool(name: str, arguments: Mapping[str, Any], run: Callable[[], Awaitable[Any]], *,
-                     idempotent: bool = False) -> Any:
+                     idempotent: bool = False, answers_model: bool = True) -> Any:
     """`call_tool` for a tool run by awaiting `run()`."""
     active = active_step()
     if active is None:
         outside_steps(f"{{n}} call{{s}} of tool {name}")
         return await run()
-    return await _ToolCall(_FrameworkTool(name, idempotent), active, (run,), {}, arguments=arguments).run_async()
+    tool = _FrameworkTool(name, idempotent, answers_model=answers_model)
+    return await _ToolCall(tool, active, (run,), {}, arguments=arguments).run_async()
 
 
 class _ToolCall:
@@ -159,7 +165,8 @@ class _ToolCall:
         self.fingerprint = split_document(self.document, self.request)
         self.claim: Claim = active.claim(self.fingerprint, f"tool {tool.name}", self.document, kind="tool",
                                          idempotent=tool.idempotent)
-        active.session.tool_ledger.journaled(tool.name)  # its result, sent to the model, is accounted for
+        if getattr(tool, "answers_model", True):
+            active.session.tool_ledger.journaled(tool.name)  # its result, sent to the model, is accounted for
         if bound is not None and IDEMPOTENCY_PARAMETER in tool.signature.parameters and (
                 IDEMPOTENCY_PARAMETER not in bound.arguments):
             self.kwargs = {**kwargs, IDEMPOTENCY_PARAMETER: self.claim.idempotency_key}

@@ -106,3 +106,53 @@ def test_agents_sdk_sessions_guardrails_and_agents_as_tools_replay_after_a_kill(
             kernel.shutdown()
     finally:
         kernel.shutdown()
+
+
+GRAPH_SETUP = """
+%load_ext kernel_ext
+import sqlite3
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.prebuilt import create_react_agent
+
+@tool
+def refund(customer: str) -> str:
+    "Refund a customer."
+    with open("ledger.txt", "a") as ledger:
+        ledger.write(customer + "\\n")
+    return "refunded"
+
+saved = SqliteSaver(sqlite3.connect("graph.sqlite", check_same_thread=False))   # a file: it outlives the kernel
+on_file = create_react_agent(ChatOpenAI(model="m"), [refund], checkpointer=saved)
+in_memory = create_react_agent(ChatOpenAI(model="m"), [refund], checkpointer=InMemorySaver())
+"""
+GRAPH = """%%durable graph
+thread = {"configurable": {"thread_id": "support"}}
+first = on_file.invoke({"messages": [("user", "Refund Ana")]}, thread)
+second = in_memory.invoke({"messages": [("user", "Refund Bo")]}, thread)
+print(first["messages"][-1].content, second["messages"][-1].content, sep="\\n")
+"""
+
+
+@pytest.mark.slow
+def test_langgraph_checkpointers_replay_after_a_kill_and_in_the_same_kernel(kernel_env, tmp_path, model_server):
+    model_server.configure(tool_rounds=1)
+    kernel = Kernel(kernel_env, tmp_path)
+    try:
+        kernel.ok(GRAPH_SETUP)
+        kernel.ok(GRAPH)
+        sent, ledger = model_server.stats()["requests"], (tmp_path / "ledger.txt").read_text()
+        assert sent == 4 and ledger.count("\n") == 2
+        # Run again in the same kernel: the in-memory saver holds the first run's state, as the file does.
+        assert summaries(kernel.ok(GRAPH))[0]["live"] == 0
+        os.kill(kernel.pid, signal.SIGKILL)
+        kernel.shutdown()
+        kernel.start()
+        kernel.ok(GRAPH_SETUP)
+        again = kernel.ok(GRAPH)
+        assert summaries(again)[0]["live"] == 0 and model_server.stats()["requests"] == sent
+        assert (tmp_path / "ledger.txt").read_text() == ledger  # no refund twice
+    finally:
+        kernel.shutdown()

@@ -20,7 +20,7 @@ from types import ModuleType
 from .._hooks import after_import
 
 NAMES = ("openai", "anthropic", "google_genai", "google_genai_afc", "openai_agents", "pydantic_ai", "langchain",
-         "mcp", "outbound_http", "child_processes")
+         "langgraph", "mcp", "outbound_http", "child_processes")
 
 
 class Unsupported(Exception):

@@ -88,7 +88,7 @@ def _journaled_memory(name: str, original: Callable[..., Any]) -> Callable[..., 
         limit = kwargs.get("limit")
         if isinstance(limit, int):
             arguments["limit"] = limit
-        return await acall_tool(what, arguments, run, idempotent=reads)
+        return await acall_tool(what, arguments, run, idempotent=reads, answers_model=False)
 
     return memory
 
