@@ -156,3 +156,70 @@ def test_langgraph_checkpointers_replay_after_a_kill_and_in_the_same_kernel(kern
         assert (tmp_path / "ledger.txt").read_text() == ledger  # no refund twice
     finally:
         kernel.shutdown()
+
+
+STREAMS_SETUP = """
+%load_ext kernel_ext
+import sqlite3
+from typing import TypedDict
+from pydantic_ai import Agent
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+
+agent = Agent("openai:scripted-chat")
+
+@agent.tool_plain
+def refund(customer: str) -> str:
+    "Refund a customer."
+    with open("ledger.txt", "a") as ledger:
+        ledger.write(customer + "\\n")
+    return "refunded"
+
+class Ask(TypedDict):
+    amount: int
+    approved: bool
+
+def ask(state):
+    return {"approved": interrupt({"refund": state["amount"]})}
+
+graph = StateGraph(Ask)
+graph.add_node("ask", ask)
+graph.add_edge(START, "ask")
+graph.add_edge("ask", END)
+graph = graph.compile(checkpointer=SqliteSaver(sqlite3.connect("graph.sqlite", check_same_thread=False)))
+"""
+STREAMS = """%%durable streams
+async with agent.iter("Refund Ana") as run:
+    async for node in run:
+        pass
+async with agent.run_stream_events("Refund Bo") as events:
+    kinds = [type(event).__name__ async for event in events]
+thread = {"configurable": {"thread_id": "approval"}}
+asked = graph.invoke({"amount": 20}, thread)["__interrupt__"][0].value
+decided = graph.invoke(Command(resume=True), thread)
+print(run.result.output, asked, decided["approved"], sep="\\n")
+"""
+
+
+@pytest.mark.slow
+def test_pydantic_ai_iter_and_stream_events_and_a_langgraph_interrupt_replay_after_a_kill(kernel_env, tmp_path,
+                                                                                         model_server):
+    model_server.configure(tool_rounds=1)
+    kernel = Kernel(kernel_env, tmp_path)
+    try:
+        kernel.ok(STREAMS_SETUP)
+        first = kernel.ok(STREAMS)
+        sent, ledger = model_server.stats()["requests"], (tmp_path / "ledger.txt").read_text()
+        assert sent == 4 and ledger.count("\n") == 2
+        os.kill(kernel.pid, signal.SIGKILL)
+        kernel.shutdown()
+        kernel.start()
+        kernel.ok(STREAMS_SETUP)
+        again = kernel.ok(STREAMS)
+        assert summaries(again)[0]["live"] == 0 and model_server.stats()["requests"] == sent
+        assert (tmp_path / "ledger.txt").read_text() == ledger
+        shown = [o.get("text", "") for o in again if o["output_type"] == "stream"]
+        assert shown == [o.get("text", "") for o in first if o["output_type"] == "stream"]
+    finally:
+        kernel.shutdown()
