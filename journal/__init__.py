@@ -5,7 +5,11 @@ Importable without IPython, ipywidgets or openai.
 
 from ._blobs import Split, canonical_json, digest, join_document, split_document
 from ._claim import hold as hold_session
+from ._claim import let_go as let_go_of_session
 from ._files import make_dirs, open_file, write_file
+from ._gc import Removed
+from ._gc import collect as collect_garbage
+from ._gc import forget as forget_session
 from ._ids import reserve as reserve_call_ids
 from ._recover import RecoverUsageError, Recovery, recover
 from ._schema import LATEST as SCHEMA_VERSION
@@ -16,6 +20,7 @@ from .errors import (
     JournalBusyError,
     JournalDamagedError,
     JournalError,
+    JournalFullError,
     JournalIsFolderError,
     SchemaTooNewError,
     SessionHeldError,
@@ -28,10 +33,12 @@ __all__ = [
     "JournalBusyError",
     "JournalDamagedError",
     "JournalError",
+    "JournalFullError",
     "JournalIsFolderError",
     "RecordedCall",
     "RecoverUsageError",
     "Recovery",
+    "Removed",
     "SchemaTooNewError",
     "SessionHeldError",
     "Split",
@@ -39,10 +46,13 @@ __all__ = [
     "StepWriter",
     "Store",
     "canonical_json",
+    "collect_garbage",
     "default_path",
     "digest",
+    "forget_session",
     "hold_session",
     "join_document",
+    "let_go_of_session",
     "make_dirs",
     "now",
     "open_file",

@@ -83,10 +83,28 @@ def _absorb_one(store: Store, path: Path) -> int:
             _pack.discard(store.journal.path, touched)
             if not alive:
                 path.unlink(missing_ok=True)
-    if not alive and left:
-        print(f"durable: {left} bytes at the end of {path.name} were a record cut short when its process "
-              "died; that call counts as not journaled", file=sys.stderr)
+    marker = _log.full_marker(path)
+    full = marker.exists()
+    if left and (full or not alive):  # a growing log's last record may still be being written
+        why = "by a full disk" if full else "(its process died or the disk was full)"
+        print(f"durable: {left} bytes at the end of {path.name} were a record cut short {why}; "
+              "that call counts as not journaled", file=sys.stderr)
+    if full and not alive:
+        marker.unlink(missing_ok=True)
     return len(frames)
+
+
+def waiting(journal: Path, con: Any) -> int:
+    """How many records the logs hold past what DuckDB took in (what a read that cannot absorb leaves out)."""
+    positions = dict(con.execute("SELECT name, value FROM journal_state WHERE starts_with(name, 'log ')").fetchall())
+    count = 0
+    for path in _log.logs_in(_log.logs_dir(journal)):
+        try:
+            frames, _, _ = _log.read_frames(path, positions.get(f"log {path.name}", 0))
+        except FileNotFoundError:
+            continue
+        count += sum(1 for kind, _ in frames if kind == _log.EVENT)
+    return count
 
 
 def _writer_alive(host: str, pid: int, started: str) -> bool:

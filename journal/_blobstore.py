@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from . import _blobs
+from . import _blobs, _log
 
 TABLE = """CREATE TABLE blobs (
     hash HUGEINT,            -- a blob's digest; NULL on its pack's own row
@@ -188,6 +189,39 @@ def repack(con: Any) -> None:
     con.execute("DROP TABLE blobs")
     con.execute("ALTER TABLE blob_packs RENAME TO blobs")
 
+
+
+def keys(con: Any) -> set[str]:
+    """Every blob's key."""
+    return {to_hex(value) for (value,) in con.execute("SELECT DISTINCT hash FROM blobs WHERE hash IS NOT NULL"
+                                                      ).fetchall()}
+
+
+def remove(con: Any, dead: set[str]) -> tuple[int, int]:
+    """Delete the blobs `dead`: (how many, bytes of packs freed).
+
+    A pack is never changed once written (readers cache it by its number), so a pack that holds a
+    dead blob is deleted whole and the blobs it holds that stay are written again in new packs.
+    """
+    rows = con.execute("SELECT hash, pack FROM blobs WHERE hash IS NOT NULL").fetchall()
+    doomed = {to_int(key) for key in dead}
+    touched = sorted({pack for value, pack in rows if value in doomed})
+    if not touched:
+        return 0, 0
+    elsewhere = {value for value, pack in rows if pack not in touched}
+    staying = {to_hex(value) for value, pack in rows
+               if pack in touched and value not in doomed and value not in elsewhere}
+    kept = Packs().get(con, staying)
+    (before,) = con.execute("SELECT coalesce(sum(octet_length(data)), 0) FROM blobs").fetchone()
+    con.execute("DELETE FROM blobs WHERE list_contains(?, pack)", [touched])
+    write(con, kept)
+    (after,) = con.execute("SELECT coalesce(sum(octet_length(data)), 0) FROM blobs").fetchone()
+    return len({value for value, _ in rows if value in doomed}), before - after
+
+
+def swept_marker(journal: Path) -> Path:
+    """A file rewritten before blobs are deleted: a process that sees it change forgets the blobs it knew."""
+    return _log.logs_dir(journal) / "blobs-swept"
 
 
 def packed_keys(con: Any) -> set[str]:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._files import private_wal
-from .errors import JournalDamagedError
+from ._space import disk_full
+from .errors import JournalDamagedError, JournalFullError
 
 if TYPE_CHECKING:
     import duckdb
@@ -85,7 +86,8 @@ def healthy(path: Path) -> None:
 
 
 class GuardedConnection:
-    """A DuckDB connection to a journal whose damage errors become `JournalDamagedError`.
+    """A DuckDB connection to a journal whose damage errors become `JournalDamagedError`, and whose
+    writes that find the disk full become `JournalFullError` (DuckDB has rolled them back).
 
     After damage is met, every statement but ROLLBACK is refused: ROLLBACK only drops what the
     failed transaction had not committed, and the code that cleans up after an error runs it.
@@ -145,6 +147,9 @@ class GuardedConnection:
         except self._error as exc:
             reason = damage_reason(exc)
             if reason is None:
+                if disk_full(exc):
+                    raise JournalFullError(f"journal {self.path} could not be written (nothing of this was "
+                                           "saved in it)") from None
                 raise
             stop_writing(self.raw, self.path)
             raise JournalDamagedError(str(self.path), reason, before_writing=False) from None

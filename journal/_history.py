@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._damage import GuardedConnection
 
-from . import _blobs, _records
+from . import _blobs, _pack, _records
 from ._time import now as _now
 from .errors import JournalError
 
@@ -204,6 +204,10 @@ class History:
                                    f"its steps: {', '.join(self._step_names(session)) or 'none'}")
             _records.patch(self.con, "step", "session = ? AND step = ?", [session, step],
                            {"status": "forgotten", "updated_at": _now()}, epoch=row[0] + 1)
+        # Its pack holds the old epoch's recording: a run begun from it would replay what was forgotten.
+        path = self.journal.path  # type: ignore[attr-defined]
+        with _pack.locked(path, shared=False, create=False):
+            _pack.discard(path, [(session, step)])
         return row[0] + 1
 
     def fork_session(self, session: str, new: str, upto: str | None = None) -> list[str]:

@@ -13,10 +13,15 @@ is what the sync modes are about:
 
 DuckDB takes the logs in later (see `_absorb`). A log's name says which process writes it, so
 whoever opens the journal can tell a finished log (its writer is gone) from a growing one.
+
+An append that fails (a full disk) is taken back: the file is cut to where its last whole record
+ends, so the records appended after it stay readable. Where even that fails, the torn record stays,
+a `.full` file beside the log tells its readers why, and the writer goes on in a new file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -27,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import _space
 from ._files import make_dirs, open_file
 
 SYNC_MODES = ("always", "effects", "never")
@@ -34,6 +40,10 @@ SYNC_MODES = ("always", "effects", "never")
 _HEADER = struct.Struct("<II")
 EVENT, BLOB = b"E", b"B"
 _SUFFIX = ".log"
+# Before the start of a tool that is not idempotent, this much room past it is reserved for its outcome
+# (see _space); reserving goes in larger steps, so that it is one system call in many appends.
+_ROOM = 128 << 10
+_RESERVE_STEP = 512 << 10
 
 
 def sync_mode(value: str | None = None) -> str:
@@ -109,6 +119,11 @@ def writer_of(path: Path) -> tuple[str, int, str] | None:
     return parts[0], int(parts[1]), parts[2]
 
 
+def full_marker(log: Path) -> Path:
+    """The empty file saying that a record at the end of `log` was cut short by a full disk."""
+    return log.with_name(log.name + ".full")
+
+
 def logs_in(directory: Path) -> Iterator[Path]:
     try:
         names = sorted(os.listdir(directory))
@@ -134,6 +149,8 @@ class LogWriter:
         self._generation = 0
         self._pid = os.getpid()
         self.position = 0  # bytes written to the current file
+        self._reserved = 0  # bytes of the current file reserved for appends (-1: it cannot reserve)
+        self.full = False  # an append of this process failed on a full disk
 
     @property
     def path(self) -> Path | None:
@@ -143,12 +160,43 @@ class LogWriter:
         """Append frames; returns once they survive the process (and a power cut, per the sync mode)."""
         with self._lock:
             fd = self._open()
-            written = os.write(fd, data)
-            while written < len(data):  # a short write (a signal, a full disk) goes on where it stopped
-                written += os.write(fd, data[written:])
+            try:
+                if effect:
+                    self._make_room(fd, len(data))
+                written = os.write(fd, data)
+                while written < len(data):  # a short write (a signal, a full disk) goes on where it stopped
+                    written += os.write(fd, data[written:])
+                if self.sync == "always" or (effect and self.sync == "effects"):
+                    os.fdatasync(fd)
+            except OSError as exc:
+                self._take_back(fd, exc)
+                raise
             self.position += len(data)
-            if self.sync == "always" or (effect and self.sync == "effects"):
-                os.fdatasync(fd)
+
+    def _make_room(self, fd: int, size: int) -> None:
+        end = self.position + size + _ROOM
+        if self._reserved < 0 or end <= self._reserved:
+            return
+        if _space.reserve(fd, self.position, end + _RESERVE_STEP - self.position):
+            self._reserved = end + _RESERVE_STEP
+        else:
+            self._reserved = -1
+
+    def _take_back(self, fd: int, exc: OSError) -> None:
+        """After a failed append the file ends where its last whole record ends, or is given up."""
+        if _space.disk_full(exc):
+            self.full = True
+        try:
+            os.ftruncate(fd, self.position)  # also lets go of what was reserved past it
+            self._reserved = min(self._reserved, 0)
+            return
+        except OSError:
+            pass
+        if self.full and self._path is not None:
+            with contextlib.suppress(OSError):  # its readers then say that it was cut short, not why
+                os.close(open_file(full_marker(self._path), os.O_WRONLY))
+        os.close(fd)
+        self._fd, self._path, self.position, self._reserved = None, None, 0, 0
 
     def _open(self) -> int:
         if self._fd is not None and self._pid == os.getpid():
@@ -165,7 +213,7 @@ class LogWriter:
             except FileExistsError:
                 continue  # a log of an earlier process with the same pid and start (or of ours)
             self._path = path
-            self.position = 0
+            self.position, self._reserved = 0, 0
             return self._fd
 
     def retire(self, absorbed_to: int) -> Path | None:
@@ -177,5 +225,5 @@ class LogWriter:
             if self._fd is None or self._pid != os.getpid() or absorbed_to != self.position:
                 return None
             os.close(self._fd)
-            retired, self._fd, self._path, self.position = self._path, None, None, 0
+            retired, self._fd, self._path, self.position, self._reserved = self._path, None, None, 0, 0
             return retired

@@ -171,6 +171,32 @@ def discard(journal: Path, steps: Iterable[tuple[str, str]]) -> None:
         pack_path(journal, session, step).unlink(missing_ok=True)
 
 
+def usable(journal: Path) -> bool:
+    """Whether the packs beside `journal` were taken from this file at this release's schema."""
+    try:
+        identity, schema = _owner_of(journal)
+    except FileNotFoundError:
+        return False
+    return identity == _identity(journal) and schema == LATEST
+
+
+def packs_in(journal: Path) -> list[Path]:
+    return sorted(packs_dir(journal).glob("*.pack"))
+
+
+def header(path: Path) -> dict[str, Any] | None:
+    """A pack's session, step, epoch and the rest of its header; None for a pack this release cannot read."""
+    try:
+        frames, _, _ = _log.read_frames(path, 0)
+        if len(frames) != 1 or frames[0][0] != _KIND:
+            return None
+        inner, _, _ = _log.read_frames_of(_decompress(frames[0][1]))
+        found = json.loads(inner[0][1])
+    except Exception:  # noqa: BLE001 - cut short, not zstd, not JSON: a pack that cannot be read is no pack
+        return None
+    return found if isinstance(found, dict) and found.get("v") == _VERSION else None
+
+
 def take(journal: Path, session: str, step: str) -> tuple[Pack, dict[str, int]] | None:
     """The step's pack and log positions, deleted as it is read (its ids are this run's); None if none."""
     path = pack_path(journal, session, step)

@@ -10,6 +10,9 @@ The WAL is kept small (automatic checkpoint at 1 MB, a checkpoint on every close
 DuckDB replays it on the next open, and a kernel killed with SIGKILL never closes cleanly.
 
 A file DuckDB cannot wholly read is refused before anything is written to it (see `_damage`).
+
+A read-only open first takes the logs in, which writes. Where the file cannot be written (a full
+disk, a read-only mount) it reads what DuckDB holds already and says what it could not take in.
 """
 
 from __future__ import annotations
@@ -30,14 +33,21 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-from . import _blobs, _blobstore, _compact, _ids, _pack, _records
+from . import _blobs, _blobstore, _compact, _ids, _pack, _records, _space
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._files import make_dirs, private_umask
 from ._history import History
 from ._log import LogWriter, sync_mode
 from ._schema import LATEST, migrate
 from ._time import now, stamp
-from .errors import JournalBusyError, JournalDamagedError, JournalError, JournalIsFolderError, SessionHeldError
+from .errors import (
+    JournalBusyError,
+    JournalDamagedError,
+    JournalError,
+    JournalFullError,
+    JournalIsFolderError,
+    SessionHeldError,
+)
 
 # Small blocks: DuckDB's default 256 KB blocks make even a tiny journal a megabyte.
 _BLOCK_SIZE = "16384"
@@ -179,6 +189,9 @@ class Journal:
         self._identity: tuple[int, int] | None = None
         # The file as this process last left it after reading it whole: unchanged, it needs no probe.
         self._verified: tuple[int, ...] | None = None
+        self._swept: tuple[int, ...] | None = None  # the blob sweep `_known` was last checked against
+        # What the last read-only open could not take in from the logs, and why (one line), or None.
+        self.behind: str | None = None
 
     def writer(self) -> LogWriter:
         """This process's append log for the journal (one per Journal object)."""
@@ -192,16 +205,43 @@ class Journal:
 
     @contextmanager
     def open(self, *, read_only: bool = False) -> Iterator[Store]:
-        """Open for a unit of work; `read_only` for queries people type (they cannot change a row)."""
+        """Open for a unit of work; `read_only` for queries people type (they cannot change a row).
+
+        A read-only open answers from what DuckDB holds where the logs cannot be taken in (a full
+        disk); `behind` then says how many records it left out.
+        """
         if read_only:
             self.require_file()
-            self._close(self._connect(), checkpoint=False)  # brings an older journal's schema up to date
+            self.behind = None
+            try:
+                self._close(self._connect(), checkpoint=False)  # brings an older journal's schema up to date
+            except Exception as exc:  # noqa: BLE001 - those that are not about writing are raised again
+                if not _space.cannot_write(exc):
+                    raise
+                self.behind = self._left_out(exc)
         store = Store(self, self._connect(read_only=read_only))
         store.read_only = read_only
         try:
             yield store
         finally:
             store.close()
+
+    def _left_out(self, exc: BaseException) -> str | None:
+        """What a read that could not take the logs in leaves out, as one line (None: nothing)."""
+        from ._absorb import waiting
+
+        con = self._connect(read_only=True)
+        try:
+            count = waiting(self.path, con)
+        finally:
+            self._release(con)
+        if not count:
+            return None
+        records = f"{count} record{'s' if count != 1 else ''} in logs {'are' if count != 1 else 'is'} not shown yet"
+        if _space.disk_full(exc):
+            return f"the disk is full: {records} (free space, then run it again)"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return f"the journal cannot be written here ({first}): {records}"
 
     def has_pack(self, session: str, step: str) -> bool:
         """Whether the step can begin from its pack; a journal of a newer schema is refused here already."""
@@ -217,6 +257,7 @@ class Journal:
         """
         if is_damaged(self.path) or not self.path.is_file():
             return None
+        self._check_swept()  # the caller holds the session's lock: a sweep from now on sees it and waits
         with _pack.locked(self.path, shared=True):
             taken = _pack.take(self.path, session, step)
             if taken is None:
@@ -227,6 +268,17 @@ class Journal:
         if replay is None:
             return None
         return StepRun(session, step, pack.epoch, pack.run_id, pack.call_ids, *replay), pack.source
+
+    def _check_swept(self) -> None:
+        """Forget the blobs known to be stored if some were deleted since (see `_gc`)."""
+        try:
+            stat = _blobstore.swept_marker(self.path).stat()
+            seen: tuple[int, ...] | None = (stat.st_ino, stat.st_mtime_ns)
+        except FileNotFoundError:
+            seen = None
+        if seen != self._swept:
+            self._known.clear()
+            self._swept = seen
 
     def require_file(self) -> None:
         """Raise JournalError unless a journal file is at the path (for commands that only read)."""
@@ -299,6 +351,7 @@ class Journal:
         if identity != self._identity:
             self._known.clear()  # a different file now lives at this path
             self._identity = identity
+        self._check_swept()
         try:
             # What running and dead processes appended is part of the journal for whoever opens it.
             Store(self, guarded).absorb()
@@ -340,13 +393,15 @@ class Journal:
                 merged = True
         except duckdb.TransactionException:
             pass  # another connection of this process is writing: its close merges the WAL
+        except JournalFullError:
+            pass  # what was committed is in the WAL: a later close merges it
         finally:
             # From the copy to the close under the lock: DuckDB gives a connection this process makes to
             # the same path the instance already open, which would be the replaced file's.
             with _compact.lock:
                 try:
                     if merged and self._signature() != self._verified:  # written since this process left it
-                        with contextlib.suppress(duckdb.Error, OSError):  # then it stays as it is
+                        with contextlib.suppress(duckdb.Error, OSError, JournalFullError):  # it stays as it is
                             was = _compact.identity(self.path)
                             if _compact.compact(con, self.path):
                                 self._identity = _compact.identity(self.path)  # the same rows: _known holds
@@ -526,10 +581,9 @@ class Store(History):
             # One block for this run and one for the run its pack is for: one sync of the counter.
             ids = self.reserve_call_ids(2 * _FIRST_IDS)
         _records.patch(self.con, "session", "session = ?", [session], {"updated_at": now()})
-        docs, blobs = self._recording(session, step, epoch)
-        recorded, items = recorded_calls(docs, blobs, self.fetch)
         # If this run is cut off, the next one begins from the pack and this run's log.
-        self._write_pack(session, step, epoch, source_key, docs, blobs, ids[_FIRST_IDS:])
+        docs, blobs = self._pack_recording(session, step, epoch, source_key, ids[_FIRST_IDS:])
+        recorded, items = recorded_calls(docs, blobs, self.fetch)
         return StepRun(session, step, epoch, run_id, ids[:_FIRST_IDS], recorded, items)
 
     def _step_running(self, session: str, step: str, source: str | None, *, rerun: bool = False,
@@ -578,15 +632,26 @@ class Store(History):
                 _records.interrupt(self.con, name)
         self._hold(name, holder, claim["at"], claim.get("notebook"))
 
-    def _write_pack(self, session: str, step: str, epoch: int, source: str | None,
-                    docs: dict[int, dict[str, Any]], blobs: dict[str, bytes], ids: list[int] | None = None) -> None:
-        (run_id,) = self.con.execute("SELECT nextval('run_ids')").fetchone()
-        ids = ids or self.reserve_call_ids(_FIRST_IDS)
-        positions = {name[4:]: value for name, value in self.con.execute(
-            "SELECT name, value FROM journal_state WHERE starts_with(name, 'log ')").fetchall()}
+    def _pack_recording(self, session: str, step: str, epoch: int, source: str | None,
+                        ids: list[int] | None = None) -> tuple[dict[int, dict[str, Any]], dict[str, bytes]]:
+        """Read the step's recording of `epoch` and write it as the step's pack; returns what it read.
+
+        Read and written under the packs' lock: a change of the step's rows (an absorb, a settled call,
+        a forgotten step) is either in what is read here, or deletes the pack once it is written.
+        """
         with _pack.locked(self.journal.path, shared=False):
+            docs, blobs = self._recording(session, step, epoch)
+            row = self.con.execute("SELECT epoch FROM step_records WHERE session = ? AND name = ?",
+                                   [session, step]).fetchone()
+            if row is None or row[0] != epoch:
+                return docs, blobs  # moved on meanwhile (forgotten): no run may begin from this epoch
+            (run_id,) = self.con.execute("SELECT nextval('run_ids')").fetchone()
+            ids = ids or self.reserve_call_ids(_FIRST_IDS)
+            positions = {name[4:]: value for name, value in self.con.execute(
+                "SELECT name, value FROM journal_state WHERE starts_with(name, 'log ')").fetchall()}
             _pack.write(self.journal.path, session, step,
                         _pack.Pack(epoch, source, run_id, ids, docs, blobs), positions)
+        return docs, blobs
 
     def repack(self, session: str, steps: Iterable[str]) -> None:
         """Pack the recordings of `steps` that have no pack (their runs ended in this process)."""
@@ -597,8 +662,7 @@ class Store(History):
                                    [session, step]).fetchone()
             if row is None or row[2] == "running":
                 continue
-            docs, blobs = self._recording(session, step, row[0])
-            self._write_pack(session, step, row[0], row[1], docs, blobs)
+            self._pack_recording(session, step, row[0], row[1])
 
     def apply_end(self, end: dict[str, Any]) -> None:
         """Close a step run as its log's `end` record says (see `_writer.StepWriter.end_step`)."""

@@ -3,6 +3,7 @@
     JournalError
     ├── JournalBusyError     another process holds the journal file open (DuckDB locks it per process)
     ├── JournalDamagedError  DuckDB cannot read part of the file (cut short, overwritten, failing its checksums)
+    ├── JournalFullError     the disk is full: what was being written is not in the journal
     ├── JournalIsFolderError the journal path names a folder, not a file
     ├── SchemaTooNewError    the journal was written by a newer release
     └── SessionHeldError     another live process is driving the same session
@@ -40,6 +41,14 @@ class JournalDamagedError(JournalError):
             f"journal {path} is damaged (DuckDB: {reason}); {written}. Salvage what is readable with "
             f"`durable recover {shlex.quote(path)} -o NEW.duckdb`, then point DURABLE_JOURNAL at NEW"
         )
+
+
+class JournalFullError(JournalError):
+    """The disk holding the journal is full: what was being written is not in the journal, and says so."""
+
+    def __init__(self, what: str, then: str = "free space, then run it again") -> None:
+        self.what = what
+        super().__init__(f"the disk is full: {what}; {then}")
 
 
 class JournalIsFolderError(JournalError):

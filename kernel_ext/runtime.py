@@ -33,6 +33,7 @@ from journal import (
     Store,
     digest,
     hold_session,
+    let_go_of_session,
     reserve_call_ids,
 )
 
@@ -689,7 +690,7 @@ class Session:
                 store.release_session(self.name, self.holder)
             self._claimed = self._claim_logged = False
         if self._held is not None:
-            os.close(self._held)
+            let_go_of_session(self.journal.path, self.name, self._held)
             self._held = None
 
 

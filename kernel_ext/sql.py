@@ -64,6 +64,8 @@ def _fetch(journal: Journal, query: str) -> tuple[list[str], list[tuple[Any, ...
 def run_query(journal: Journal, query: str) -> Any:
     """The rows of `query`: a pandas DataFrame where pandas is installed, else a `QueryTable`."""
     columns, rows = _fetch(journal, query)
+    if journal.behind:
+        print(f"%durable sql: {journal.behind}", file=sys.stderr)
     try:
         import pandas
     except ImportError:

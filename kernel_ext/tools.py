@@ -418,9 +418,11 @@ def _content(result: Any) -> str:
 
 
 def _error_content(error: Exception) -> str:
+    from journal import JournalError
+
     from .errors import DurableError
 
-    if isinstance(error, DurableError):
+    if isinstance(error, (DurableError, JournalError)):  # the runtime's or the journal's: not the model's to fix
         raise error
     return f"error: {type(error).__name__}: {error}"  # the model may correct itself
 

@@ -122,7 +122,8 @@ def test_every_command_refuses_a_damaged_journal_in_one_line(kind, pristine, tmp
     before = sorted(os.listdir(tmp_path))
     commands = [["ls"], ["ls", "--json"], ["show", "lisbon"], ["sql", "SELECT count(*) FROM calls"],
                 ["approve", "lisbon", "refund-ana"], ["prices"], ["prices", str(prices)],
-                ["settle", "lisbon", "1", "--retry"], ["export", "lisbon", "-o", str(tmp_path / "lisbon.py")]]
+                ["settle", "lisbon", "1", "--retry"], ["export", "lisbon", "-o", str(tmp_path / "lisbon.py")],
+                ["gc"], ["forget", "lisbon"]]
     for command in commands:
         result = _durable(*command, "--journal", str(path), cwd=tmp_path)
         assert result.returncode == 1, (command, result.stdout, result.stderr)

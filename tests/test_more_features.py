@@ -4,12 +4,40 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 
 from tests.harness import Kernel, summaries
+
+
+def _ledger(tmp_path) -> str:
+    path = tmp_path / "ledger.txt"
+    return path.read_text() if path.exists() else ""
+
+
+def _killed_and_run_again(env, tmp_path, server, setup: str, cell: str, *, again: int = 1, same_kernel: bool = False):
+    """Run `cell`, SIGKILL the kernel, run it `again` times in fresh kernels: nothing is sent, no tool runs.
+
+    Returns the first run's outputs, the last run's, the requests sent and the ledger of tool effects.
+    """
+    kernel = Kernel(env, tmp_path)
+    try:
+        kernel.ok(setup)
+        first = kernel.ok(cell)
+        sent, ledger = server.stats()["requests"], _ledger(tmp_path)
+        if same_kernel:  # run again before the kill too: state kept in the kernel must not change the replay
+            assert summaries(kernel.ok(cell))[0]["live"] == 0
+        kernel.kill()
+        last = first
+        for _ in range(again):
+            kernel.start()
+            kernel.ok(setup)
+            last = kernel.ok(cell)
+            assert summaries(last)[0]["live"] == 0 and server.stats()["requests"] == sent
+            assert _ledger(tmp_path) == ledger  # no tool ran twice
+            kernel.shutdown()
+        return first, last, sent, ledger
+    finally:
+        kernel.shutdown()
 
 SETUP = """
 %load_ext kernel_ext
@@ -36,25 +64,11 @@ print(direct.choices[0].message.content, routed.choices[0].message.content, arou
 @pytest.mark.slow
 def test_litellm_router_and_genai_chats_replay_after_a_kill(kernel_env, tmp_path, model_server):
     env = {**kernel_env, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    kernel = Kernel(env, tmp_path)
-    try:
-        kernel.ok(SETUP)
-        first = kernel.ok(CELL)
-        sent = model_server.stats()["requests"]
-        assert sent == 5 and summaries(first)[0]["live"] == 5
-        printed = "".join(o.get("text", "") for o in first if o["output_type"] == "stream")
-        os.kill(kernel.pid, signal.SIGKILL)
-        kernel.shutdown()
-        for _ in range(2):
-            kernel.start()
-            kernel.ok(SETUP)
-            again = kernel.ok(CELL)
-            assert model_server.stats()["requests"] == sent and summaries(again)[0]["replayed"] == 5
-            assert "".join(o.get("text", "") for o in again if o["output_type"] == "stream").endswith(
-                printed.splitlines()[-1] + "\n")
-            kernel.shutdown()
-    finally:
-        kernel.shutdown()
+    first, last, sent, _ = _killed_and_run_again(env, tmp_path, model_server, SETUP, CELL, again=2)
+    assert sent == 5 and summaries(first)[0]["live"] == 5 and summaries(last)[0]["replayed"] == 5
+    printed = "".join(o.get("text", "") for o in first if o["output_type"] == "stream")
+    assert "".join(o.get("text", "") for o in last if o["output_type"] == "stream").endswith(
+        printed.splitlines()[-1] + "\n")
 
 
 AGENTS_SETUP = """
@@ -89,23 +103,9 @@ print(first.final_output, second.final_output, sep="\\n")
 @pytest.mark.slow
 def test_agents_sdk_sessions_guardrails_and_agents_as_tools_replay_after_a_kill(kernel_env, tmp_path, model_server):
     model_server.configure(tool_rounds=1)
-    kernel = Kernel(kernel_env, tmp_path)
-    try:
-        kernel.ok(AGENTS_SETUP)
-        kernel.ok(AGENTS)
-        sent, ledger = model_server.stats()["requests"], (tmp_path / "ledger.txt").read_text()
-        assert sent > 0 and ledger.count("\n") >= 1
-        os.kill(kernel.pid, signal.SIGKILL)
-        kernel.shutdown()
-        for _ in range(2):  # the session's memory file holds the first run's items: replay reads as it was
-            kernel.start()
-            kernel.ok(AGENTS_SETUP)
-            again = kernel.ok(AGENTS)
-            assert summaries(again)[0]["live"] == 0 and model_server.stats()["requests"] == sent
-            assert (tmp_path / "ledger.txt").read_text() == ledger  # no refund twice
-            kernel.shutdown()
-    finally:
-        kernel.shutdown()
+    # The session's memory file holds the first run's items: a replay reads it as the first run did.
+    _, _, sent, ledger = _killed_and_run_again(kernel_env, tmp_path, model_server, AGENTS_SETUP, AGENTS, again=2)
+    assert sent > 0 and ledger.count("\n") >= 1
 
 
 GRAPH_SETUP = """
@@ -139,23 +139,9 @@ print(first["messages"][-1].content, second["messages"][-1].content, sep="\\n")
 @pytest.mark.slow
 def test_langgraph_checkpointers_replay_after_a_kill_and_in_the_same_kernel(kernel_env, tmp_path, model_server):
     model_server.configure(tool_rounds=1)
-    kernel = Kernel(kernel_env, tmp_path)
-    try:
-        kernel.ok(GRAPH_SETUP)
-        kernel.ok(GRAPH)
-        sent, ledger = model_server.stats()["requests"], (tmp_path / "ledger.txt").read_text()
-        assert sent == 4 and ledger.count("\n") == 2
-        # Run again in the same kernel: the in-memory saver holds the first run's state, as the file does.
-        assert summaries(kernel.ok(GRAPH))[0]["live"] == 0
-        os.kill(kernel.pid, signal.SIGKILL)
-        kernel.shutdown()
-        kernel.start()
-        kernel.ok(GRAPH_SETUP)
-        again = kernel.ok(GRAPH)
-        assert summaries(again)[0]["live"] == 0 and model_server.stats()["requests"] == sent
-        assert (tmp_path / "ledger.txt").read_text() == ledger  # no refund twice
-    finally:
-        kernel.shutdown()
+    _, _, sent, ledger = _killed_and_run_again(kernel_env, tmp_path, model_server, GRAPH_SETUP, GRAPH,
+                                               same_kernel=True)
+    assert sent == 4 and ledger.count("\n") == 2
 
 
 STREAMS_SETUP = """
@@ -206,20 +192,7 @@ print(run.result.output, asked, decided["approved"], sep="\\n")
 def test_pydantic_ai_iter_and_stream_events_and_a_langgraph_interrupt_replay_after_a_kill(kernel_env, tmp_path,
                                                                                          model_server):
     model_server.configure(tool_rounds=1)
-    kernel = Kernel(kernel_env, tmp_path)
-    try:
-        kernel.ok(STREAMS_SETUP)
-        first = kernel.ok(STREAMS)
-        sent, ledger = model_server.stats()["requests"], (tmp_path / "ledger.txt").read_text()
-        assert sent == 4 and ledger.count("\n") == 2
-        os.kill(kernel.pid, signal.SIGKILL)
-        kernel.shutdown()
-        kernel.start()
-        kernel.ok(STREAMS_SETUP)
-        again = kernel.ok(STREAMS)
-        assert summaries(again)[0]["live"] == 0 and model_server.stats()["requests"] == sent
-        assert (tmp_path / "ledger.txt").read_text() == ledger
-        shown = [o.get("text", "") for o in again if o["output_type"] == "stream"]
-        assert shown == [o.get("text", "") for o in first if o["output_type"] == "stream"]
-    finally:
-        kernel.shutdown()
+    first, last, sent, ledger = _killed_and_run_again(kernel_env, tmp_path, model_server, STREAMS_SETUP, STREAMS)
+    assert sent == 4 and ledger.count("\n") == 2
+    shown = [o.get("text", "") for o in last if o["output_type"] == "stream"]
+    assert shown == [o.get("text", "") for o in first if o["output_type"] == "stream"]

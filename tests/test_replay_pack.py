@@ -154,6 +154,15 @@ def test_a_rerun_step_replays_its_new_recording_next_time(tmp_path):
     assert {epoch for epoch, _, _ in _calls(tmp_path, "b")} == {1, 2}
 
 
+def test_a_forgotten_step_does_not_begin_from_the_pack_of_its_old_recording(tmp_path):
+    _report(_run(tmp_path, "record"))  # every step is packed for its next run
+    with Journal(tmp_path / "j.duckdb").open() as store:
+        store.forget_step("packs", "b")
+    after = _report(_run(tmp_path, "record"))
+    assert after["b"][:2] == [6, 0], "b runs live: its pack held what was forgotten"
+    assert after["a"] == [0, 6, False] and after["c"][:2] == [0, 6]
+
+
 def test_a_second_driver_is_refused_by_name_while_the_first_replays_from_packs(tmp_path):
     _report(_run(tmp_path, "record"))
     holder = _run(tmp_path, "hold", wait=False)

@@ -7,10 +7,13 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from ..exit_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
 from .demo import DEFAULT_TURNS
+
+if TYPE_CHECKING:
+    from journal import Journal
 
 MODEL_PORT = 8765
 _JOURNAL_HELP = ("journal file (default: $DURABLE_JOURNAL, else `journal` in [tool.durable] of the nearest "
@@ -145,6 +148,18 @@ def _parser() -> argparse.ArgumentParser:
                         help="a JSON or TOML price file to load (default: the `prices` setting's file if set; "
                         "without either, the table is shown)")
     _reads_journal(prices)
+    gc = commands.add_parser(
+        "gc", help="remove what nothing needs beside a journal: free lock files, stale packs, finished logs",
+        description="Removes lock files of sessions no live process drives, replay packs no run can begin from, "
+        "logs of dead processes once absorbed, files of processes killed while writing them, and blobs no "
+        "record refers to (those only while no process drives a session). Prints one line of what it removed.")
+    _reads_journal(gc)
+    forget = commands.add_parser(
+        "forget", help="remove a session: its records, replay packs and lock file",
+        description="Removes every record of SESSION from the journal, its replay packs and its lock file, and "
+        "the blobs no other session uses. Refused while a live process drives the session.")
+    forget.add_argument("session", help="the session to remove (see `durable ls`)")
+    _reads_journal(forget)
     recover = commands.add_parser("recover", help="copy what is readable of a damaged journal into a new one",
                                   description="Copies every session, step, step run, call and blob DuckDB can "
                                   "still read into NEW, and reports what could not be read. Exit codes: 0 "
@@ -281,8 +296,12 @@ def _journal_command(args: argparse.Namespace) -> int:
             from .show import list_sessions, show_session
 
             if args.command == "ls":
-                return list_sessions(journal, args.json)
-            return show_session(journal, args.session, args.json)
+                return _behind(args.command, journal, list_sessions(journal, args.json))
+            return _behind(args.command, journal, show_session(journal, args.session, args.json))
+        if args.command in ("gc", "forget"):
+            from . import tidy
+
+            return tidy.collect(journal) if args.command == "gc" else tidy.forget(journal, args.session)
         if args.command == "settle":
             import json
 
@@ -312,7 +331,7 @@ def _journal_command(args: argparse.Namespace) -> int:
         if args.command == "sql":
             from ..sql import print_query
 
-            return print_query(journal, args.query, args.json)
+            return _behind(args.command, journal, print_query(journal, args.query, args.json))
         if args.command == "prices":
             from ..prices import load_prices, render_prices
 
@@ -326,6 +345,13 @@ def _journal_command(args: argparse.Namespace) -> int:
         print(f"durable {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_USAGE
+
+
+def _behind(command: str, journal: Journal, code: int) -> int:
+    """A read that could not take the logs in (a full disk) answered from DuckDB alone: say what it left out."""
+    if journal.behind:
+        print(f"durable {command}: {journal.behind}", file=sys.stderr)
+    return code
 
 
 def _dbos_command(args: argparse.Namespace) -> int:

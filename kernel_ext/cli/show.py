@@ -18,7 +18,7 @@ def _when(value: Any) -> str:
 
 
 def list_sessions(journal: Journal, as_json: bool) -> int:
-    with journal.open() as store:
+    with journal.open(read_only=True) as store:
         sessions = store.sessions_overview()
     if as_json:
         print(json.dumps(sessions, default=str, indent=2))
@@ -42,7 +42,7 @@ def list_sessions(journal: Journal, as_json: bool) -> int:
 
 def show_session(journal: Journal, session: str, as_json: bool) -> int:
     try:
-        history = load_history(journal, session)
+        history = load_history(journal, session, read_only=True)
     except StepError as exc:
         print(f"durable show: {exc}")
         return EXIT_FAILED
