@@ -63,8 +63,8 @@ def test_a_headless_run_over_budget_exits_3(tmp_path, kernel_env, model_server):
     notebook = tmp_path / "ask.ipynb"
     nbformat.write(new_notebook(cells=[new_code_cell(SETUP), new_code_cell(ASK.format(flags=""))]), notebook)
     done = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "run", str(notebook), "--journal",
-                           str(tmp_path / "journal.duckdb")], capture_output=True, text=True,
-                          env={**kernel_env, "DURABLE_BUDGET_TOKENS": "1"}, cwd=tmp_path, timeout=300)
+                           str(tmp_path / "journal.duckdb"), "--budget-tokens", "1"], capture_output=True, text=True,
+                          env=kernel_env, cwd=tmp_path, timeout=300)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "suspended (budget spent)" in done.stdout and "DURABLE_BUDGET_TOKENS=1" in done.stdout
     assert _requests(model_server) == 1

@@ -90,8 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--tool-rounds", type=_AMOUNT, default=1, metavar="N",
                        help="tool calls the model asks for after each user message before it answers in text")
     run = commands.add_parser("run", help="execute a notebook headless as a durable session",
-                              description="Exit codes: 0 completed, 3 suspended (waiting for an approval), "
-                              "1 failed, 2 usage error.")
+                              description="Exit codes: 0 completed, 3 suspended (waiting for an approval, in a "
+                              "long sleep, or over its budget), 1 failed, 2 usage error.")
     run.add_argument("notebook", type=Path, help="the .ipynb file; its kernel runs in the notebook's folder")
     run.add_argument("--session", help="session name (default: the notebook's name)")
     _reads_journal(run)
@@ -100,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", type=Path, help="write the executed notebook here")
     run.add_argument("--timeout", type=_number(float, "a positive number of seconds", lambda x: x > 0), default=600,
                      help="seconds a cell may run (default 600)")
+    run.add_argument("--max-wait", type=_number(float, "a number of seconds >= 0", lambda x: x >= 0), default=60,
+                     help="a sleep longer than this suspends the run (exit 3) until its wake-up time (default 60)")
+    run.add_argument("--budget-tokens", type=_number(float, "a number of tokens > 0", lambda x: x > 0),
+                     help="the session's token budget: no live model call once its recorded calls used this many")
+    run.add_argument("--budget-usd", type=_number(float, "a number of US dollars > 0", lambda x: x > 0),
+                     help="the session's budget in US dollars, with the prices set by `durable prices`")
     approve = commands.add_parser("approve", help="decide a pending approval",
                                   description="Records the decision; the session's next run goes on from it.")
     approve.add_argument("session", help="the session that waits, as `durable run` or `durable ls` prints it")
@@ -214,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         from .run import run
 
         return run(args.notebook, session=args.session, journal=args.journal, output=args.output,
-                   timeout=args.timeout, strict=args.strict)
+                   timeout=args.timeout, strict=args.strict, max_wait=args.max_wait,
+                   budget_tokens=args.budget_tokens, budget_usd=args.budget_usd)
     if args.command == "recover":
         return _recover(args.damaged, args.output)
     if args.command == "trust":

@@ -55,7 +55,8 @@ def kernel_config() -> Any:
 
 
 def run(path: Path, *, session: str | None, journal: Path | None, output: Path | None, timeout: float,
-        strict: bool = False) -> int:
+        strict: bool = False, max_wait: float | None = None, budget_tokens: float | None = None,
+        budget_usd: float | None = None) -> int:
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
@@ -71,6 +72,11 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
         env["DURABLE_SESSION"] = session
     if strict:
         env["DURABLE_STRICT"] = "1"
+    # The kernel reads these as settings: the environment comes before %config in the notebook.
+    for name, value in (("DURABLE_MAX_WAIT", max_wait), ("DURABLE_BUDGET_TOKENS", budget_tokens),
+                        ("DURABLE_BUDGET_USD", budget_usd)):
+        if value is not None:
+            env[name] = f"{value:g}"
     progress = Progress(nb, sys.stderr)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", config=kernel_config(),
                             resources={"metadata": {"path": str(path.resolve().parent)}},
@@ -86,7 +92,7 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
             code, status, detail = EXIT_SUSPENDED, "suspended (budget spent)", exc.evalue
         elif exc.ename == "SleepSuspended":
             again = [str(path), "--journal", str(journal_path), *(["--session", session] if session else []),
-                     *(["--strict"] if strict else [])]
+                     *(["--strict"] if strict else []), *(["--max-wait", f"{max_wait:g}"] if max_wait != 60 else [])]
             code, status = EXIT_SUSPENDED, "suspended (sleeping)"
             detail = f"{exc.evalue}: durable run {' '.join(shlex.quote(a) for a in again)}"
         elif exc.ename in ("StrictReplayError", "UnjournaledToolError"):
