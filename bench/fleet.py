@@ -49,7 +49,7 @@ length = note(messages[-2]["content"])
 
 
 if __name__ == "__main__":
-    from kernel_ext.integrations.dbos_app import main
+    from kernel_ext.engines.dbos.app import main
 
     raise SystemExit(main(__file__, globals(), STEPS, session="bench"))
 '''
@@ -76,7 +76,7 @@ DETAILS: dict[str, tuple[str, str]] = {}
 
 
 def measure(system: str, ctx: Context) -> dict[str, Any]:
-    from kernel_ext.integrations.dbos import Recording
+    from kernel_ext.engines.dbos.workflow import Recording
     from tests.postgres import PostgresCluster
 
     app = ctx.workdir / "app.py"

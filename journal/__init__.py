@@ -10,10 +10,11 @@ from ._files import make_dirs, open_file, write_file
 from ._gc import Removed
 from ._gc import collect as collect_garbage
 from ._gc import forget as forget_session
+from ._holder import Holder
 from ._ids import reserve as reserve_call_ids
 from ._recover import RecoverUsageError, Recovery, recover
 from ._schema import LATEST as SCHEMA_VERSION
-from ._store import Holder, Journal, RecordedCall, StepRun, Store, default_path
+from ._store import Journal, RecordedCall, StepRun, Store, default_path
 from ._time import now
 from ._writer import StepWriter
 from .errors import (

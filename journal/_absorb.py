@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _log, _pack, _records
+from ._holder import Holder
 
 if TYPE_CHECKING:
     from ._store import Store
@@ -108,7 +109,6 @@ def waiting(journal: Path, con: Any) -> int:
 
 
 def _writer_alive(host: str, pid: int, started: str) -> bool:
-    from ._store import Holder
 
     here = socket.gethostname()  # a log's name spells it with "_" for "-" (see _log.LogWriter)
     return Holder(pid, here if host == here.replace("-", "_") else host, started, "log writer").is_alive()
@@ -136,7 +136,7 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
         elif what == "patch":
             row = calls.get(event["id"])
             if row is not None:
-                row[3] = merge_patch(row[3], event["patch"])
+                row[3] = _records.merge_patch(row[3], event["patch"])
             else:
                 updates.append((event["id"], event["patch"]))
         else:
@@ -162,16 +162,3 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
         if row is not None:
             touched.add(tuple(row))
     return touched
-
-
-def merge_patch(doc: Any, patch: Any) -> Any:
-    """RFC 7386 merge patch, as DuckDB's json_merge_patch applies it: None removes a key."""
-    if not isinstance(patch, dict):
-        return patch
-    merged = dict(doc) if isinstance(doc, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = merge_patch(merged.get(key), value)
-    return merged

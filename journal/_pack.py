@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _blobs, _log
+from . import _blobs, _log, _records
 from ._files import make_dirs, open_file, replace_file, write_file
 from ._schema import LATEST
 from .errors import SchemaTooNewError
@@ -223,7 +223,6 @@ def take(journal: Path, session: str, step: str) -> tuple[Pack, dict[str, int]] 
 
 def add_tails(journal: Path, session: str, step: str, pack: Pack, positions: dict[str, int]) -> None:
     """Add to `pack` the step's records that the logs hold past the pack's positions."""
-    from ._absorb import merge_patch
 
     for path in _log.logs_in(_log.logs_dir(journal)):
         try:
@@ -240,4 +239,4 @@ def add_tails(journal: Path, session: str, step: str, pack: Pack, positions: dic
                 if (event["session"], event["step"], event["epoch"]) == (session, step, pack.epoch):
                     pack.docs[event["id"]] = event["doc"]
             elif event["e"] == "patch" and event["id"] in pack.docs:
-                pack.docs[event["id"]] = merge_patch(pack.docs[event["id"]], event["patch"])
+                pack.docs[event["id"]] = _records.merge_patch(pack.docs[event["id"]], event["patch"])

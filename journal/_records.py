@@ -49,3 +49,16 @@ def set_state(con: Any, name: str, value: int, *, at_least: bool = False) -> Non
 
 def drop_states(con: Any, names: list[str]) -> None:
     con.execute("DELETE FROM records WHERE kind = 'state' AND list_contains(?, doc->>'name')", [names])
+
+
+def merge_patch(doc: Any, patch: Any) -> Any:
+    """RFC 7386 merge patch, as DuckDB's json_merge_patch applies it: None removes a key."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(doc) if isinstance(doc, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged

@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ from . import _blobs, _blobstore, _compact, _ids, _pack, _records, _space
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._files import make_dirs, private_umask
 from ._history import History
+from ._holder import Holder, process_start
 from ._log import LogWriter, sync_mode
 from ._schema import LATEST, migrate
 from ._time import now, stamp
@@ -60,47 +60,7 @@ def default_path() -> Path:
     return Path(env) if env else Path.cwd() / ".durable" / "journal.duckdb"
 
 
-@dataclass(frozen=True)
-class Holder:
-    """The process driving a session, identified well enough to tell whether it still lives."""
-
-    pid: int
-    host: str
-    started: str  # process start time as the kernel reports it; guards against PID reuse
-    label: str
-
-    @classmethod
-    def current(cls, label: str) -> Holder:
-        return cls(os.getpid(), socket.gethostname(), _process_start(os.getpid()), label)
-
-    def is_alive(self) -> bool:
-        if self.host != socket.gethostname():
-            return True  # cannot see another machine's processes: assume it still runs
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return _process_start(self.pid) == self.started
-
-    def describe(self) -> str:
-        return f"{self.label} (pid {self.pid} on {self.host})"
-
-
 _FIRST_IDS = 64  # call ids reserved when a step begins; a longer step reserves more as it goes
-
-
-
-def _process_start(pid: int) -> str:
-    """Start time of a running process ("" where /proc cannot tell, "dead" for a zombie)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    # Fields count from after the command name, which may itself contain spaces.
-    fields = stat.rsplit(")", 1)[1].split()
-    return "dead" if fields[0] in ("Z", "X") else fields[19]
 
 
 @dataclass
@@ -196,7 +156,7 @@ class Journal:
     def writer(self) -> LogWriter:
         """This process's append log for the journal (one per Journal object)."""
         if self._writer is None:
-            self._writer = LogWriter(self.path, sync=self.sync, process_start=_process_start(os.getpid()))
+            self._writer = LogWriter(self.path, sync=self.sync, process_start=process_start(os.getpid()))
         return self._writer
 
     def connect(self) -> Store:

@@ -24,7 +24,7 @@ import functools
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -318,15 +318,12 @@ def __getattr__(name: str) -> Any:
 
 def register(shell: Any) -> Any:
     """Make `%config Durable...` work in `shell`; also reads `c.Durable.*` from the IPython config files."""
-    global _registered, _followed
+    global _registered
     if _registered is None or _registered.parent is not shell:
         unregister(shell)
         _registered = configurable_class()(parent=shell)
     if _registered not in shell.configurables:
         shell.configurables.append(_registered)
-    with contextlib.suppress(SettingError):  # the first durable cell says what is wrong
-        chosen = settings()
-        _followed = (_journal_source(chosen), chosen.journal)
     return _registered
 
 
@@ -337,48 +334,25 @@ def unregister(shell: Any) -> None:
     _registered = None
 
 
+_listeners: list[Callable[[str], None]] = []  # told the name of a setting that %config changed
+
+
+def on_change(listener: Callable[[str], None]) -> None:
+    """Call `listener(name)` when `%config Durable.NAME` changes a setting that no environment variable overrides.
+
+    Settings know nothing of sessions: whoever moves a session when its journal setting changes listens here.
+    """
+    if listener not in _listeners:
+        _listeners.append(listener)
+
+
 def _configuration_changed(name: str) -> None:
     setting = SETTINGS[name]
     overriding = os.environ.get(setting.env, "")
     if overriding:
         print(f"durable: %config Durable.{name} has no effect while {setting.env}={overriding} is set "
               f"(the environment comes first); `%env {setting.env}=` clears it", file=sys.stderr)
-    elif name == "journal":
+        return
+    for listener in list(_listeners):
         with contextlib.suppress(SettingError):  # the next durable cell says what is wrong
-            moved = follow_journal_setting(settings())
-            if moved:
-                print(moved)
-
-
-# Where the journal setting came from and the journal it gave, when the current session last followed it.
-_followed: tuple[tuple[str, Path | None], Path] | None = None
-
-
-def _journal_source(chosen: Settings) -> tuple[str, Path | None]:
-    # What was set, not where it leads from the working directory now: a session must not move when a
-    # cell calls os.chdir. The origin names the environment's and %config's value; pyproject.toml's is its path.
-    origin = chosen.origin("journal")
-    return origin, chosen.journal if origin.startswith("[tool.durable]") else None
-
-
-def follow_journal_setting(chosen: Settings) -> str | None:
-    """Move the current session to `chosen.journal` when the journal setting was changed since it last followed.
-
-    Only a change of the setting moves it (%config, %env, pyproject.toml), not a change of the working
-    directory; a session opened on an explicit journal (`session(name, journal=...)`) stays where it is.
-    Returns the line that says the session moved, or None.
-    """
-    global _followed
-    from .runtime import current_session, session
-
-    source = _journal_source(chosen)
-    if _followed is not None and _followed[0] == source:
-        return None
-    previous, _followed = _followed, (source, chosen.journal)
-    if previous is None:
-        return None
-    current = current_session()
-    if current.journal.path != previous[1] or current.journal.path == chosen.journal:
-        return None
-    session(current.name, chosen.journal)
-    return f"durable: session {current.name!r} now journals to {chosen.journal}"
+            listener(name)

@@ -41,7 +41,7 @@ from . import limits
 from .budgets import Budget, Spent, make_budget
 from .budgets import check as check_budgets
 from .budgets import recorded as recorded_spend
-from .config import settings
+from .config import Settings, settings
 from .errors import InDoubtError, StepError, StrictReplayError
 from .exit_codes import EXIT_SUSPENDED
 from .secrets import redact_text
@@ -70,7 +70,7 @@ def active_step() -> ActiveStep | None:
 def entered_step(active: ActiveStep) -> Iterator[ActiveStep]:
     """Make `active` the open step of this context while the block runs.
 
-    `Session.step` uses it, and so does an engine that opens steps of its own (integrations/dbos.py).
+    `Session.step` uses it, and so does an engine that opens steps of its own (engines/dbos/workflow.py).
     """
     token = _active.set(active)
     _open_steps.append(active)
@@ -729,6 +729,38 @@ def session(name: str, journal: Journal | str | os.PathLike[str] | None = None, 
             if kind == "setup":
                 _current.note_cell(kind, step_name, source)
     return _current
+
+
+# Where the journal setting came from and the journal it gave, when the current session last followed it.
+_followed: tuple[tuple[str, Path | None], Path] | None = None
+
+
+def _journal_source(chosen: Settings) -> tuple[str, Path | None]:
+    # What was set, not where it leads from the working directory now: a session must not move when a
+    # cell calls os.chdir. The origin names the environment's and %config's value; pyproject.toml's is its path.
+    origin = chosen.origin("journal")
+    return origin, chosen.journal if origin.startswith("[tool.durable]") else None
+
+
+def follow_journal_setting(chosen: Settings) -> str | None:
+    """Move the current session to `chosen.journal` when the journal setting was changed since it last followed.
+
+    Only a change of the setting moves it (%config, %env, pyproject.toml), not a change of the working
+    directory; a session opened on an explicit journal (`session(name, journal=...)`) stays where it is.
+    The first call only notes the setting. Returns the line that says the session moved, or None.
+    """
+    global _followed
+    source = _journal_source(chosen)
+    if _followed is not None and _followed[0] == source:
+        return None
+    previous, _followed = _followed, (source, chosen.journal)
+    if previous is None:
+        return None
+    current = current_session()
+    if current.journal.path != previous[1] or current.journal.path == chosen.journal:
+        return None
+    session(current.name, chosen.journal)
+    return f"durable: session {current.name!r} now journals to {chosen.journal}"
 
 
 def current_session() -> Session:

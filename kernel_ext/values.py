@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import TypeVar
 
 from journal import Split, split_document
-from journal._store import now as _journal_now
+from journal._time import now as _journal_now
 
 from . import stored
 from .runtime import active_step, outside_steps

@@ -147,7 +147,7 @@ class Workers:
 
 
 def _dbos_rows(url: str, session: str) -> list[dict[str, Any]]:
-    from kernel_ext.integrations.dbos_history import _client, session_rows
+    from kernel_ext.engines.dbos.history import _client, session_rows
 
     client = _client(url)
     try:
@@ -157,7 +157,7 @@ def _dbos_rows(url: str, session: str) -> list[dict[str, Any]]:
 
 
 def _executor(url: str, session: str) -> str | None:
-    from kernel_ext.integrations.dbos_history import _client
+    from kernel_ext.engines.dbos.history import _client
 
     client = _client(url)
     try:
@@ -362,7 +362,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _waiting(url: str, session: str) -> list[str] | None:
-    from kernel_ext.integrations.dbos_history import _client, _summary, session_rows
+    from kernel_ext.engines.dbos.history import _client, _summary, session_rows
 
     client = _client(url)
     try:

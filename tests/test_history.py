@@ -141,8 +141,8 @@ def test_history_renders_as_html_in_an_nbclient_run(tmp_path: Path, kernel_env, 
 
 def test_replay_saved_is_what_the_replayed_calls_cost_when_recorded(kernel: Kernel, model_server, tmp_path: Path):
     from kernel_ext.history import history_text, load_history
-    from kernel_ext.history_detail import call_detail
-    from kernel_ext.history_html import history_html
+    from kernel_ext.history.detail import call_detail
+    from kernel_ext.history.html import history_html
 
     journal = tmp_path / "journal.duckdb"
     prices = tmp_path / "prices.json"
@@ -274,7 +274,7 @@ def test_a_night_between_two_runs_of_a_step_is_drawn_as_a_short_break():
     from datetime import datetime, timedelta
 
     from kernel_ext.history import CallView
-    from kernel_ext.history_layout import step_track
+    from kernel_ext.history.layout import step_track
 
     start = datetime(2026, 11, 30, 9, 0, 0)
 

@@ -24,6 +24,7 @@ import pytest
 import journal
 import kernel_ext
 from journal import Holder, Journal, Split, _blobs, _blobstore, _schema, _store, join_document, split_document
+from journal._holder import process_start
 from kernel_ext.scripted.server import ScriptedModelServer
 from tests.harness import journal_bytes
 
@@ -348,7 +349,7 @@ def test_open_waits_for_a_holder_that_lets_go(tmp_path):
 
 def _other_process() -> tuple[subprocess.Popen[bytes], Holder]:
     proc = subprocess.Popen(["sleep", "30"])
-    return proc, Holder(proc.pid, socket.gethostname(), _store._process_start(proc.pid), "other kernel")
+    return proc, Holder(proc.pid, socket.gethostname(), process_start(proc.pid), "other kernel")
 
 
 def test_session_driven_by_a_live_process_is_refused_until_it_dies(tmp_path):
@@ -377,7 +378,7 @@ def test_session_of_a_killed_but_unreaped_process_can_be_claimed(tmp_path):
     try:
         proc.kill()
         deadline = time.monotonic() + 60
-        while _store._process_start(proc.pid) != "dead" and time.monotonic() < deadline:
+        while process_start(proc.pid) != "dead" and time.monotonic() < deadline:
             time.sleep(0.01)
         with Journal(tmp_path / "j.duckdb").open() as store:
             store.claim_session("s", other)

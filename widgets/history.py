@@ -1,7 +1,7 @@
 """The history widget: the session's totals and what replay saved, a legend, and each step's calls as
 bars on the step's timeline. A call's name and its bar are buttons; the call selected opens under its
 row onto its request and response, as a conversation. Where widgets cannot render, the same output
-carries the HTML picture (kernel_ext.history_html) with every call's request and response.
+carries the HTML picture (kernel_ext.history.html) with every call's request and response.
 
 Plain ipywidgets (buttons, boxes, HTML) and one scoped <style>: nothing to build or fetch, so it renders
 alike in JupyterLab, Notebook 7 and VS Code.
@@ -14,11 +14,11 @@ from typing import Any
 import ipywidgets as w
 
 from journal import Journal, JournalError
-from kernel_ext import history_html as picture
 from kernel_ext.errors import StepError
 from kernel_ext.history import CallView, SessionHistory, StepView, history_text
-from kernel_ext.history_detail import all_details, call_detail
-from kernel_ext.history_layout import Bar, step_track
+from kernel_ext.history import html as picture
+from kernel_ext.history.detail import all_details, call_detail
+from kernel_ext.history.layout import Bar, step_track
 
 _PROMPT = ("<div class='dk-prompt' style='opacity:.75;margin-top:6px'>select a call (its name or its bar) "
            "to see its request and response</div>")

@@ -326,7 +326,7 @@ def _journal_command(args: argparse.Namespace) -> int:
                 print(settle(args.call_id, value=value))
             return EXIT_COMPLETED
         if args.command == "export" and args.engine == "dbos":
-            from ..integrations.dbos_export import export_dbos
+            from ..engines.dbos.export import export_dbos
 
             print(export_dbos(journal, args.session, args.output))
             return EXIT_COMPLETED
@@ -362,8 +362,8 @@ def _behind(command: str, journal: Journal, code: int) -> int:
 
 
 def _dbos_command(args: argparse.Namespace) -> int:
-    """ls, show and approve on sessions that ran on DBOS (see integrations/dbos_history.py)."""
-    from ..integrations import dbos_history
+    """ls, show and approve on sessions that ran on DBOS (see engines/dbos/history.py)."""
+    from ..engines.dbos import history as dbos_history
 
     url = dbos_history.resolve_url(args.dbos)
     if args.command == "ls":

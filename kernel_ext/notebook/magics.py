@@ -32,7 +32,7 @@ from journal import JournalError, digest
 from .. import config
 from ..budgets import make_budget
 from ..errors import StepError
-from ..runtime import Session, current_session, session, settle
+from ..runtime import Session, current_session, follow_journal_setting, session, settle
 from ..status import render_approvals, render_status
 from .interrupts import CellInterrupts
 from .outputs import OutputRecorder
@@ -186,9 +186,14 @@ def _settings() -> config.Settings:
 
 def _follow_settings(chosen: config.Settings) -> None:
     # The journal setting may have changed since the last cell (%env, pyproject.toml, %config).
-    moved = config.follow_journal_setting(chosen)
+    moved = follow_journal_setting(chosen)
     if moved:
         print(moved)
+
+
+def _journal_setting_changed(name: str) -> None:
+    if name == "journal":
+        _follow_settings(config.settings())
 
 
 _prices_loaded: dict[Path, tuple[Path, int, int]] = {}  # per journal: the price file as last loaded into it
@@ -413,7 +418,7 @@ class DurableMagics(Magics):
         from ..export import export_from_kernel
 
         if options.engine == "dbos":
-            from ..integrations.dbos_export import export_dbos
+            from ..engines.dbos.export import export_dbos
 
             current = current_session()
             current.flush_cells()
@@ -499,6 +504,9 @@ def _register_widgets(shell: Any) -> None:
 
 def load(shell: Any) -> None:
     config.register(shell)  # first: the session made below already follows c.Durable.* from config files
+    with contextlib.suppress(config.SettingError):  # the first durable cell says what is wrong
+        follow_journal_setting(config.settings())  # notes where the journal setting points now
+    config.on_change(_journal_setting_changed)
     _register_widgets(shell)
     _note_earlier_cells(shell)
     shell.events.register("post_run_cell", _note_setup_cell)

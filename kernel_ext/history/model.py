@@ -1,9 +1,9 @@
-"""What a session did, for people: its steps and calls (one number per call, when each ran), what replay
-saved, and each call's request and response.
+"""What a session did, for people: its steps and calls (one number per call, when each ran) and what
+replay saved.
 
-One model (`SessionHistory`; `CallDetail` in history_detail) feeds the history widget, the HTML picture
-used where widgets cannot render (nbclient output, a notebook on a code host; history_html) and plain
-text (`durable show`).
+This model (`SessionHistory`) is the bottom of the history package and imports none of what is drawn
+from it (a call's detail, the timeline, the HTML, the widget): view.py puts those together for a
+caller. The plain text of `durable show` is written here, from the model alone.
 
 A call is numbered by its position in its step ("step plan · call 2"), the number the runtime's own
 messages use (strict replay, in-doubt errors). The journal's id of a call is shown only beside it, where
@@ -21,7 +21,7 @@ from typing import Any
 
 from journal import Journal, Store, now
 
-from .errors import StepError
+from ..errors import StepError
 
 # How a call's bar is coloured, and what the legend says of it. One key per call (see CallView.shade).
 SHADES: dict[str, str] = {
@@ -343,32 +343,3 @@ def history_text(history: SessionHistory) -> str:
             lines.append(line)
     return "\n".join(lines)
 
-
-class HistoryDocument:
-    """The history where widgets cannot render: HTML for notebooks and code hosts, text for terminals."""
-
-    def __init__(self, history: SessionHistory, details: dict[int, Any]) -> None:
-        self.history, self.details = history, details
-
-    def _repr_html_(self) -> str:
-        from .history_html import history_html
-
-        return history_html(self.history, self.details)
-
-    def __repr__(self) -> str:
-        return history_text(self.history)
-
-
-# The widget lives in the `widgets` package, which depends on this one; it registers itself.
-presenters: dict[str, Any] = {}
-
-
-def history_view(journal: Journal, session: str) -> Any:
-    """`%durable history`: the widget where ipywidgets is installed, else the HTML/text document."""
-    from .history_detail import all_details
-
-    history = load_history(journal, session)
-    show = presenters.get("history")
-    if show is not None:
-        return show(journal, history)
-    return HistoryDocument(history, all_details(journal, history))

@@ -38,13 +38,13 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from journal import Journal, RecordedCall, Split, StepRun, join_document, write_file
+from journal import Journal, RecordedCall, Split, StepRun, join_document, now, write_file
 from journal._blobs import chain_run
-from journal._time import now
 
-from ..errors import StepError
-from ..runtime import ActiveStep, entered_step, interrupted_by
-from ..secrets import redact_text
+from ...errors import StepError
+from ...runtime import ActiveStep, entered_step, interrupted_by
+from ...secrets import redact_text
+from ...tool_results import ToolLedger
 
 ROW = "durable."  # the prefix of the DBOS step names this engine writes (durable.llm, durable.tool, ...)
 APPROVAL_TOPIC = "durable.approval:"  # + key: the DBOS message topic that decides an approval
@@ -67,21 +67,20 @@ class Recording:
         packed: dict[str, dict[str, Any]] = {}
         blobs: dict[str, bytes] = {}
         with journal.open() as store:
+            epochs = {s["name"]: s["epoch"] for s in store.steps_of(session)}
             for step in steps:
-                row = store.con.execute("SELECT epoch FROM step_records WHERE session = ? AND name = ?",
-                                        [session, step]).fetchone()
-                if row is None:
+                if step not in epochs:
                     continue
                 calls = []
                 # The same loader a notebook step uses when it begins, without opening a run.
-                for call in store.recorded(session, step, row[0]):
+                for call in store.recorded(session, step, epochs[step]):
                     if call.status not in ("completed", "failed") and call.kind != "tool":
                         continue  # a model call in flight, an approval undecided: the app makes them anew
                     # A tool started and never finished stays in doubt on DBOS too (see ActiveStep.claim).
                     calls.append(_fields(call))
                     if call.response is not None:
                         blobs.update(_reachable(call, store.fetch))
-                packed[step] = {"epoch": row[0], "calls": calls}
+                packed[step] = {"epoch": epochs[step], "calls": calls}
         return cls(session, packed, blobs)
 
     def save(self, path: Path) -> None:
@@ -171,6 +170,10 @@ class WorkflowSession:
         self.ended: dict[str, int] = {}  # step -> function id of its end row, from an earlier attempt
         self.position = 0  # past every DBOS-recorded call replayed so far (see module docstring)
         self.thread: int | None = None  # the workflow's thread: DBOS numbers its steps in one order
+        # What a step asks of its session beside the journal (see runtime.Session): the same here.
+        self.tool_ledger = ToolLedger()
+        self.vendor_state: dict[str, tuple[str, int]] = {}
+        self.budget = None
         self._store = _WorkflowStore(self)
         self._load_earlier()
 

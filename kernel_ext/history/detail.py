@@ -10,9 +10,9 @@ from typing import Any
 
 from journal import Journal
 
-from . import stored
-from .errors import StepError
-from .history import CallView, SessionHistory
+from .. import stored
+from ..errors import StepError
+from .model import CallView, SessionHistory
 
 _MAX_TEXT = 2000  # characters of one message shown; the journal keeps everything
 _MAX_MESSAGES = 8  # latest messages of a conversation shown under each call

@@ -11,9 +11,9 @@ from __future__ import annotations
 import html
 import json
 
-from .history import SHADES, CallView, SessionHistory, StepView, duration, money
-from .history_detail import CallDetail, Message
-from .history_layout import Track, step_track
+from .detail import CallDetail, Message
+from .layout import Track, step_track
+from .model import SHADES, CallView, SessionHistory, StepView, duration, money
 
 COLOURS = {"live": "#2563eb", "replayed": "#16a34a", "person": "#d97706", "failed": "#dc2626", "earlier": "#6b7280"}
 SHORT = {"live": "live", "replayed": "replayed", "person": "waiting for a person", "failed": "failed / in doubt",

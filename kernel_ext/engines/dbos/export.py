@@ -15,11 +15,11 @@ from pathlib import Path
 
 from journal import Journal, write_file
 
-from ..errors import StepError
-from ..export import _check, _read
-from ..notebook.syntax import cell_as_python, has_statements, is_async
-from ..secrets import redact_text
-from .dbos import Recording
+from ...errors import StepError
+from ...export import _check, _read
+from ...notebook.syntax import cell_as_python, has_statements, is_async
+from ...secrets import redact_text
+from .workflow import Recording
 
 
 def export_dbos(journal: Journal, session: str, output: str | os.PathLike[str]) -> str:
@@ -95,7 +95,7 @@ def _render(session: str, notebook: str | None, header: list[str], setup: list[s
                         for name, code in steps)
     parts = [doc, *("\n".join(lines) for lines in (future, others) if lines), *setup,
              "# %% the steps of each session's workflow, in order\nSTEPS = [\n" + entries + "\n]",
-             'if __name__ == "__main__":\n    from kernel_ext.integrations.dbos_app import main\n\n'
+             'if __name__ == "__main__":\n    from kernel_ext.engines.dbos.app import main\n\n'
              f"    raise SystemExit(main(__file__, globals(), STEPS, session={json.dumps(session)}))"]
     return "\n\n\n".join(parts) + "\n"
 

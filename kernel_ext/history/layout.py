@@ -13,7 +13,7 @@ from datetime import datetime
 
 from journal import now
 
-from .history import CallView
+from .model import CallView
 
 MIN_WIDTH = 0.012  # of the track: the shortest call is still a visible bar
 _GAP_FLOOR = 10.0  # seconds: shorter idle gaps are drawn as they were

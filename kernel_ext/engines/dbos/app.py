@@ -28,7 +28,7 @@ from typing import Any
 
 from journal import digest
 
-from .dbos import Recording, run_session
+from .workflow import Recording, run_session
 
 APP = "durable"
 WORKFLOW = "durable.session"

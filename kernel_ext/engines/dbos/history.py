@@ -1,7 +1,7 @@
 """`durable ls/show/approve --dbos URL`: sessions that ran on DBOS, read from DBOS's own tables.
 
 A session on DBOS is a workflow (`dbos.workflow_status`) whose journaled calls are its steps
-(`dbos.operation_outputs`, see dbos.py); the notebook's replayed calls are counted in each step's
+(`dbos.operation_outputs`, see workflow.py); the notebook's replayed calls are counted in each step's
 end row. An approval is decided by sending the workflow a message on the approval's topic.
 """
 
@@ -12,8 +12,8 @@ import os
 from datetime import datetime, timezone
 from typing import Any
 
-from ..errors import StepError
-from .dbos import APPROVAL_TOPIC, ROW
+from ...errors import StepError
+from .workflow import APPROVAL_TOPIC, ROW
 
 WORKFLOW = "durable.session"
 _STATUS = {"SUCCESS": "completed", "PENDING": "running", "ENQUEUED": "queued", "DELAYED": "queued",
@@ -128,7 +128,7 @@ def _opaque(value: Any) -> str:
 
 def decide_dbos(url: str, session: str, key: str, approved: bool, comment: str | None) -> str:
     """`durable approve SESSION KEY --dbos URL`: send the decision to the waiting workflow."""
-    from ..approvals import make_decision
+    from ...approvals import make_decision
 
     client = _client(url)
     try:
@@ -148,6 +148,6 @@ def decide_dbos(url: str, session: str, key: str, approved: bool, comment: str |
 
 
 def _who() -> str:
-    from ..approvals import _who as who
+    from ...approvals import _who as who
 
     return who()

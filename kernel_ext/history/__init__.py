@@ -1,0 +1,34 @@
+"""What a session did, for people, in layers: the model at the bottom (model.py: steps, calls, what
+replay saved, read from the journal), the pictures drawn from it above (detail.py: one call's request
+and response; layout.py: a step's timeline; html.py: the whole picture as HTML), and view.py on top,
+which puts them together for `%durable history`. The widget (widgets/history.py) draws from the same
+layers. Each module imports only those below it.
+"""
+
+from .model import (
+    SHADES,
+    CallView,
+    Saved,
+    SessionHistory,
+    StepView,
+    duration,
+    history_text,
+    load_history,
+    money,
+)
+from .view import HistoryDocument, history_view, presenters
+
+__all__ = [
+    "SHADES",
+    "CallView",
+    "HistoryDocument",
+    "Saved",
+    "SessionHistory",
+    "StepView",
+    "duration",
+    "history_text",
+    "history_view",
+    "load_history",
+    "money",
+    "presenters",
+]
