@@ -26,6 +26,14 @@ class History:
 
     # -- reading -------------------------------------------------------------------------------
 
+    def session_info(self, session: str) -> dict[str, Any] | None:
+        """A session's notebook and last update, or None if the journal has no such session."""
+        row = self.con.execute("SELECT notebook, updated_at FROM sessions WHERE name = ?", [session]).fetchone()
+        return {"notebook": row[0], "updated_at": row[1]} if row is not None else None
+
+    def session_names(self) -> list[str]:
+        return [name for (name,) in self.con.execute("SELECT name FROM sessions ORDER BY name").fetchall()]
+
     def steps_of(self, session: str) -> list[dict[str, Any]]:
         """The steps of a session in the order they were first run, with their calls and tokens."""
         rows = self.con.execute(

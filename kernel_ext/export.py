@@ -68,9 +68,9 @@ def _read(journal: Journal, session: str) -> _Recording:
     # Not read-only: in a kernel the session may still hold the file open for writing, and DuckDB
     # refuses a second connection of the same process with another configuration.
     with journal.open() as store:
-        row = store.con.execute("SELECT notebook, updated_at FROM sessions WHERE name = ?", [session]).fetchone()
-        if row is None:
-            names = [name for (name,) in store.con.execute("SELECT name FROM sessions ORDER BY name").fetchall()]
+        info = store.session_info(session)
+        if info is None:
+            names = store.session_names()
             raise JournalError(f"no session {session!r} in {journal.path}; its sessions: {', '.join(names) or 'none'}")
         ran = store.cells_of(session)
         if not ran:
@@ -89,7 +89,8 @@ def _read(journal: Journal, session: str) -> _Recording:
                 bodies[name] = store.step_source(session, name) or body
             cells.append(cell)
         left_out = [s["name"] for s in store.steps_of(session) if s["name"] not in bodies]
-    return _Recording(session, row[0], journal.path.resolve(), row[1], cells, bodies, options, left_out)
+    return _Recording(session, info["notebook"], journal.path.resolve(), info["updated_at"], cells, bodies, options,
+                      left_out)
 
 
 class _Script:
