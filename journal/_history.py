@@ -95,9 +95,15 @@ class History:
         ).fetchall()
         keys = ("id", "run_id", "seq", "kind", "name", "model", "status", "attempts", "latency_ms",
                 "prompt_tokens", "completion_tokens", "cost", "currency", "started_at")
+        # A sleep's wake-up time, for the views that say until when a step sleeps (kernel_ext/waits.py).
+        wakes = dict(self.con.execute(
+            "SELECT id, meta->>'wake_at' FROM call_rows WHERE session = ? AND kind = 'value' AND name = 'sleep'",
+            [session]).fetchall())
         calls: dict[str, list[dict[str, Any]]] = {}
         for step, *values in rows:
-            calls.setdefault(step, []).append(dict(zip(keys, values, strict=True)))
+            call = dict(zip(keys, values, strict=True))
+            call["wake_at"] = wakes.get(call["id"])
+            calls.setdefault(step, []).append(call)
         return calls
 
     def call_documents(self, call_id: int) -> dict[str, Any] | None:

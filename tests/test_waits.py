@@ -87,3 +87,6 @@ def test_a_headless_run_suspends_on_a_long_sleep_and_keeps_its_wake_up_time(tmp_
     second = run()  # too early: suspended again, with the same time
     assert second.returncode == 3 and f"sleeps until {shown}" in second.stdout
     assert _wake_at(journal) == wake_at
+    shown_step = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "show", "nap", "--journal",
+                                 str(journal)], capture_output=True, text=True, env=kernel_env, timeout=120)
+    assert f"suspended · 1 call · sleeping until {shown}" in shown_step.stdout, shown_step.stdout

@@ -56,6 +56,7 @@ class CallView:
     started_at: datetime | None = None
     ended_at: datetime | None = None
     in_doubt: bool = False  # started, no outcome, and nothing is running it any more
+    wake_at: str | None = None  # a sleep's recorded wake-up time (ISO 8601, UTC)
 
     @property
     def number(self) -> str:
@@ -113,6 +114,8 @@ class CallView:
             if self.latency_ms is not None:
                 parts.append(f"waited {duration(self.latency_ms / 1000)}")
             return parts
+        if self.wake_at is not None:
+            parts.append(f"wakes {_wake(self.wake_at)}")
         if self.attempts > 1:
             parts.append(f"{self.attempts} attempts")
         if self.latency_ms is not None:
@@ -191,6 +194,8 @@ class StepView:
         mark = {"completed": "✓", "failed": "✗", "suspended": "⏸", "running": "…", "interrupted": "■"}.get(
             self.status, "·")
         parts = [f"{mark} {self.name}", self.status, _count(len(self.calls), "call")]
+        if self.status in ("running", "suspended") and self.calls and self.calls[-1].wake_at is not None:
+            parts.append(f"sleeping until {_wake(self.calls[-1].wake_at)}")
         if self.live is not None:
             parts.append(f"last run {self.replayed} replayed, {self.live} live")
         if self.seconds is not None:
@@ -278,7 +283,7 @@ def load_history(journal: Journal, session: str, *, read_only: bool = False) -> 
                                _use(c, s["last_run_id"], s["last_run_replayed_calls"]), step=s["name"],
                                started_at=c["started_at"], ended_at=ended.get(c["id"]),
                                in_doubt=(c["status"] == "started" and c["kind"] != "approval"
-                                         and s["status"] != "running"))
+                                         and s["status"] != "running"), wake_at=c.get("wake_at"))
                       for c in calls.get(s["name"], [])]
         views.append(StepView(s["name"], s["status"], s["runs"], s["last_run_seconds"], s["last_run_live"],
                               s["last_run_replayed"], int(s["tokens"] or 0), s["cost"], step_calls,
@@ -343,3 +348,9 @@ def history_text(history: SessionHistory) -> str:
             lines.append(line)
     return "\n".join(lines)
 
+
+def _wake(iso: str) -> str:
+    try:
+        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except ValueError:
+        return iso
