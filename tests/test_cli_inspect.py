@@ -56,6 +56,14 @@ def test_ls_and_show_read_a_recorded_session(tmp_path, kernel_env, model_server)
     missing = _durable("show", "nope", env=kernel_env, cwd=tmp_path)
     assert missing.returncode == 1 and "no session 'nope'" in missing.stdout and "trip" in missing.stdout
 
+    # A page of a long session: one step, or the last N.
+    one = _durable("show", "trip", "--step", "summary", env=kernel_env, cwd=tmp_path)
+    assert one.returncode == 0 and "summary · completed" in one.stdout and "research" not in one.stdout
+    last = _durable("show", "trip", "--last", "1", "--json", env=kernel_env, cwd=tmp_path)
+    assert [s["name"] for s in json.loads(last.stdout)["steps"]] == ["summary"]
+    unknown = _durable("show", "trip", "--step", "nope", env=kernel_env, cwd=tmp_path)
+    assert unknown.returncode == 1 and "no step 'nope'" in unknown.stdout and "research" in unknown.stdout
+
 
 def test_sql_and_prices_over_a_recorded_session(tmp_path, kernel_env, model_server):
     notebook = tmp_path / "trip.ipynb"

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 
 import openai
 
@@ -86,3 +87,18 @@ def test_the_readme_tour_runs_as_written_and_replays_on_the_second_run(tmp_path)
     summary = [o for o in outputs[-1] if "durable" in o.get("metadata", {})]
     assert summary and summary[-1]["metadata"]["durable"]["live"] == 0, outputs[-1]
     assert not [o for out in outputs for o in out if o.get("name") == "stderr" or o["output_type"] == "error"]
+
+
+def test_durable_model_latency_makes_each_answer_take_that_long():
+    proc = subprocess.Popen([sys.executable, "-m", "kernel_ext.cli.main", "model", "--port", "0", "--latency", "0.5"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        env = _exported(proc.stdout.readline())
+        client = openai.OpenAI(base_url=env["OPENAI_BASE_URL"], api_key="unused", max_retries=0)
+        began = time.monotonic()
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "slow?"}])
+        assert time.monotonic() - began >= 0.5  # a lower bound: the answer waited; a busy machine only adds
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)

@@ -128,7 +128,8 @@ def run_demo(workdir: Path | None, turns: int, kill_at: int, latency: float) -> 
     # so Jupyter opened on it replays all three steps without the demo's server; the env lines only let
     # `OpenAI()` start, and serve any call you add.
     turns_env = "" if turns == DEFAULT_TURNS else f"DEMO_TURNS={turns} "  # the notebook's own default is 12
-    print(f"\nto look around: `durable model` in one terminal; in another, the export line it prints, then\n"
+    print(f"\nto look around: `durable model` in one terminal; in another, the export line it prints, then "
+          f"(JupyterLab: pip install -e '.[lab]')\n"
           f"  {turns_env}jupyter lab {notebook}\n"
           f"and Run All: every call replays from the journal in {journal_path.parent}")
     ok = total == calls + 1 and live3 == 0 and models == kill_at - 1 and replayed == models + tools

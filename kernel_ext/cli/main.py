@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="pad text answers to exactly N characters (default 0: as they are)")
     model.add_argument("--tool-rounds", type=_AMOUNT, default=1, metavar="N",
                        help="tool calls the model asks for after each user message before it answers in text")
+    model.add_argument("--latency", type=_number(float, "a number of seconds >= 0", lambda x: x >= 0), default=0.0,
+                       metavar="S", help="seconds each answer takes, so that a kernel can be killed mid-call "
+                       "(default 0)")
     run = commands.add_parser("run", help="execute a notebook headless as a durable session",
                               description="Exit codes: 0 completed, 3 suspended (waiting for an approval, in a "
                               "long sleep, or over its budget), 1 failed, 2 usage error.")
@@ -122,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("show", help="a session's steps and calls",
                                description="A session's steps in order, each with its calls.")
     show.add_argument("session", help="the session's name (see `durable ls`)")
+    show.add_argument("--step", action="append", metavar="NAME", help="only this step (repeat for more)")
+    show.add_argument("--last", type=_COUNT, metavar="N", help="only the last N steps")
     _reads_dbos(show)
     _reads_journal(show, json=True)
     settle = commands.add_parser("settle", help="decide an in-doubt tool call (see its InDoubtError)",
@@ -215,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_demo(args.dir, args.turns, args.kill_at, args.latency)
     if args.command == "model":
-        return _model(args.port, args.reply_chars, args.tool_rounds)
+        return _model(args.port, args.reply_chars, args.tool_rounds, args.latency)
     if args.command == "run":
         from .run import run
 
@@ -235,12 +240,13 @@ def _usage(command: str, message: str) -> int:
     return EXIT_USAGE
 
 
-def _model(port: int, reply_chars: int, tool_rounds: int) -> int:
+def _model(port: int, reply_chars: int, tool_rounds: int, latency: float = 0.0) -> int:
     from ..scripted.server import ScriptedModelServer, serve
 
     server = ScriptedModelServer("127.0.0.1", port, reply_chars=reply_chars, tool_rounds=tool_rounds)
     try:
         server.start()
+        server.configure(delay=latency)
     except OSError as exc:
         print(f"durable model: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc}); "
               f"pass --port N (another port, or 0 for a free one)", file=sys.stderr)
@@ -304,7 +310,8 @@ def _journal_command(args: argparse.Namespace) -> int:
 
             if args.command == "ls":
                 return _behind(args.command, journal, list_sessions(journal, args.json))
-            return _behind(args.command, journal, show_session(journal, args.session, args.json))
+            return _behind(args.command, journal, show_session(journal, args.session, args.json, steps=args.step,
+                                                                   last=args.last))
         if args.command in ("gc", "forget"):
             from . import tidy
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from journal import Journal
@@ -40,12 +40,23 @@ def list_sessions(journal: Journal, as_json: bool) -> int:
     return EXIT_COMPLETED
 
 
-def show_session(journal: Journal, session: str, as_json: bool) -> int:
+def show_session(journal: Journal, session: str, as_json: bool, *, steps: list[str] | None = None,
+                 last: int | None = None) -> int:
+    """A session's steps with their calls; `steps` and `last` show a page of a long session."""
     try:
         history = load_history(journal, session, read_only=True)
     except StepError as exc:
         print(f"durable show: {exc}")
         return EXIT_FAILED
+    if steps:
+        unknown = sorted(set(steps) - {s.name for s in history.steps})
+        if unknown:
+            print(f"durable show: session {session!r} has no step {', '.join(map(repr, unknown))}; its steps: "
+                  f"{', '.join(s.name for s in history.steps)}")
+            return EXIT_FAILED
+        history = replace(history, steps=[s for s in history.steps if s.name in steps])
+    if last is not None:
+        history = replace(history, steps=history.steps[-last:])
     if as_json:
         print(json.dumps(asdict(history), default=str, indent=2))
         return EXIT_COMPLETED
