@@ -38,7 +38,11 @@ def encode(value: Any) -> bytes:
     except (TypeError, ValueError, RecursionError) as exc:
         raise NotData(str(exc)) from None
     data = text.encode()
-    if not _same(decode(data), value):
+    try:
+        back = decode(data)
+    except Exception as exc:  # noqa: BLE001 - a class defined in a function, a model that does not validate again
+        raise NotData(f"a {type(value).__name__} that does not load back from its data ({exc})") from None
+    if not _same(back, value):
         raise NotData(f"a {type(value).__name__} that does not come back equal from its data")
     return data
 
@@ -138,7 +142,9 @@ def _imported(name: str, base: type | None) -> Any:
                           "here; import it before this step runs")
     obj: Any = module
     for part in qualname.split("."):
-        obj = getattr(obj, part, None)
+        # What the module or class holds, never getattr: a module's __getattr__ (a lazy import) would run
+        # with a name the journal chose.
+        obj = vars(obj).get(part) if hasattr(obj, "__dict__") else None
     if not isinstance(obj, type) or (base is not None and not issubclass(obj, base)):
         raise LookupError(f"{name.replace(':', '.')} is not a class of the kind recorded")
     return obj

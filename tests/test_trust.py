@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import nbformat
@@ -230,6 +231,25 @@ def test_values_stored_as_data_come_back_as_they_were():
             assert back == value
     with pytest.raises(codec.NotData):
         codec.encode(object())
+
+    @dataclasses.dataclass
+    class Local:  # its qualname names a function's locals: no class to look up, so it stays a pickle
+        x: int
+
+    with pytest.raises(codec.NotData):
+        codec.encode(Local(1))
+    # A module's __getattr__ (here a lazy import) is never asked for a name a journal chose.
+    lazy = types.ModuleType("lazy_module_for_the_codec_test")
+    asked: list[str] = []
+    lazy.__getattr__ = lambda name: asked.append(name) or Point
+    sys.modules[lazy.__name__] = lazy
+    try:
+        forged = json.dumps({"$dataclass": "lazy_module_for_the_codec_test:Thing", "fields": {}}).encode()
+        with pytest.raises(LookupError):
+            codec.decode(forged)
+        assert asked == []
+    finally:
+        del sys.modules[lazy.__name__]
     # A class is looked up among imported modules only, never imported.
     text = json.dumps({"$dataclass": "a_module_nobody_imported:Thing", "fields": {}}).encode()
     assert "a_module_nobody_imported" not in sys.modules
