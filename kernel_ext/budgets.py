@@ -84,9 +84,14 @@ def check(active: ActiveStep, model: str | None) -> None:
                 raise StepError(f"the dollar budget of {budget.scope} ({budget.where}) cannot be checked: no USD "
                                 f"price for {', '.join(sorted(unpriced))}; set one with %durable prices FILE, or "
                                 "use a token budget")
-            usd = before.usd + sum(_cost(before.prices[m], usage) for m, usage in active.live_usage.items())
+            usd = _spent_usd(before, active)
             if usd >= budget.usd:
                 raise BudgetExceeded(budget, f"${usd:,.4f}")
+
+
+def _spent_usd(before: Spent, active: ActiveStep) -> float:
+    """Dollars recorded before this run and spent live in it (models without a USD price count nothing)."""
+    return before.usd + sum(_cost(before.prices.get(m, (0.0, 0.0)), u) for m, u in active.live_usage.items())
 
 
 def _cost(price: tuple[float, float], usage: list[int]) -> float:
@@ -122,7 +127,7 @@ def left(active: ActiveStep) -> str | None:
             parts.append(f"{max(0, budget.tokens - before.tokens - active.live_tokens):,} of {budget.tokens:,} "
                          "tokens left")
         if budget.usd is not None and not before.unpriced:
-            usd = before.usd + sum(_cost(before.prices.get(m, (0.0, 0.0)), u) for m, u in active.live_usage.items())
+            usd = _spent_usd(before, active)
             parts.append(f"${max(0.0, budget.usd - usd):,.2f} of ${budget.usd:,.2f} left")
         if parts:
             shown.append(f"budget of {budget.scope}: {', '.join(parts)}")
