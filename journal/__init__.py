@@ -14,6 +14,8 @@ from ._holder import Holder
 from ._ids import reserve as reserve_call_ids
 from ._recover import RecoverUsageError, Recovery, recover
 from ._schema import LATEST as SCHEMA_VERSION
+from ._seal import JournalKeyError
+from ._seal import use as use_key
 from ._store import Journal, RecordedCall, StepRun, Store, default_path
 from ._time import now
 from ._writer import StepWriter
@@ -36,6 +38,7 @@ __all__ = [
     "JournalError",
     "JournalFullError",
     "JournalIsFolderError",
+    "JournalKeyError",
     "RecordedCall",
     "RecoverUsageError",
     "Recovery",
@@ -60,5 +63,6 @@ __all__ = [
     "recover",
     "reserve_call_ids",
     "split_document",
+    "use_key",
     "write_file",
 ]

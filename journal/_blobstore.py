@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from . import _blobs, _log
+from . import _blobs, _log, _seal
 
 TABLE = """CREATE TABLE blobs (
     hash HUGEINT,            -- a blob's digest; NULL on its pack's own row
@@ -88,6 +88,7 @@ def write(con: Any, blobs: dict[str, bytes], table: str = "blobs") -> None:
     at = 0
     items = list(blobs.items())
     for n, (key, data) in enumerate(items):
+        data = _seal.seal_blob(data)
         if not chunk:
             pack += 1
         keys.append(to_int(key))

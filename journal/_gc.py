@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import _blobs, _blobstore, _claim, _log, _pack
+from . import _blobs, _blobstore, _claim, _log, _pack, _seal
 from ._files import make_dirs, replace_file
 from .errors import JournalError, SessionHeldError
 
@@ -251,7 +251,7 @@ def _referenced(store: Store) -> set[str]:
         reached |= frontier
         inner: set[str] = set()
         for data in packs.get(store.con, frontier).values():
-            inner.update(_words(data))
+            inner.update(_words(_seal.open_blob(data)))  # without the key: one line, and nothing is removed
         frontier = (inner & stored) - reached
     return reached
 

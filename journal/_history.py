@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._damage import GuardedConnection
 
-from . import _blobs, _pack, _records
+from . import _blobs, _blobstore, _pack, _records, _seal
 from ._time import now as _now
 from .errors import JournalError
 
@@ -25,6 +25,18 @@ class History:
     con: GuardedConnection
 
     # -- reading -------------------------------------------------------------------------------
+
+    def require_key(self) -> None:
+        """Raise `JournalKeyError` (one line) if the journal's content is sealed and the key in effect is not its own.
+
+        The newest pack's first blob tells: a view that shows content says so before showing anything.
+        """
+        row = self.con.execute("SELECT hash FROM blobs WHERE hash IS NOT NULL ORDER BY pack DESC, pos LIMIT 1"
+                               ).fetchone()
+        if row is not None:
+            key = _blobstore.to_hex(row[0])
+            for data in _blobstore.Packs().get(self.con, [key]).values():
+                _seal.open_blob(data)
 
     def session_info(self, session: str) -> dict[str, Any] | None:
         """A session's notebook and last update, or None if the journal has no such session."""
@@ -116,7 +128,7 @@ class History:
             return None
         call = dict(zip(("id", "session", "step", "kind", "name", "model", "status", "request", "response",
                          "meta"), row, strict=True))
-        call["meta"] = json.loads(call["meta"] or "{}")
+        call["meta"] = _seal.open_meta(json.loads(call["meta"] or "{}")) or {}
         (inline,) = self.con.execute(
             "SELECT (doc->'blobs')::VARCHAR FROM call_records WHERE id = ?", [call_id]).fetchone()
         kept = json.loads(inline) if inline else {}

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from . import _space
+from . import _seal, _space
 from ._files import make_dirs, open_file
 
 SYNC_MODES = ("always", "effects", "never")
@@ -67,7 +67,7 @@ def frame(kind: bytes, body: bytes) -> bytes:
 
 def blob_frame(key: str, data: bytes) -> bytes:
     raw = key.encode()
-    return frame(BLOB, bytes([len(raw)]) + raw + data)
+    return frame(BLOB, bytes([len(raw)]) + raw + _seal.seal_blob(data))
 
 
 def event_frame(event: dict[str, Any]) -> bytes:

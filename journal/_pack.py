@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _blobs, _log, _records
+from . import _blobs, _log, _records, _seal
 from ._files import make_dirs, open_file, replace_file, write_file
 from ._schema import LATEST
 from .errors import SchemaTooNewError
@@ -215,7 +215,7 @@ def take(journal: Path, session: str, step: str) -> tuple[Pack, dict[str, int]] 
     header = json.loads(inner[0][1])
     if (header.get("v"), header["session"], header["step"]) != (_VERSION, session, step):
         return None
-    blobs = dict(_log.split_blob(body) for kind, body in inner[1:] if kind == _log.BLOB)
+    blobs = _seal.open_blobs(dict(_log.split_blob(body) for kind, body in inner[1:] if kind == _log.BLOB))
     docs = {call_id: doc for call_id, doc in header["docs"]}
     pack = Pack(header["epoch"], header["source"], header["run_id"], header["call_ids"], docs, blobs)
     return pack, header["positions"]
@@ -232,7 +232,8 @@ def add_tails(journal: Path, session: str, step: str, pack: Pack, positions: dic
         for kind, body in frames:
             if kind == _log.BLOB:
                 key, data = _log.split_blob(body)
-                pack.blobs.setdefault(key, data)
+                if key not in pack.blobs:
+                    pack.blobs[key] = _seal.open_blob(data)
                 continue
             event = json.loads(body)
             if event["e"] == "call":

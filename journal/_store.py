@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import duckdb
 
-from . import _blobs, _blobstore, _compact, _ids, _pack, _records, _space
+from . import _blobs, _blobstore, _compact, _ids, _pack, _records, _seal, _space
 from ._damage import GuardedConnection, damage_reason, healthy, is_damaged, probe, stop_writing
 from ._files import make_dirs, private_umask
 from ._history import History
@@ -96,7 +96,8 @@ def recorded_calls(docs: dict[int, dict[str, Any]], blobs: dict[str, bytes],
             continue
         ended = doc.get("ended_at")
         call = RecordedCall(call_id, doc["fingerprint"], doc["ordinal"], doc["seq"], doc["kind"], doc["name"],
-                            doc["status"], doc.get("request"), doc.get("response"), doc.get("meta") or {},
+                            doc["status"], doc.get("request"), doc.get("response"),
+                            _seal.open_meta(doc.get("meta")) or {},
                             datetime.fromisoformat(ended) if ended else None,
                             (doc.get("prompt_tokens") or 0) + (doc.get("completion_tokens") or 0))
         if call.response in kept:
@@ -468,7 +469,7 @@ class Store(History):
             if found is None:
                 raise KeyError(f"blob {key} is missing from the journal")
             return _blobs.unpack_inline(json.loads(found[0]))
-        return data
+        return _seal.open_blob(data)
 
     def put_bytes(self, data: bytes) -> str:
         split = _blobs.Split()
@@ -677,7 +678,7 @@ class Store(History):
         return recorded_calls(docs, blobs, self.fetch)[0]
 
     def _blobs_by_hash(self, keys: list[str]) -> dict[str, bytes]:
-        return self._packs.get(self.con, keys)
+        return _seal.open_blobs(self._packs.get(self.con, keys))
 
     # -- calls ---------------------------------------------------------------------------
 
@@ -687,6 +688,8 @@ class Store(History):
 
     def _patch_call(self, call_id: int, patch: dict[str, Any]) -> None:
         # A JSON merge patch: keys set to None are removed, nested objects (meta) are merged.
+        if "meta" in patch:
+            patch = {**patch, "meta": _seal.seal_meta(patch["meta"])}
         row = _records.patch(self.con, "call", "id = ?", [call_id], patch, returning=" RETURNING session, step"
                              ).fetchone()
         if row is not None:
@@ -700,7 +703,12 @@ class Store(History):
             [call_id],
         ).fetchone()
         keys = ("id", "session", "step", "epoch", "kind", "name", "status", "request", "response", "meta")
-        return dict(zip(keys, row, strict=True)) if row else None
+        if row is None:
+            return None
+        found = dict(zip(keys, row, strict=True))
+        if found["meta"] and _seal.TEXT in found["meta"]:
+            found["meta"] = json.dumps(_seal.open_meta(json.loads(found["meta"])))
+        return found
 
     def settle_call(self, call_id: int, *, value: bytes | None = None, body: str = "data",
                     retry: bool = False) -> None:
@@ -750,7 +758,7 @@ class Store(History):
         ).fetchall()
         out = []
         for call_id, sess, step, status, meta, response, started, ended in rows:
-            info = json.loads(meta or "{}")
+            info = _seal.open_meta(json.loads(meta or "{}")) or {}
             decision = json.loads(self.fetch(response)) if response else None
             out.append({"id": call_id, "session": sess, "step": step, "status": status, "key": info.get("key"),
                         "prompt": info.get("prompt"), "details": info.get("details"),

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import _blobs, _log, _space
+from . import _blobs, _log, _seal, _space
 from ._time import now, stamp
 from .errors import JournalFullError
 
@@ -92,11 +92,13 @@ class StepWriter:
         call_id = self._next_id()
         run = self.run
         event = {"e": "call", "id": call_id, "session": run.session, "step": run.step, "epoch": run.epoch,
-                 "doc": {"run_id": run.run_id, **doc}}
+                 "doc": {"run_id": run.run_id, **doc, "meta": _seal.seal_meta(doc["meta"])}}
         self._append(splits, event, lost=lost, effect=effect)
         return call_id
 
     def _patch(self, call_id: int, patch: dict[str, Any], splits: list[_blobs.Split] = (), *, lost: str) -> None:
+        if "meta" in patch:
+            patch = {**patch, "meta": _seal.seal_meta(patch["meta"])}
         self._append(list(splits), {"e": "patch", "id": call_id, "patch": patch}, lost=lost)
 
     def begin_run(self, source: _blobs.Split | None, source_key: str | None, *,
@@ -167,7 +169,8 @@ class StepWriter:
             variables_key = split.add(_blobs.canonical_json(names))
         run = self.run
         event = {"e": "end", "run_id": run.run_id, "session": run.session, "step": run.step, "epoch": run.epoch,
-                 "status": status, "live": live, "replayed": replayed, "outputs": outputs_key, "error": error,
+                 "status": status, "live": live, "replayed": replayed, "outputs": outputs_key,
+                 "error": _seal.seal_value(error),
                  "variables": variables_key, "replayed_calls": replayed_calls, "ended_at": stamp(now())}
         told = self.failed
         try:

@@ -46,7 +46,7 @@ class SettingError(DurableError, ValueError):
 class Setting:
     name: str
     env: str
-    kind: Literal["path", "choice", "switch", "number"]
+    kind: Literal["path", "choice", "switch", "number", "key"]
     default: Any
     valid: str  # shown in every error about this setting
     help: str
@@ -77,6 +77,11 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("budget_usd", "DURABLE_BUDGET_USD", "number", None, "a number of US dollars > 0",
             "A budget in US dollars for every session, counted with the prices set by %durable prices (a model "
             "without a USD price makes it fail closed). As budget_tokens otherwise."),
+    Setting("key", "DURABLE_KEY", "key", None, "a key file's path (or the key itself)",
+            "Encrypt what the agent saw and made (requests, answers, tool results, variables, outputs) with this "
+            "key before it is written; the journal's structure stays readable. A path to a file holding the key "
+            "(make one with `durable key new FILE`) or the key itself; never shown in any message. A journal "
+            "written with a key is read only with it."),
     Setting("max_concurrent", "DURABLE_MAX_CONCURRENT", "number", None, "a number of calls > 0",
             "At most this many live model calls at once (threads together; coroutines per event loop): the "
             "others wait for their turn. Replayed calls are not limited."),
@@ -102,6 +107,7 @@ class Settings:
     budget_usd: float | None
     max_concurrent: float | None
     max_per_minute: float | None
+    key: str | None
     origins: Mapping[str, str]
 
     def origin(self, name: str) -> str:
@@ -117,7 +123,12 @@ def settings(**explicit: Any) -> Settings:
     unknown = set(explicit) - set(SETTINGS)
     if unknown:
         raise TypeError(f"no such setting: {', '.join(sorted(unknown))}; settings: {', '.join(SETTINGS)}")
-    return _resolve(explicit, _configured_values())
+    chosen = _resolve(explicit, _configured_values())
+    # Whoever reads the settings is about to use the journal: it seals and opens with this key.
+    from journal import use_key
+
+    use_key(chosen.key)
+    return chosen
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:
@@ -139,18 +150,21 @@ def _resolve(explicit: Mapping[str, Any], configured: Mapping[str, Any]) -> Sett
     for name, setting in SETTINGS.items():
         # Every source is checked, also those that lose: a typo stays an error until it is fixed.
         found: list[tuple[Any, str]] = []  # (value, where it came from), first wins
+        secret = setting.kind == "key"  # a key is never shown, not even in an error about it
         if explicit.get(name) is not None:
-            found.append((_parse(setting, explicit[name], f"{name}={explicit[name]!r}"), "explicit argument"))
+            given = "..." if secret else repr(explicit[name])
+            found.append((_parse(setting, explicit[name], f"{name}={given}"), "explicit argument"))
         raw = os.environ.get(setting.env, "")
         if raw:
-            found.append((_parse(setting, raw, f"{setting.env}={raw!r}", cwd), f"{setting.env}={raw}"))
+            shown = "..." if secret else raw
+            found.append((_parse(setting, raw, f"{setting.env}={shown!r}", cwd), f"{setting.env}={shown}"))
         if configured.get(name) is not None:
-            where = f"%config Durable.{name} = {configured[name]!r}"
+            where = f"%config Durable.{name} = {'...' if secret else repr(configured[name])}"
             found.append((_parse(setting, configured[name], where, cwd), where))
         if name in table:
             where = f"[tool.durable] in {project}"
-            found.append((_parse(setting, table[name], f"{name} = {table[name]!r} in {where}", project.parent),
-                          where))
+            given = "..." if secret else repr(table[name])
+            found.append((_parse(setting, table[name], f"{name} = {given} in {where}", project.parent), where))
         values[name], origins[name] = found[0] if found else (setting.default, "default")
     if values["journal"] is None:
         values["journal"] = cwd / ".durable" / "journal.duckdb"
@@ -169,6 +183,13 @@ def _parse(setting: Setting, value: Any, where: str, base: Path | None = None) -
             raise invalid()
         path = Path(value).expanduser()
         return base / path if base is not None and not path.is_absolute() else path
+    if setting.kind == "key":
+        if not isinstance(value, str) or not value.strip():
+            raise invalid()
+        path = Path(value.strip()).expanduser()
+        if base is not None and not path.is_absolute() and len(value) < 4096 and (base / path).is_file():
+            return str(base / path)
+        return value.strip()
     if setting.kind == "choice":
         if not isinstance(value, str) or value.strip().lower() not in SYNC_MODES:
             raise invalid()
@@ -253,7 +274,8 @@ def configurable_class() -> type:
         def error(self, obj: Any, value: Any, error: Exception | None = None, info: str | None = None) -> None:
             setting = SETTINGS[self.name]  # type: ignore[attr-defined]
             raise traitlets.TraitError(
-                f"Durable.{setting.name} = {value!r} is not valid; valid values: {setting.valid}")
+                f"Durable.{setting.name} = {'...' if setting.kind == 'key' else repr(value)} is not valid; "
+                f"valid values: {setting.valid}")
 
     # Named as traitlets' own types: `%config Durable` shows the name, and lists an Enum's choices.
     class Unicode(_OneLine, traitlets.Unicode):
@@ -276,7 +298,7 @@ def configurable_class() -> type:
             return super().validate(obj, float(value) if isinstance(value, int) else value)
 
     def trait(setting: Setting) -> Any:
-        if setting.kind == "path":
+        if setting.kind in ("path", "key"):
             made = Unicode(None, allow_none=True)
         elif setting.kind == "choice":
             made = Enum(SYNC_MODES, None, allow_none=True)
@@ -301,6 +323,7 @@ def configurable_class() -> type:
         budget_usd = trait(SETTINGS["budget_usd"])
         max_concurrent = trait(SETTINGS["max_concurrent"])
         max_per_minute = trait(SETTINGS["max_per_minute"])
+        key = trait(SETTINGS["key"])
 
         @traitlets.observe(*SETTINGS)
         def _changed(self, change: Any) -> None:
@@ -350,7 +373,8 @@ def _configuration_changed(name: str) -> None:
     setting = SETTINGS[name]
     overriding = os.environ.get(setting.env, "")
     if overriding:
-        print(f"durable: %config Durable.{name} has no effect while {setting.env}={overriding} is set "
+        shown = "..." if setting.kind == "key" else overriding
+        print(f"durable: %config Durable.{name} has no effect while {setting.env}={shown} is set "
               f"(the environment comes first); `%env {setting.env}=` clears it", file=sys.stderr)
         return
     for listener in list(_listeners):

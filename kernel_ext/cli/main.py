@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 MODEL_PORT = 8765
 _JOURNAL_HELP = ("journal file (default: $DURABLE_JOURNAL, else `journal` in [tool.durable] of the nearest "
                  "pyproject.toml, else .durable/journal.duckdb here)")
-_NO_JOURNAL = ("model", "recover", "trust")  # commands that read no settings: they work whatever the settings say
+# Commands that read no settings: they work whatever the settings say.
+_NO_JOURNAL = ("model", "recover", "trust", "key")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -186,6 +187,14 @@ def _parser() -> argparse.ArgumentParser:
         "(the journal is not changed); do it only for a journal whose origin you checked: loading a pickle "
         "runs code.")
     trust.add_argument("trusted", metavar="JOURNAL", type=Path, help="the journal to trust (it is only read)")
+    key = commands.add_parser(
+        "key", help="make a key file for an encrypted journal (DURABLE_KEY=FILE)",
+        description="`durable key new FILE` writes a new random key to FILE (mode 0600; FILE must not exist). "
+        "Point DURABLE_KEY (or %%config Durable.key, or key in [tool.durable]) at FILE and what the agent saw "
+        "and made is encrypted before it is written. Keep FILE out of version control, and keep a copy: "
+        "without it the journal's content cannot be read.")
+    key.add_argument("action", choices=["new"], help="new: make a key file")
+    key.add_argument("file", metavar="FILE", type=Path, help="where to write the key")
     return parser
 
 
@@ -231,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         return _recover(args.damaged, args.output)
     if args.command == "trust":
         return _trust(args.trusted)
+    if args.command == "key":
+        return _new_key(args.file)
     return _journal_command(args)
 
 
@@ -271,6 +282,26 @@ def _recover(damaged: Path, output: Path) -> int:
         return EXIT_USAGE if isinstance(exc, RecoverUsageError) else EXIT_FAILED
     print("\n".join(report.lines()))
     return EXIT_COMPLETED if report.complete else EXIT_FAILED
+
+
+def _new_key(path: Path) -> int:
+    import base64
+    import os
+    import secrets
+
+    from journal import open_file
+
+    try:
+        fd = open_file(path, os.O_WRONLY, new=True)
+        with os.fdopen(fd, "wb") as file:
+            file.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=") + b"\n")
+    except FileExistsError:
+        return _usage("key", f"{path} exists; a key file is never overwritten (its journals need it)")
+    except OSError as exc:
+        print(f"durable key: cannot write {path} ({exc.strerror or exc})", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"wrote a new key to {path} (mode 0600); use it with: export DURABLE_KEY={os.path.abspath(path)}")
+    return EXIT_COMPLETED
 
 
 def _trust(path: Path) -> int:

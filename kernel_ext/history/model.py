@@ -268,6 +268,7 @@ def duration(seconds: float) -> str:
 def load_history(journal: Journal, session: str, *, read_only: bool = False) -> SessionHistory:
     """A session's steps and calls; `read_only` for a command that only reads (see `Journal.open`)."""
     with journal.open(read_only=read_only) as store:
+        store.require_key()
         steps = store.steps_of(session)
         if not steps and session not in {s["session"] for s in store.sessions_overview()}:
             known = ", ".join(s["session"] for s in store.sessions_overview()) or "none"
