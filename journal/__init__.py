@@ -7,12 +7,8 @@ from ._blobs import Split, canonical_json, digest, join_document, split_document
 from ._claim import hold as hold_session
 from ._claim import let_go as let_go_of_session
 from ._files import make_dirs, open_file, write_file
-from ._gc import Removed
-from ._gc import collect as collect_garbage
-from ._gc import forget as forget_session
 from ._holder import Holder
 from ._ids import reserve as reserve_call_ids
-from ._recover import RecoverUsageError, Recovery, recover
 from ._schema import LATEST as SCHEMA_VERSION
 from ._seal import JournalKeyError
 from ._seal import use as use_key
@@ -28,6 +24,26 @@ from .errors import (
     SchemaTooNewError,
     SessionHeldError,
 )
+
+# What only a command uses (recovery, garbage collection) is imported on first use: a kernel that loads
+# the extension does not pay for it.
+_LAZY = {
+    "RecoverUsageError": ("._recover", "RecoverUsageError"), "Recovery": ("._recover", "Recovery"),
+    "recover": ("._recover", "recover"), "Removed": ("._gc", "Removed"),
+    "collect_garbage": ("._gc", "collect"), "forget_session": ("._gc", "forget"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(module, __name__), attribute)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "SCHEMA_VERSION",

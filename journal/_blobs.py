@@ -19,9 +19,11 @@ A stored document keeps its shape; split-off parts are replaced by references:
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import json
 import re
+import threading
 import zlib
 from collections.abc import Callable, Container, Mapping
 from typing import Any
@@ -127,17 +129,91 @@ def _skeleton(value: Any, split: Split, key: str | None) -> Any:
 
 
 def _chain(items: list[Any], split: Split) -> str:
-    parent: str | None = None
-    links: list[Link] = []
-    for value in items:
-        item = canonical_json(_skeleton(value, split, None))
+    """Link `items` into the chain; the links of a prefix this process linked lately are reused.
+
+    An agent sends its conversation again on every call with a message or two added: hashing only
+    what is new keeps a call's cost flat as the conversation grows, instead of O(context).
+    """
+    links, nested = _known_prefix(items)
+    for blobs in nested:  # a reused message's own split-off parts, for a writer that lacks them
+        split.blobs.update(blobs)
+    parent = links[-1][0] if links else None
+    cacheable = True
+    for value in items[len(links):]:
+        inner = Split()
+        item = canonical_json(_skeleton(value, inner, None))
+        split.blobs.update(inner.blobs)
+        if inner.chains:  # a conversation inside a message: linked as before, not remembered
+            split.chains.extend(inner.chains)
+            cacheable = False
         item_hash = digest(item)
         node = canonical_json({"i": item_hash, "p": parent})
         parent = digest(node)
         links.append((parent, node, item_hash, item))
-    links.reverse()
-    split.chains.append(links)
+        nested.append(inner.blobs)
+    split.chains.append(links[::-1])
+    if cacheable:
+        _remember(items, links, nested)
     return parent  # type: ignore[return-value]
+
+
+# The conversations linked last: (a private copy of the messages, their links root first, the blobs
+# each message split off, the positions of messages that hold a number or a boolean). A copy, because
+# a caller may edit a message in place and send it again.
+_RECENT = 4
+_recent: list[tuple[list[Any], list[Link], list[dict[str, bytes]], list[int]]] = []
+_recent_lock = threading.Lock()
+
+
+def _known_prefix(items: list[Any]) -> tuple[list[Link], list[dict[str, bytes]]]:
+    best: tuple[int, list[Link], list[dict[str, bytes]]] = (0, [], [])
+    with _recent_lock:
+        recent = list(_recent)
+    for messages, links, nested, numeric in recent:
+        n = min(len(messages), len(items))
+        if items[:n] != messages[:n]:  # one comparison in C in the common case, an extension
+            n = next(i for i in range(n) if items[i] != messages[i])
+        # `==` holds 1 == 1.0 == True, which JSON spells apart: where the known message has a number
+        # or a boolean, its bytes decide. (Equal to a message of text only, a value is that text.)
+        for i in numeric:
+            if i >= n:
+                break
+            if canonical_json(_skeleton(items[i], Split(), None)) != links[i][3]:
+                n = i
+                break
+        if n > best[0]:
+            best = (n, links, nested)
+    n, links, nested = best
+    return links[:n], nested[:n]
+
+
+def _text_only(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or value is None:
+        return True
+    if kind is dict:
+        return all(_text_only(v) for v in value.values())
+    if kind is list:
+        return all(_text_only(v) for v in value)
+    return False
+
+
+def _remember(items: list[Any], links: list[Link], nested: list[dict[str, bytes]]) -> None:
+    with _recent_lock:
+        for n, (messages, known, _, numeric) in enumerate(_recent):
+            if len(messages) <= len(items) and links[len(messages) - 1:len(messages)] == known[-1:]:
+                # This conversation extends one remembered: the new entry takes its copies over.
+                copies, numeric = messages[:], numeric[:]
+                del _recent[n]
+                break
+        else:
+            copies, numeric = [], []
+        for i in range(len(copies), len(items)):
+            copies.append(copy.deepcopy(items[i]))
+            if not _text_only(items[i]):
+                numeric.append(i)
+        _recent.insert(0, (copies, links, nested, numeric))
+        del _recent[_RECENT:]
 
 
 def new_links(links: list[Link], known: Container[str]) -> int:
