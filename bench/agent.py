@@ -2,7 +2,7 @@
 
 `record` SIGKILLs itself right after step N-1 returns; `resume` is the fresh process that finishes the run.
 The harness times this program from its spawn, so it imports nothing before the system it runs.
-Child: python -m bench.agent record|resume SYSTEM DIR STEPS
+Child: python -m bench.agent record|resume SYSTEM DIR STEPS [DBOS_POLL_SECONDS]
 """
 
 from __future__ import annotations
@@ -36,13 +36,17 @@ def _durable(workdir: Path, steps: int, kill_after: int | None) -> tuple[float, 
     return imported, total
 
 
-def _dbos(workdir: Path, steps: int, kill_after: int | None) -> tuple[float, int]:
+def _dbos(workdir: Path, steps: int, kill_after: int | None, poll: float | None = None) -> tuple[float, int]:
     from dbos import DBOS as Dbos
     from dbos import SetWorkflowID
 
     imported = clock()
     ledger = Ledger(workdir / "ledger")
-    dbos_init(workdir, "bench-resume")
+    dbos = dbos_init(workdir, "bench-resume")
+    if poll is not None:
+        # Recovery re-enqueues the pending workflow on DBOS's internal queue, whose worker polls every 1 s; no
+        # public setting reaches that queue, so its private interval is set (before launch starts the worker).
+        dbos._registry.get_internal_queue()._polling_interval_sec = poll
 
     @Dbos.step(name="work")
     def work(i: int) -> dict[str, Any]:
@@ -60,7 +64,8 @@ def _dbos(workdir: Path, steps: int, kill_after: int | None) -> tuple[float, int
 
     Dbos.launch()
     if kill_after is None:  # resuming: launch() has queued the pending workflow for recovery
-        total = Dbos.retrieve_workflow(AGENT_ID).get_result()
+        handle = Dbos.retrieve_workflow(AGENT_ID)
+        total = handle.get_result() if poll is None else handle.get_result(polling_interval_sec=poll)
     else:
         with SetWorkflowID(AGENT_ID):
             total = agent(steps)
@@ -93,8 +98,12 @@ def _langgraph(workdir: Path, steps: int, kill_after: int | None) -> tuple[float
 
 def main(argv: list[str]) -> None:
     phase, system, workdir, steps = argv[0], argv[1], Path(argv[2]), int(argv[3])
-    runner = {DURABLE: _durable, DBOS: _dbos, LANGGRAPH: _langgraph}[system]
-    imported, total = runner(workdir, steps, steps - 2 if phase == "record" else None)
+    kill_after = steps - 2 if phase == "record" else None
+    if system == DBOS and len(argv) > 4:
+        imported, total = _dbos(workdir, steps, kill_after, float(argv[4]))
+    else:
+        runner = {DURABLE: _durable, DBOS: _dbos, LANGGRAPH: _langgraph}[system]
+        imported, total = runner(workdir, steps, kill_after)
     emit({"imported": imported, "done": clock(), "result": total})
     if system == DBOS:
         from dbos import DBOS as Dbos

@@ -42,7 +42,10 @@ def words(scale: Scale) -> dict[str, str]:
         "steps": scale.steps, "steps_done": scale.steps - 1, "replay_calls": scale.replay_calls,
         "short": short, "long": long, "chars": 500, "runs": scale.runs,
         "kernel_calls": scale.kernel_calls, "ls_calls": scale.ls_calls, "ls_half": scale.ls_calls // 2,
-        "ls_next": scale.ls_calls // 2 + 1}.items()}
+        "ls_next": scale.ls_calls // 2 + 1, "session_steps": scale.session_steps,
+        "session_calls": scale.session_calls, "session_big_steps": scale.session_calls // 10,
+        "turn_first": scale.chat_turns[0], "turn_mid": scale.chat_turns[1], "turn_last": scale.chat_turns[2],
+        "window_calls": scale.window_calls, "window_half": scale.window_calls // 2}.items()}
 
 
 def shown(unit: str) -> str:
@@ -161,12 +164,18 @@ def _general(scale: Scale, w: dict[str, str]) -> list[str]:
         "server in the harness process (a different process from the one measured); storage children each start "
         "their own.",
         "- DBOS: `DBOS(config={name, system_database_url: 'sqlite:///...', log_level: WARNING})`, otherwise "
-        "defaults (its SQLite file keeps SQLite's rollback journal). LangGraph: `SqliteSaver` on "
+        "defaults (its SQLite file keeps SQLite's rollback journal), except where a row says otherwise: the "
+        "equal-durability rows of workload 1 put that file in WAL mode with `synchronous=FULL` (set and read back "
+        "on every connection DBOS opens), and the PostgreSQL rows use a throwaway cluster with fsync on. "
+        "LangGraph: `SqliteSaver` on "
         "`sqlite3.connect(path, check_same_thread=False)` with a `JsonPlusSerializer` told to expect "
         "`ChatCompletion`; every graph runs with `durability=\"sync\"` so that a step's checkpoint is written "
         "before the next step starts (the default, `\"async\"`, writes it while the next step runs).",
         "- durable-kernel: the script API of the package (`session(name, journal=path)`, `with step(name)`, "
         "`@tool`), the same code a notebook runs under `%%durable`.",
+        "- Compiled code, as installed: pip compiles the peers' packages when it installs them; this checkout's "
+        "packages are compiled once before the first measurement, and the children run with Python's bytecode "
+        "cache on (`PYTHONDONTWRITEBYTECODE` is removed from their environment), as on a user's machine.",
     ]
     if scale.quick:
         lines.append("- **Quick run**: counts reduced to smoke-test the harness; these numbers are not results.")

@@ -20,13 +20,18 @@ class Scale:
     replay_calls: int = 1000
     kernel_calls: int = 20  # per kernel, in workload 6
     ls_calls: int = 40  # the running cell's, in workload 7
+    session_steps: int = 1000  # one-call steps of workload 10's first session
+    session_calls: int = 10000  # calls of its second session, 10 a step
+    chat_turns: tuple[int, int, int] = (60, 300, 600)  # turns of its growing chat whose overhead is shown
+    window_calls: int = 1000  # calls of its sliding-window chat
     runs: int = 3
     quick: bool = False
 
     @classmethod
     def quick_run(cls) -> Scale:
         return cls(tool_calls=100, llm_calls=30, warmup=5, steps=100, turns=(20, 60), replay_calls=100,
-                   kernel_calls=6, ls_calls=16, runs=1, quick=True)
+                   kernel_calls=6, ls_calls=16, session_steps=40, session_calls=200, chat_turns=(10, 30, 60),
+                   window_calls=60, runs=1, quick=True)
 
 
 @dataclass

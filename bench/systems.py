@@ -44,11 +44,34 @@ def dbos_url(workdir: Path) -> str:
     return f"sqlite:///{store_dir(workdir) / 'dbos.sqlite'}"
 
 
-def dbos_init(workdir: Path, name: str) -> None:
-    """Configure DBOS with its SQLite system database; workflows are declared after this, then launched."""
+def dbos_init(workdir: Path, name: str, store: str = "default") -> Any:
+    """Configure DBOS and return it; workflows are declared after this, then launched.
+
+    `store`: "default", its SQLite system database as DBOS leaves it (SQLite's rollback journal); "wal", the
+    same file in WAL mode with `synchronous=FULL` set on every connection DBOS opens (every commit fsyncs the
+    WAL), so that each step is as durable as durable-kernel's `DURABLE_SYNC=always`; or a `postgresql://` URL.
+    """
     from dbos import DBOS as Dbos
 
-    Dbos(config={"name": name, "system_database_url": dbos_url(workdir), "log_level": "WARNING"})
+    if store == "wal":
+        import sqlalchemy
+
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "connect", _wal_full)
+    url = store if store.startswith("postgresql") else dbos_url(workdir)
+    return Dbos(config={"name": name, "system_database_url": url, "log_level": "WARNING"})
+
+
+SQLITE_MODES: dict[str, Any] = {}  # what the last connection DBOS opened in "wal" mode reported
+
+
+def _wal_full(dbapi_conn: Any, _record: Any) -> None:
+    # A pragma set here holds for that connection only; journal_mode=WAL also stays in the file.
+    dbapi_conn.execute("PRAGMA journal_mode=WAL")
+    dbapi_conn.execute("PRAGMA synchronous=FULL")
+    mode = dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0]
+    sync = dbapi_conn.execute("PRAGMA synchronous").fetchone()[0]
+    assert (mode, sync) == ("wal", 2), f"DBOS's SQLite connection is in journal_mode {mode}, synchronous {sync}"
+    SQLITE_MODES.update(journal_mode=mode, synchronous="FULL")
 
 
 def langgraph_saver(workdir: Path) -> Any:

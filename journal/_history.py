@@ -9,6 +9,7 @@ calls stay in history under their old epoch, and a fork is a copy.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,14 +49,23 @@ class History:
 
     def steps_of(self, session: str) -> list[dict[str, Any]]:
         """The steps of a session in the order they were first run, with their calls and tokens."""
+        # Aggregated per step in one pass over the session's runs and calls: the `steps` view's
+        # subqueries per step cost a scan each (35 ms against 14 ms at 1,000 steps).
         rows = self.con.execute(
-            """SELECT name, status, epoch, created_at, updated_at, runs, calls, coalesce(tokens, 0),
-                      last_run_live, last_run_replayed, last_run_seconds, cost, r.id, r.replayed_calls
-               FROM steps s
-               LEFT JOIN (SELECT id, session, step, replayed_calls,
-                                 row_number() OVER (PARTITION BY session, step ORDER BY id DESC) AS n
-                          FROM step_runs) r ON r.session = s.session AND r.step = s.name AND r.n = 1
-               WHERE s.session = ? ORDER BY created_at""",
+            """WITH r AS (SELECT step, count(*) AS runs,
+                                 arg_max({'id': id, 'live': calls_live, 'replayed': calls_replayed,
+                                          'seconds': date_diff('millisecond', started_at, ended_at) / 1000.0,
+                                          'calls': replayed_calls}, id) AS last
+                          FROM step_runs WHERE session = $1 GROUP BY step),
+                    c AS (SELECT step, count(*) FILTER (WHERE status = 'completed') AS calls,
+                                 sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)) AS tokens,
+                                 sum(cost) AS cost
+                          FROM calls WHERE session = $1 AND current GROUP BY step)
+               SELECT s.name, s.status, s.epoch, s.created_at, s.updated_at, coalesce(r.runs, 0),
+                      coalesce(c.calls, 0), coalesce(c.tokens, 0), r.last.live, r.last.replayed, r.last.seconds,
+                      c.cost, r.last.id, r.last.calls
+               FROM step_records s LEFT JOIN r ON r.step = s.name LEFT JOIN c ON c.step = s.name
+               WHERE s.session = $1 ORDER BY s.created_at""",
             [session],
         ).fetchall()
         keys = ("name", "status", "epoch", "created_at", "updated_at", "runs", "calls", "tokens",
@@ -78,15 +88,32 @@ class History:
 
     def sessions_overview(self) -> list[dict[str, Any]]:
         """One row per session: status, steps, calls, tokens, cost, last activity."""
+        # One pass over calls and one over steps, grouped by session: the `sessions` and `steps` views
+        # answer with a subquery per session and per step (98 ms against 17 ms at 1,000 steps).
         rows = self.con.execute(
-            """SELECT s.name, s.updated_at, s.steps, s.calls, coalesce(s.tokens, 0), s.cost,
-                      (SELECT count(*) FROM steps t WHERE t.session = s.name AND t.status = 'completed'),
-                      (SELECT list(DISTINCT t.status) FROM steps t WHERE t.session = s.name),
-                      (SELECT count(*) FROM approvals a WHERE a.session = s.name AND a.status = 'pending')
-               FROM sessions s ORDER BY s.updated_at DESC"""
+            """WITH c AS (SELECT session, count(*) FILTER (WHERE current AND status = 'completed') AS calls,
+                                 sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0))
+                                     FILTER (WHERE current) AS tokens,
+                                 sum(cost) FILTER (WHERE current) AS cost,
+                                 count(*) FILTER (WHERE kind = 'approval' AND status = 'started') AS pending
+                          FROM calls GROUP BY session),
+                    t AS (SELECT session, count(*) AS steps, count(*) FILTER (WHERE status = 'completed') AS done,
+                                 list(DISTINCT status) AS statuses
+                          FROM step_records GROUP BY session),
+                    -- the wake-up time of the latest sleep of a step that has not ended (see kernel_ext.waits)
+                    w AS (SELECT r.session, max(json_extract_string(r.meta, '$.wake_at')) AS wake_at
+                          FROM call_rows r JOIN step_records p ON p.session = r.session AND p.name = r.step
+                              AND p.epoch = r.epoch
+                          WHERE r.kind = 'value' AND r.name = 'sleep' AND p.status IN ('running', 'suspended')
+                          GROUP BY r.session)
+               SELECT s.name, s.updated_at, coalesce(t.steps, 0), coalesce(c.calls, 0), coalesce(c.tokens, 0),
+                      c.cost, coalesce(t.done, 0), t.statuses, coalesce(c.pending, 0), w.wake_at
+               FROM session_records s LEFT JOIN t ON t.session = s.name LEFT JOIN c ON c.session = s.name
+                   LEFT JOIN w ON w.session = s.name
+               ORDER BY s.updated_at DESC"""
         ).fetchall()
         out = []
-        for name, updated, steps, calls, tokens, cost, completed, statuses, pending in rows:
+        for name, updated, steps, calls, tokens, cost, completed, statuses, pending, wake_at in rows:
             statuses = set(statuses or [])
             if "running" in statuses and self._driver_gone(name):
                 statuses = (statuses - {"running"}) | {"interrupted"}
@@ -94,19 +121,20 @@ class History:
                            if st in statuses), "completed")
             out.append({"session": name, "status": status if steps else "empty", "steps": steps,
                         "steps_completed": completed, "calls": calls, "tokens": int(tokens), "cost": cost,
-                        "pending_approvals": pending, "last_activity": updated})
+                        "pending_approvals": pending, "last_activity": updated,
+                        "sleeping_until": wake_at if _ahead(wake_at) else None})
         return out
 
     def session_calls(self, session: str) -> dict[str, list[dict[str, Any]]]:
         """The calls of each step's current epoch, in the order they were made, by step name."""
         rows = self.con.execute(
             """SELECT step, id, run_id, seq, kind, name, model, status, attempts, latency_ms,
-                      prompt_tokens, completion_tokens, cost, currency, started_at
+                      prompt_tokens, completion_tokens, cost, currency, started_at, ended_at
                FROM calls WHERE session = ? AND current AND status <> 'abandoned' ORDER BY id""",
             [session],
         ).fetchall()
         keys = ("id", "run_id", "seq", "kind", "name", "model", "status", "attempts", "latency_ms",
-                "prompt_tokens", "completion_tokens", "cost", "currency", "started_at")
+                "prompt_tokens", "completion_tokens", "cost", "currency", "started_at", "ended_at")
         # A sleep's wake-up time, for the views that say until when a step sleeps (kernel_ext/waits.py).
         wakes = dict(self.con.execute(
             "SELECT id, meta->>'wake_at' FROM call_rows WHERE session = ? AND kind = 'value' AND name = 'sleep'",
@@ -120,19 +148,38 @@ class History:
 
     def call_documents(self, call_id: int) -> dict[str, Any] | None:
         """A call's row with its request and response as recorded (documents, bytes or a pickle)."""
-        row = self.con.execute(
-            "SELECT id, session, step, kind, name, model, status, request, response, meta FROM call_rows "
-            "WHERE id = ?", [call_id],
-        ).fetchone()
-        if row is None:
-            return None
-        call = dict(zip(("id", "session", "step", "kind", "name", "model", "status", "request", "response",
-                         "meta"), row, strict=True))
-        call["meta"] = _seal.open_meta(json.loads(call["meta"] or "{}")) or {}
-        (inline,) = self.con.execute(
-            "SELECT (doc->'blobs')::VARCHAR FROM call_records WHERE id = ?", [call_id]).fetchone()
-        kept = json.loads(inline) if inline else {}
+        return self.calls_documents([call_id]).get(call_id)
 
+    def calls_documents(self, call_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """Many calls' rows with their requests and responses (see `call_documents`), by id.
+
+        The rows come in one query and the packs holding their blobs in one more, whatever the number of
+        calls: a view that shows a page of calls opens them together.
+        """
+        rows = self.con.execute(
+            "SELECT r.id, r.session, r.step, r.kind, r.name, r.model, r.status, r.request, r.response, r.meta, "
+            "(c.doc->'blobs')::VARCHAR FROM call_rows r JOIN call_records c ON c.id = r.id "
+            "WHERE r.id IN (SELECT unnest(?::BIGINT[]))", [list(call_ids)],
+        ).fetchall()
+        calls: dict[int, dict[str, Any]] = {}
+        kept: dict[int, dict[str, Any]] = {}
+        for *values, inline in rows:
+            call = dict(zip(("id", "session", "step", "kind", "name", "model", "status", "request", "response",
+                             "meta"), values, strict=True))
+            call["meta"] = _seal.open_meta(json.loads(call["meta"] or "{}")) or {}
+            calls[call["id"]] = call
+            kept[call["id"]] = json.loads(inline) if inline else {}
+        # The packs that hold the documents' first blobs, read together into the store's cache (opened when
+        # fetched); what those blobs lead to was mostly written with them, in the same packs.
+        heads = [key for call in calls.values() for key in (call["request"], call["response"])
+                 if key and key not in kept[call["id"]]]
+        if heads:
+            self._packs.get(self.con, heads)  # type: ignore[attr-defined]
+        for call_id, call in calls.items():
+            self._join(call, kept[call_id])
+        return calls
+
+    def _join(self, call: dict[str, Any], kept: dict[str, Any]) -> None:
         def fetch(key: str) -> bytes:  # the call's own small blobs first (see Store._inline)
             return _blobs.unpack_inline(kept[key]) if key in kept else self.fetch(key)
 
@@ -144,7 +191,6 @@ class History:
             call["response"] = _blobs.join_document(response, fetch)
         else:
             call["response"] = fetch(response)  # raw bytes (a stream) or a pickle
-        return call
 
     def pickles(self) -> list[tuple[str, bytes]]:
         """Every pickle the journal holds, as stored: (what it is, its bytes). For `durable trust`."""
@@ -309,3 +355,8 @@ class History:
             "SELECT name FROM step_records WHERE session = ? ORDER BY created_at", [session]
         ).fetchall()
         return [name for (name,) in rows]
+
+
+def _ahead(iso: str | None) -> bool:
+    """Whether a recorded wake-up time (ISO 8601 with its offset) is still to come."""
+    return iso is not None and datetime.fromisoformat(iso) > datetime.now(timezone.utc)

@@ -77,12 +77,14 @@ def _enable_journaling() -> None:
 
 
 def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext kernel_ext`: the `%%durable` and `%durable` magics, `%config Durable`, and the SDK integrations."""
     from .notebook.magics import load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext kernel_ext`: `%config Durable` and the cell hooks go (SDKs stay patched, inert outside a step)."""
     from .notebook.magics import unload
 
     unload(ipython)

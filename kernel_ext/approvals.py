@@ -401,6 +401,9 @@ def decide_from_cli(journal: Journal, session: str, key: str, approved: bool, co
     with journal.open() as store:
         waiting = store.approvals(session, pending_only=True)
         pending = [a for a in waiting if a["key"] == key]
+        if not pending and store.session_info(session) is None:
+            names = store.session_names()
+            raise StepError(f"no session {session!r} in {journal.path}; sessions: {', '.join(names) or 'none'}")
         if not pending:
             known = [a["key"] for a in waiting]
             raise StepError(f"no pending approval {key!r} in session {session!r}; pending: "

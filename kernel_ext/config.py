@@ -312,7 +312,7 @@ def configurable_class() -> type:
         return made.tag(config=True)
 
     class Durable(Configurable):
-        """durable-kernel's settings; the README's "Settings" has the sources and their order."""
+        """durable-kernel's settings; docs/settings.md has the sources and their order."""
 
         journal = trait(SETTINGS["journal"])
         sync = trait(SETTINGS["sync"])

@@ -16,13 +16,22 @@ ToolRejected (an Exception, not a DurableError): a person rejected a tool call t
 run_tool_calls reports it to the model like any tool error.
 
 Journal errors (`journal.JournalBusyError`, `journal.SessionHeldError`, ...) pass through unchanged.
+
+In IPython a DurableError is shown as its one line ("StrictReplayError: ..."), like a UsageError.
 """
 
 from __future__ import annotations
 
 
 class DurableError(RuntimeError):
-    """Base class of the runtime's errors."""
+    """Base class of the runtime's errors.
+
+    Each message says what happened and what to do, for the user: IPython shows it as one line
+    (`_render_traceback_`), without the frames of the SDK or of the runtime that raised it.
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__name__}: {self}"]
 
 
 class StepError(DurableError):

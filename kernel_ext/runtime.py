@@ -699,6 +699,8 @@ def _process_label() -> str:
 
 
 _current: Session | None = None
+DEFAULT_SESSION = "default"  # the session's name where nothing tells the notebook's
+_unnamed: Session | None = None  # the current session, while it has that name and nobody was told yet
 LINGER = 0.25  # seconds the journal stays open after its last use: long enough for back-to-back steps,
 # short enough that another kernel beginning a step hardly waits for the file
 
@@ -710,7 +712,8 @@ def session(name: str, journal: Journal | str | os.PathLike[str] | None = None, 
     `budget_tokens` / `budget_usd`: once the session's model calls recorded in the journal spent this
     much, no further live model call is sent (BudgetExceeded); they replace the settings' budget.
     """
-    global _current
+    global _current, _unnamed
+    _unnamed = None  # named on purpose, even if `default`: nothing to say about it
     if _current is not None and _current.name == name and (
         journal is None or Path(str(getattr(journal, "path", journal))) == _current.journal.path
     ):
@@ -749,7 +752,7 @@ def follow_journal_setting(chosen: Settings) -> str | None:
     directory; a session opened on an explicit journal (`session(name, journal=...)`) stays where it is.
     The first call only notes the setting. Returns the line that says the session moved, or None.
     """
-    global _followed
+    global _followed, _unnamed
     source = _journal_source(chosen)
     if _followed is not None and _followed[0] == source:
         return None
@@ -759,18 +762,37 @@ def follow_journal_setting(chosen: Settings) -> str | None:
     current = current_session()
     if current.journal.path != previous[1] or current.journal.path == chosen.journal:
         return None
+    unnamed = _unnamed is current
     session(current.name, chosen.journal)
+    if unnamed:  # moved, not named: the first step still says which session it is
+        _unnamed = _current
     return f"durable: session {current.name!r} now journals to {chosen.journal}"
 
 
 def current_session() -> Session:
     """The current session, creating the default one (named after the notebook) on first use."""
-    global _current
+    global _current, _unnamed
     if _current is None:
         notebook = _notebook_path()
-        name = os.environ.get("DURABLE_SESSION") or (Path(notebook).stem if notebook else "default")
-        _current = Session(name, notebook=notebook)
+        name = os.environ.get("DURABLE_SESSION") or (Path(notebook).stem if notebook else None)
+        _current = Session(name or DEFAULT_SESSION, notebook=notebook)
+        if name is None:
+            _unnamed = _current
     return _current
+
+
+def unnamed_session_notice() -> str | None:
+    """Once: the line that says the current session is named `default` because its notebook's name is unknown.
+
+    nbclient and nbconvert (unlike a Jupyter server and `durable run`) do not tell the kernel which
+    notebook it runs, and notebooks that all fall back to one session would replay each other's steps.
+    """
+    global _unnamed
+    unnamed, _unnamed = _unnamed, None
+    if unnamed is None or unnamed is not _current:
+        return None
+    return (f"durable: steps journal to session {DEFAULT_SESSION!r} (this kernel was not told its notebook's "
+            "name); to name the session: %durable session NAME, or run the notebook with `durable run`")
 
 
 @contextmanager

@@ -55,10 +55,32 @@ def _fetch(journal: Journal, query: str) -> tuple[list[str], list[tuple[Any, ...
             cursor = store.con.execute(query)
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0]
-            raise StepError(f"{first}  (the journal is read-only here; views: {VIEWS})") from None
+            where = "the journal is read-only here; views" if _writes(query, first) else "views"
+            raise StepError(f"{first}  ({where}: {VIEWS})") from None
         if cursor.description is None:
             return [], []
         return [d[0] for d in cursor.description], cursor.fetchall()
+
+
+_WRITING = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE_INTO", "CREATE", "CREATE_FUNC", "DROP", "ALTER",
+                      "COPY", "COPY_DATABASE", "VACUUM"})
+
+
+def _writes(query: str, error: str) -> bool:
+    """Whether a failed query tried to change the journal (refused on a read-only connection).
+
+    By its statements' kind: a write to a view fails with a catalog or binder error ("Can only update
+    base table") that does not say it was refused for writing.
+    """
+    import duckdb
+
+    if "read-only mode" in error:
+        return True
+    try:
+        statements = duckdb.extract_statements(query)
+    except duckdb.Error:  # not even parsed: a syntax error, not a write
+        return False
+    return any(statement.type.name in _WRITING for statement in statements)
 
 
 def run_query(journal: Journal, query: str) -> Any:

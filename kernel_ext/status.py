@@ -64,6 +64,9 @@ def step_line_html(text: str, warnings: list[str] | None = None) -> str:
 
 
 def render_status(session: Session) -> str:
+    if not session.journal.path.exists():  # a look must not create the journal (or its folder)
+        return (f"session {session.name!r}  journal {session.journal.path} (not there yet)\n"
+                "no steps yet: run a %%durable cell")
     with session.journal.open() as store:
         steps = store.steps_of(session.name)
         holder = store.session_holder(session.name)
@@ -84,6 +87,8 @@ def render_status(session: Session) -> str:
 
 
 def render_approvals(session: Session) -> str:
+    if not session.journal.path.exists():
+        return f"session {session.name!r} has no approvals (no journal at {session.journal.path} yet)"
     with session.journal.open() as store:
         approvals = store.approvals(session.name)
     if not approvals:

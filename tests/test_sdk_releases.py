@@ -1,8 +1,8 @@
 """The SDK releases each integration was tested with, and what happens on one it does not know.
 
 The suite runs against the releases pinned in constraints.txt; each integration names the range of its SDK's
-releases it was run against, and the README's coverage table shows them. A release that lacks what the replay
-above the SDK needs still replays (through the SDK's HTTP path), and says so once on stderr.
+releases it was run against, and the coverage table (docs/integrations/index.md) shows them. A release that
+lacks what the replay above the SDK needs still replays (through the SDK's HTTP path), and says so once on stderr.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def test_each_integration_names_a_tested_range_that_holds_the_pinned_release():
         assert f"{pinned.major}.{pinned.minor}" == t.newest, (t, pinned)
 
 
-def test_the_readme_coverage_table_shows_each_tested_range():
-    readme = (ROOT / "README.md").read_text()
+def test_the_docs_coverage_table_shows_each_tested_range():
+    table = (ROOT / "docs" / "integrations" / "index.md").read_text()
     for t in _tested():
-        assert str(t) in readme, f"README's coverage table lacks {t}"
+        assert str(t) in table, f"the coverage table (docs/integrations/index.md) lacks {t}"
 
 
 def test_the_suite_installs_with_the_pins():

@@ -90,3 +90,6 @@ def test_a_headless_run_suspends_on_a_long_sleep_and_keeps_its_wake_up_time(tmp_
     shown_step = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "show", "nap", "--journal",
                                  str(journal)], capture_output=True, text=True, env=kernel_env, timeout=120)
     assert f"suspended · 1 call · sleeping until {shown}" in shown_step.stdout, shown_step.stdout
+    listed = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "ls", "--journal", str(journal)],
+                            capture_output=True, text=True, env=kernel_env, timeout=120)
+    assert f"(sleeping until {wake_at:%Y-%m-%d %H:%M} UTC)" in listed.stdout, listed.stdout

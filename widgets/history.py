@@ -59,8 +59,30 @@ class HistoryView(w.VBox):
         for step in session_history.steps:
             sections.append(StepSection(self, step, open_=len(step.calls) <= budget))
             budget -= len(step.calls)
+        # A long session opens on its latest page (kernel_ext.history.view); earlier pages on a click.
+        self.page = session_history
+        self.earlier = w.Button(layout=w.Layout(width="auto", margin="6px 0 0 0"), _dom_classes=("dk-earlier",))
+        self.earlier.on_click(lambda _: self.show_earlier())
+        self._label_earlier()
         head = w.HTML(_CSS + picture.header_html(session_history) + picture.legend_html())
-        super().__init__([head, *sections, self.prompt], layout=w.Layout(width="100%"), _dom_classes=("dk-history",))
+        super().__init__([head, self.earlier, *sections, self.prompt], layout=w.Layout(width="100%"),
+                         _dom_classes=("dk-history",))
+
+    def _label_earlier(self) -> None:
+        hidden = len(self.page.earlier)
+        self.earlier.description = f"▴ show earlier steps ({hidden:,} not shown)"
+        self.earlier.layout.display = "flex" if hidden else "none"
+
+    def show_earlier(self) -> None:
+        """Draw the page before the earliest drawn, above it; its steps closed until opened."""
+        page = self.page.earlier_page()
+        if page is None:
+            return
+        self.page = page
+        sections = [StepSection(self, step, open_=False) for step in page.steps]
+        head, button, *rest = self.children
+        self.children = (head, button, *sections, *rest)
+        self._label_earlier()
 
     def select(self, row: CallRow) -> None:
         """Show one call's request and response under its row; one call at a time."""

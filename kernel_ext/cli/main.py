@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..exit_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE
 from .demo import DEFAULT_TURNS
@@ -16,6 +18,7 @@ if TYPE_CHECKING:
     from journal import Journal
 
 MODEL_PORT = 8765
+_DISTRIBUTION = "durable-kernel"
 _JOURNAL_HELP = ("journal file (default: $DURABLE_JOURNAL, else `journal` in [tool.durable] of the nearest "
                  "pyproject.toml, else .durable/journal.duckdb here)")
 # Commands that read no settings: they work whatever the settings say.
@@ -25,13 +28,43 @@ _NO_JOURNAL = ("model", "recover", "trust", "key")
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the message alone says what to change (and exit code 2)."""
 
+    commands: tuple[str, ...] = ()  # the top-level parser's command names, for "did you mean"
+
     def error(self, message: str) -> NoReturn:
+        unknown = _UNKNOWN_COMMAND.match(message) if self.commands else None
+        if unknown:
+            word = unknown.group(1)
+            close = difflib.get_close_matches(word, self.commands, n=3, cutoff=0.5)
+            hint = (f"did you mean {' or '.join(f'`{c}`' for c in close)}?" if close
+                    else f"commands: {', '.join(self.commands)}")
+            message = f"unknown command {word!r}; {hint} (see {self.prog} --help)"
         # Our number checks say "takes ..." and read best after the option itself: "--port takes ...".
-        if message.startswith("argument ") and ": takes " in message:
+        elif message.startswith("argument ") and ": takes " in message:
             message = message[len("argument "):].replace(": takes ", " takes ", 1)
         else:
             message += f" (see {self.prog} --help)"
         self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
+# argparse's words for a command that is not one of the choices (the same since Python 3.2).
+_UNKNOWN_COMMAND = re.compile(r"argument COMMAND: invalid choice: '([^']*)'")
+
+
+class _Version(argparse.Action):
+    """--version: the installed package's version, looked up only when asked for."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = f"{_DISTRIBUTION} {version(_DISTRIBUTION)}"
+        except PackageNotFoundError:
+            text = f"{_DISTRIBUTION} (version unknown: run from a source folder, not installed)"
+        print(text)
+        parser.exit(EXIT_COMPLETED)
 
 
 def _number(kind: Callable[[str], float], wanted: str, fits: Callable[[float], bool]) -> Callable[[str], float]:
@@ -65,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 done; 1 failed, also when there is no journal at the path or the journal is "
         "damaged (then see `durable recover`); 2 usage error; `durable run` also 3 (suspended).",
     )
+    parser.add_argument("--version", action=_Version, help="show the version of durable-kernel and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = commands.add_parser(
         "demo", help="kill the example agent notebook mid-run, resume it, and show what was saved",
@@ -150,7 +184,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(workflow per session, workers, queue) with the notebook's recording beside it")
     _reads_journal(export)
     sql = commands.add_parser("sql", help="query the journal (read-only)",
-                              description="Views: sessions, steps, calls, approvals (see the README).")
+                              description="Views: sessions, steps, calls, approvals (see docs/inspecting.md).")
     sql.add_argument("query", help="SQL, quoted as one argument: \"SELECT * FROM calls\"")
     _reads_journal(sql, json=True)
     prices = commands.add_parser("prices", help="show the price table, or load it from a file",
@@ -190,11 +224,12 @@ def _parser() -> argparse.ArgumentParser:
     key = commands.add_parser(
         "key", help="make a key file for an encrypted journal (DURABLE_KEY=FILE)",
         description="`durable key new FILE` writes a new random key to FILE (mode 0600; FILE must not exist). "
-        "Point DURABLE_KEY (or %%config Durable.key, or key in [tool.durable]) at FILE and what the agent saw "
+        "Point DURABLE_KEY (or %config Durable.key, or key in [tool.durable]) at FILE and what the agent saw "
         "and made is encrypted before it is written. Keep FILE out of version control, and keep a copy: "
         "without it the journal's content cannot be read.")
     key.add_argument("action", choices=["new"], help="new: make a key file")
     key.add_argument("file", metavar="FILE", type=Path, help="where to write the key")
+    parser.commands = tuple(commands.choices)
     return parser
 
 

@@ -9,6 +9,7 @@ next run replays it and sends only the call that was in flight.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -57,13 +58,15 @@ def kernel_config() -> Any:
 def run(path: Path, *, session: str | None, journal: Path | None, output: Path | None, timeout: float,
         strict: bool = False, max_wait: float | None = None, budget_tokens: float | None = None,
         budget_usd: float | None = None) -> int:
+    problem = _check_arguments(path, output)
+    if problem is not None:
+        print(f"durable run: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    # Imported after the checks: they take longer to import than a mistyped path takes to report.
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
-    if not path.is_file():
-        print(f"durable run: no notebook at {path}")
-        return EXIT_USAGE
     nb = nbformat.read(path, as_version=4)
     journal_path = (journal or default_path()).resolve()
     env = dict(os.environ, DURABLE_HEADLESS="1", JPY_SESSION_NAME=str(path.resolve()),
@@ -95,10 +98,11 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
                      *(["--strict"] if strict else []), *(["--max-wait", f"{max_wait:g}"] if max_wait != 60 else [])]
             code, status = EXIT_SUSPENDED, "suspended (sleeping)"
             detail = f"{exc.evalue}: durable run {' '.join(shlex.quote(a) for a in again)}"
-        elif exc.ename in ("StrictReplayError", "UnjournaledToolError"):
-            code, status, detail = EXIT_FAILED, "failed (strict)", exc.evalue
         else:
-            code, status, detail = EXIT_FAILED, "failed", f"{progress.where()}: {exc.ename}: {exc.evalue}"
+            # The line the notebook shows for the error (our errors show no traceback there either).
+            strict = exc.ename in ("StrictReplayError", "UnjournaledToolError")
+            code, status = EXIT_FAILED, "failed (strict)" if strict else "failed"
+            detail = f"{progress.where()}: {exc.ename}: {exc.evalue}"
     except CellTimeoutError:
         code, status, detail = EXIT_FAILED, "failed", f"{progress.where()} ran longer than --timeout {timeout:g} s"
     except DeadKernelError:
@@ -112,6 +116,32 @@ def run(path: Path, *, session: str | None, journal: Path | None, output: Path |
         print(f"  {line}")
     print(f"  journal: {journal_path}")
     return code
+
+
+def _check_arguments(path: Path, output: Path | None) -> str | None:
+    """What is wrong with the notebook or output path, in one line; None when they can be used.
+
+    Only what needs no kernel machinery, so that a mistyped path is reported at once.
+    """
+    if not path.exists():
+        return f"no notebook at {path}; pass the path of an .ipynb file"
+    if path.is_dir():
+        return f"{path} is a folder; pass the path of an .ipynb file in it"
+    try:
+        with path.open("rb") as file:
+            content = json.load(file)
+    except OSError as exc:
+        return f"cannot read {path} ({exc.strerror or exc})"
+    except ValueError:  # also a UnicodeDecodeError
+        return f"{path} is not a notebook (not JSON); pass the path of an .ipynb file"
+    if not isinstance(content, dict) or not ("cells" in content or "worksheets" in content):  # v4, or v3
+        return f"{path} is not a notebook (JSON without cells); pass the path of an .ipynb file"
+    if output is not None:
+        if output.is_dir():
+            return f"-o {output} is a folder; pass the path of the notebook to write"
+        if not output.parent.is_dir():
+            return f"-o {output}: there is no folder {output.parent}; create it first"
+    return None
 
 
 class Progress:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, replace
+from datetime import datetime
 from typing import Any
 
 from journal import Journal
@@ -35,6 +36,8 @@ def list_sessions(journal: Journal, as_json: bool) -> int:
         steps = f"{s['steps_completed']}/{s['steps']}"
         cost = (f" {s['cost']:>9.4f}" if s["cost"] is not None else f" {'-':>9}") if priced else ""
         pending = f"  ({s['pending_approvals']} approvals pending)" if s["pending_approvals"] else ""
+        if s["sleeping_until"]:
+            pending += f"  (sleeping until {_when(datetime.fromisoformat(s['sleeping_until']))})"
         print(f"{s['session']:<{width}}  {s['status']:<10} {steps:>7} {s['calls']:>6} {s['tokens']:>8}{cost}  "
               f"{_when(s['last_activity'])}{pending}")
     return EXIT_COMPLETED
@@ -54,11 +57,14 @@ def show_session(journal: Journal, session: str, as_json: bool, *, steps: list[s
             print(f"durable show: session {session!r} has no step {', '.join(map(repr, unknown))}; its steps: "
                   f"{', '.join(s.name for s in history.steps)}")
             return EXIT_FAILED
-        history = replace(history, steps=[s for s in history.steps if s.name in steps])
+        history = history.only(steps)
     if last is not None:
-        history = replace(history, steps=history.steps[-last:])
+        history = history.page(last, calls=None, rows=None)
     if as_json:
-        print(json.dumps(asdict(history), default=str, indent=2))
+        shown = asdict(replace(history, earlier=[]))
+        for drawing in ("earlier", "later", "rows"):  # where a page sits, for the pictures: its count instead
+            del shown[drawing]
+        print(json.dumps({**shown, "left_out": history.left_out}, default=str, indent=2))
         return EXIT_COMPLETED
     print(f"journal {journal.path}")
     print(history_text(history))

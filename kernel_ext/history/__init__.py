@@ -6,11 +6,13 @@ layers. Each module imports only those below it.
 """
 
 from .model import (
+    PAGE_STEPS,
     SHADES,
     CallView,
     Saved,
     SessionHistory,
     StepView,
+    Totals,
     duration,
     history_text,
     load_history,
@@ -19,12 +21,14 @@ from .model import (
 from .view import HistoryDocument, history_view, presenters
 
 __all__ = [
+    "PAGE_STEPS",
     "SHADES",
     "CallView",
     "HistoryDocument",
     "Saved",
     "SessionHistory",
     "StepView",
+    "Totals",
     "duration",
     "history_text",
     "history_view",

@@ -50,9 +50,16 @@ def call_detail(journal: Journal, call: CallView) -> CallDetail:
     return _detail(call, document)
 
 
-def all_details(journal: Journal, history: SessionHistory) -> dict[int, CallDetail]:
+def all_details(journal: Journal, history: SessionHistory, limit: int | None = None) -> dict[int, CallDetail]:
+    """The detail of each call drawn (the first rows of each step shown), read together in a few queries;
+    `limit`: only the latest that many of them."""
+    calls = [call for step in history.steps
+             for call in (step.calls if history.rows is None else step.calls[:history.rows])]
+    if limit is not None:
+        calls = calls[len(calls) - limit:] if limit > 0 else []
     with journal.open() as store:
-        return {call.id: _detail(call, store.call_documents(call.id)) for step in history.steps for call in step.calls}
+        documents = store.calls_documents([call.id for call in calls])
+    return {call.id: _detail(call, documents[call.id]) for call in calls if call.id in documents}
 
 
 def _detail(view: CallView, call: dict[str, Any]) -> CallDetail:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import html
 import json
+import shlex
 
 from .detail import CallDetail, Message
 from .layout import Track, step_track
-from .model import SHADES, CallView, SessionHistory, StepView, duration, money
+from .model import PAGE_ROWS, SHADES, CallView, SessionHistory, StepView, duration, money
 
 COLOURS = {"live": "#2563eb", "replayed": "#16a34a", "person": "#d97706", "failed": "#dc2626", "earlier": "#6b7280"}
 SHORT = {"live": "live", "replayed": "replayed", "person": "waiting for a person", "failed": "failed / in doubt",
          "earlier": "earlier record"}
 _NUMBER_WIDTH = 0.05  # of a track: a bar narrower than its number is drawn wider, and kept inside the track
-MAX_ROWS = 200  # calls drawn per step; the journal (durable show, SQL) has the rest
+MAX_ROWS = PAGE_ROWS  # calls drawn per step; the journal (durable show, SQL) has the rest
 LABEL_WIDTH, FIGURES_WIDTH = "34%", "24%"  # of a call's row: its name, its bar's track, its figures
 
 FONT = "font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;line-height:1.4"
@@ -55,22 +56,20 @@ def _card(title: str, value: str, note: str, accent: str | None = None, css: str
 
 def header_html(history: SessionHistory) -> str:
     """The session's totals and what replay saved, as a row of figures under its title."""
-    saved = history.saved
-    last = [c for s in history.steps for c in s.calls]
-    live = sum(1 for c in last if c.shade == "live")
-    replayed = sum(1 for c in last if c.shade == "replayed")
+    saved, overall = history.saved, history.overall
     cost = money(history.cost, history.currency) if history.cost is not None else "no price set"
     cards = [
-        _card("calls", f"{history.calls:,}", f"last runs: {live} live, {replayed} replayed"),
+        _card("calls", f"{history.calls:,}", f"last runs: {overall.live:,} live, {overall.replayed:,} replayed"),
         _card("tokens", f"{history.tokens:,}", "prompt + completion, all calls"),
         _card("cost", cost, "at your prices" if history.cost is not None else "%durable prices FILE"),
         _card("replay saved", f"{saved.tokens:,} tokens",
               f"{saved.cost_text()} · {duration(saved.model_seconds)} of model time · "
               f"{saved.calls:,} calls not made again", COLOURS["replayed"], "dk-saved"),
     ]
+    note = f"<div class='dk-left-out' style='{_SMALL}'>{esc(history.note())}</div>" if history.left_out else ""
     return (f"<div class='dk-head' style='{FONT}'><div style='font-weight:600;font-size:14px'>"
             f"{esc(history.totals())}</div>"
-            f"<div style='display:flex;flex-wrap:wrap;gap:8px;margin:6px 0'>{''.join(cards)}</div></div>")
+            f"<div style='display:flex;flex-wrap:wrap;gap:8px;margin:6px 0'>{''.join(cards)}</div>{note}</div>")
 
 
 def step_title_html(step: StepView) -> str:
@@ -169,7 +168,8 @@ def detail_html(detail: CallDetail) -> str:
 
 
 def history_html(history: SessionHistory, details: dict[int, CallDetail]) -> str:
-    """The whole picture; each call opens (a <details>) onto its request and response where given."""
+    """The picture of the steps given (a page of a long session: its header says what is left out); each
+    call opens (a <details>) onto its request and response where given."""
     parts = [f"<div class='durable-history' style='{FONT}'>", header_html(history), legend_html()]
     for step in history.steps:
         track = step_track(step.calls)
@@ -177,8 +177,9 @@ def history_html(history: SessionHistory, details: dict[int, CallDetail]) -> str
         for call in step.calls[:MAX_ROWS]:
             parts.append(call_row_html(call, track, detail_html(details[call.id]) if call.id in details else ""))
         if len(step.calls) > MAX_ROWS:
-            parts.append(f"<div style='{_SMALL}'>… {len(step.calls) - MAX_ROWS} more calls: durable show "
-                         f"{esc(history.session)}, or %durable sql</div>")
+            parts.append(f"<div style='{_SMALL}'>… {len(step.calls) - MAX_ROWS:,} more calls: durable show "
+                         f"{esc(shlex.quote(history.session))} --step {esc(shlex.quote(step.name))}, "
+                         "or %durable sql</div>")
         if not step.calls:
             parts.append(f"<div style='{_SMALL}'>no calls</div>")
     parts.append("</div>")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -209,34 +209,120 @@ class StepView:
         return " · ".join(parts)
 
 
+# A long session's history opens on its latest page: drawing every step of a session of thousands
+# costs seconds and megabytes in the notebook. Earlier pages open on request; `durable show` has all.
+PAGE_STEPS = 50
+PAGE_CALLS = 300  # calls in a page at most, unless its one step has more
+PAGE_ROWS = 200  # calls of one step listed in a page; the rest are counted
+
+
+@dataclass
+class Totals:
+    """A session's figures over all its steps: the same whichever page of them is shown."""
+
+    steps: int = 0
+    calls: int = 0
+    tokens: int = 0
+    cost: float | None = None
+    currency: str | None = None
+    live: int = 0  # calls drawn live (CallView.shade)
+    replayed: int = 0
+
+    @classmethod
+    def of(cls, steps: list[StepView]) -> Totals:
+        costs = [s.cost for s in steps if s.cost is not None]
+        calls = [c for s in steps for c in s.calls]
+        shades = Counter(c.shade for c in calls)
+        return cls(len(steps), len(calls), sum(s.tokens for s in steps), sum(costs) if costs else None,
+                   next((c.currency for c in calls if c.currency), None), shades["live"], shades["replayed"])
+
+
 @dataclass
 class SessionHistory:
     session: str
     journal: str
-    steps: list[StepView]
+    steps: list[StepView]  # the steps shown: all of them, or a page
     saved: Saved = field(default_factory=Saved)
+    overall: Totals = None  # type: ignore[assignment]  # the whole session's; from `steps` when not given
+    # The steps before the page, oldest first, not shown: kept so an earlier page opens without the journal.
+    earlier: list[StepView] = field(default_factory=list, repr=False, compare=False)
+    later: int = 0  # steps after the page, not shown
+    rows: int | None = None  # calls listed per step at most (a page in a notebook); None: every call
+
+    def __post_init__(self) -> None:
+        if self.overall is None:
+            self.overall = Totals.of(self.steps)
 
     @property
     def calls(self) -> int:
-        return sum(len(s.calls) for s in self.steps)
+        return self.overall.calls
 
     @property
     def tokens(self) -> int:
-        return sum(s.tokens for s in self.steps)
+        return self.overall.tokens
 
     @property
     def cost(self) -> float | None:
-        costs = [s.cost for s in self.steps if s.cost is not None]
-        return sum(costs) if costs else None
+        return self.overall.cost
 
     @property
     def currency(self) -> str | None:
-        return next((c.currency for s in self.steps for c in s.calls if c.currency), None)
+        return self.overall.currency
 
     def totals(self) -> str:
         cost = f", {money(self.cost, self.currency)} where priced" if self.cost is not None else ""
-        return (f"session {self.session!r}: {_count(len(self.steps), 'step')}, {_count(self.calls, 'call')}, "
+        return (f"session {self.session!r}: {_count(self.overall.steps, 'step')}, {_count(self.calls, 'call')}, "
                 f"{self.tokens:,} tokens{cost}")
+
+    @property
+    def left_out(self) -> int:
+        """Steps of the session not shown."""
+        return self.overall.steps - len(self.steps)
+
+    def page(self, steps: int = PAGE_STEPS, calls: int | None = PAGE_CALLS,
+             rows: int | None = PAGE_ROWS) -> SessionHistory:
+        """The latest of the steps shown: at most `steps` of them, holding at most `calls` calls (None: any
+        number), each listing at most `rows` calls (None: all). The others wait in `earlier`."""
+        n = _fitting(self.steps, steps, calls)
+        cut = len(self.steps) - n
+        return replace(self, steps=self.steps[cut:], earlier=[*self.earlier, *self.steps[:cut]], rows=rows)
+
+    def earlier_page(self, steps: int = PAGE_STEPS, calls: int | None = PAGE_CALLS) -> SessionHistory | None:
+        """The page just before this one; None at the session's first step."""
+        n = _fitting(self.earlier, steps, calls)
+        if not n:
+            return None
+        cut = len(self.earlier) - n
+        return replace(self, steps=self.earlier[cut:], earlier=self.earlier[:cut],
+                       later=self.later + len(self.steps))
+
+    def only(self, names: list[str]) -> SessionHistory:
+        """The steps named; the totals stay the session's."""
+        return replace(self, steps=[s for s in self.steps if s.name in names], earlier=[], later=0)
+
+    def note(self) -> str:
+        """One line on the steps not shown and how to see them; empty when every step is shown."""
+        if not self.left_out:
+            return ""
+        shown = f"{len(self.steps):,} of {self.overall.steps:,} steps shown"
+        command = f"durable show {shlex.quote(self.session)}"
+        if len(self.earlier) + len(self.steps) + self.later != self.overall.steps:  # a choice of steps
+            return f"{shown}: {command} lists every step"
+        first = len(self.earlier) + 1
+        where = ("the latest" if not self.later else f"steps {first:,} to {first + len(self.steps) - 1:,}")
+        hidden = [f"{n:,} {when}" for n, when in ((len(self.earlier), "earlier"), (self.later, "later")) if n]
+        return f"{shown} ({where}; {' and '.join(hidden)} not shown): {command} --last N, or --step NAME"
+
+
+def _fitting(steps: list[StepView], most: int, calls: int | None) -> int:
+    """How many of the last of `steps` make a page: at most `most`, within `calls` calls, yet one step at least."""
+    n = count = 0
+    for step in reversed(steps):
+        if n >= most or (n and calls is not None and count + len(step.calls) > calls):
+            break
+        n += 1
+        count += len(step.calls)
+    return n
 
 
 def _count(n: int, noun: str) -> str:
@@ -266,15 +352,16 @@ def duration(seconds: float) -> str:
 
 
 def load_history(journal: Journal, session: str, *, read_only: bool = False) -> SessionHistory:
-    """A session's steps and calls; `read_only` for a command that only reads (see `Journal.open`)."""
+    """A session's steps and calls, every one of them, in a few queries whatever their number (a page is
+    cut from it: `SessionHistory.page`); `read_only` for a command that only reads (see `Journal.open`)."""
     with journal.open(read_only=read_only) as store:
         store.require_key()
         steps = store.steps_of(session)
-        if not steps and session not in {s["session"] for s in store.sessions_overview()}:
-            known = ", ".join(s["session"] for s in store.sessions_overview()) or "none"
-            raise StepError(f"no session {session!r} in {journal.path}; sessions: {known}")
+        if not steps:
+            names = [s["session"] for s in store.sessions_overview()]
+            if session not in names:
+                raise StepError(f"no session {session!r} in {journal.path}; sessions: {', '.join(names) or 'none'}")
         calls = store.session_calls(session)
-        ended = dict(store.con.execute("SELECT id, ended_at FROM calls WHERE session = ?", [session]).fetchall())
         saved = _saved_by_step(store, session)
     views = []
     for s in steps:
@@ -282,7 +369,7 @@ def load_history(journal: Journal, session: str, *, read_only: bool = False) -> 
                                c["attempts"] or 1, c["latency_ms"], c["prompt_tokens"], c["completion_tokens"],
                                c["cost"], c["currency"], c["run_id"] == s["last_run_id"],
                                _use(c, s["last_run_id"], s["last_run_replayed_calls"]), step=s["name"],
-                               started_at=c["started_at"], ended_at=ended.get(c["id"]),
+                               started_at=c["started_at"], ended_at=c["ended_at"],
                                in_doubt=(c["status"] == "started" and c["kind"] != "approval"
                                          and s["status"] != "running"), wake_at=c.get("wake_at"))
                       for c in calls.get(s["name"], [])]
@@ -315,7 +402,7 @@ def _saved_by_step(store: Store, session: str) -> dict[str, Saved]:
     saved: dict[str, Saved] = {}
     rows = store.con.execute(
         "SELECT id, step, kind, prompt_tokens, completion_tokens, cost, currency, latency_ms FROM calls "
-        "WHERE session = ?", [session]).fetchall()
+        "WHERE session = ? AND id IN (SELECT unnest(?::BIGINT[]))", [session, list(replays)]).fetchall()
     for call_id, step, kind, prompt, completion, cost, currency, latency_ms in rows:
         times = replays.get(call_id, 0)
         if not times:
@@ -339,14 +426,20 @@ def _saved_by_step(store: Store, session: str) -> dict[str, Saved]:
 
 def history_text(history: SessionHistory) -> str:
     lines = [history.totals(), history.saved.text()]
+    if history.left_out:
+        lines.append(history.note())
     for step in history.steps:
         lines.append(f"  {step.label()}")
-        for call in step.calls:
+        shown = step.calls if history.rows is None else step.calls[:history.rows]
+        for call in shown:
             line = f"      {call.label()}"
             if call.in_doubt and call.kind == "tool":  # the one place a person needs the journal's id
                 line += (f" · journal id {call.id}: durable settle {shlex.quote(history.session)} {call.id} "
                          "--value JSON | --retry")
             lines.append(line)
+        if len(shown) < len(step.calls):
+            lines.append(f"      … {len(step.calls) - len(shown):,} more calls: durable show "
+                         f"{shlex.quote(history.session)} --step {shlex.quote(step.name)}")
     return "\n".join(lines)
 
 

@@ -32,7 +32,7 @@ from journal import JournalError, digest
 from .. import config
 from ..budgets import make_budget
 from ..errors import StepError
-from ..runtime import Session, current_session, follow_journal_setting, session, settle
+from ..runtime import Session, current_session, follow_journal_setting, session, settle, unnamed_session_notice
 from ..status import render_approvals, render_status
 from .interrupts import CellInterrupts
 from .outputs import OutputRecorder
@@ -81,6 +81,9 @@ async def run_durable_cell(args: str, key: str) -> Any:
                          "drop --rerun, or turn strict off where it is set")
     name = options.name or _default_step_name(body)
     _follow_settings(chosen)
+    notice = unnamed_session_notice() if _headless(shell) else None
+    if notice:
+        print(notice, file=sys.stderr)
     current_session().note_cell("step", name, f"%%durable {args}".rstrip() + "\n" + body)
     _load_configured_prices(chosen, current_session())
     main, last = _compile(shell, body)
@@ -141,6 +144,16 @@ def _journal_errors_in_one_line() -> Iterator[None]:
         yield
     except JournalError as exc:
         raise UsageError(str(exc)) from None
+
+
+def _headless(shell: Any) -> bool:
+    """Whether the kernel runs a notebook with nobody at it (nbclient, and so nbconvert and papermill).
+
+    ipykernel keeps in `_allow_stdin` what the client asked for the cell: nbclient always refuses
+    input(), a frontend with a person at it allows it.
+    """
+    kernel = getattr(shell, "kernel", None)
+    return kernel is not None and getattr(kernel, "_allow_stdin", True) is False
 
 
 def _compile(shell: Any, body: str) -> tuple[Any, Any]:
@@ -241,7 +254,7 @@ _SUBCOMMANDS: tuple[tuple[str, str, str, tuple[tuple[tuple[str, ...], dict[str, 
       (("--budget-tokens",), {"type": float, "metavar": "N",
                               "help": "no live model call once the session's recorded calls used N tokens"}),
       (("--budget-usd",), {"type": float, "metavar": "X",
-                           "help": "the same in US dollars, with the prices of %durable prices"}))),
+                           "help": "the same in US dollars, with the prices of %%durable prices"}))),
     ("status", "", "the current session's steps and calls, with tokens and cost", ()),
     ("history", "[SESSION]", "steps and calls to browse: requests, responses, tokens, cost",
      ((("session",), {"nargs": "?", "metavar": "SESSION", "help": "another session (default: the current one)"}),)),
@@ -297,8 +310,9 @@ def _describe_commands(parser: Any) -> str:
                 label = action.metavar if not action.option_strings else ", ".join(action.option_strings)
                 lines.append(f"      {label}: {action.help}")
     lines.append("")
-    lines.append("Settings (journal, sync, strict, prices, progress, budget_tokens, budget_usd): %config Durable, "
-                 "and the README's Settings.")
+    from ..config import SETTINGS
+
+    lines.append(f"Settings ({', '.join(SETTINGS)}): %config Durable, and docs/settings.md.")
     return "\n".join(lines) + "\n"
 
 
@@ -368,7 +382,8 @@ class DurableMagics(Magics):
 
     def _status(self, _options: Any) -> None:
         current = current_session()
-        _load_configured_prices(_settings(), current)
+        if current.journal.path.exists():  # loading prices would create the journal: a look must not
+            _load_configured_prices(_settings(), current)
         print(render_status(current))
 
     def _approvals(self, _options: Any) -> None:
@@ -377,19 +392,19 @@ class DurableMagics(Magics):
     def _history(self, options: Any) -> Any:
         from ..history import history_view
 
-        current = current_session()
+        current = _with_journal(current_session())
         _load_configured_prices(_settings(), current)
         return history_view(current.journal, options.session or current.name)
 
     def _sql(self, text: str) -> Any:
         from ..sql import run_query
 
-        current = current_session()
+        current = _with_journal(current_session())
         current.close_journal()  # a process cannot hold the file read-write and read-only at once
         return run_query(current.journal, text)
 
     def _fork(self, options: Any) -> None:
-        current = current_session()
+        current = _with_journal(current_session())
         with current.journal.open() as store:
             copied = store.fork_session(current.name, options.new, options.upto)
         forked = session(options.new, current.journal)
@@ -398,7 +413,7 @@ class DurableMagics(Magics):
               f"steps run live. %durable session {current.name} goes back.")
 
     def _forget(self, options: Any) -> None:
-        current = current_session()
+        current = _with_journal(current_session())
         with current.journal.open() as store:
             store.forget_step(current.name, options.step)
         print(f"step {options.step!r} of session {current.name!r} runs live next time; "
@@ -411,12 +426,17 @@ class DurableMagics(Magics):
         if options.file:
             print(load_prices(current.journal, options.file))
             return
+        if not current.journal.path.exists():
+            print(f"no journal at {current.journal.path} yet, so no prices in it: load yours with %durable prices "
+                  "FILE (the prices setting's file is loaded at the first %%durable cell)")
+            return
         _load_configured_prices(_settings(), current)
         print(render_prices(current.journal))
 
     def _export(self, options: Any) -> None:
         from ..export import export_from_kernel
 
+        _with_journal(current_session())
         if options.engine == "dbos":
             from ..engines.dbos.export import export_dbos
 
@@ -428,8 +448,10 @@ class DurableMagics(Magics):
 
     def _restore(self, _options: Any) -> None:
         current = current_session()
-        with current.journal.open() as store:
-            values = store.latest_variables(current.name)
+        values: dict[str, Any] = {}
+        if current.journal.path.exists():
+            with current.journal.open() as store:
+                values = store.latest_variables(current.name)
         if not values:
             print(f"session {current.name!r} has no completed step with variables to restore")
             return
@@ -457,6 +479,7 @@ class DurableMagics(Magics):
         if bool(value_flag) == options.retry:
             both = "--value and --retry exclude each other" if options.retry else "--value JSON or --retry is missing"
             raise UsageError(f"%durable settle: {both}; usage: {_usage(parser)}")
+        _with_journal(current_session())
         if options.retry:
             print(settle(options.call_id, retry=True))
             return
@@ -465,6 +488,14 @@ class DurableMagics(Magics):
         except ValueError:
             raise UsageError(f"--value takes JSON (for a string, quote it: '\"done\"'); got {text.strip()!r}") from None
         print(settle(options.call_id, value=value))
+
+
+def _with_journal(current: Session) -> Session:
+    """`current`, if its journal exists: a command that reads it must not create it (nor its folder)."""
+    if not current.journal.path.exists():
+        raise UsageError(f"no journal at {current.journal.path} yet: run a %%durable cell first (or point the "
+                         "journal setting at one: %config Durable.journal = PATH)")
+    return current
 
 
 def _remember_cell(info: Any) -> None:

@@ -67,10 +67,22 @@ def _summary(status: Any, rows: list[dict[str, Any]]) -> dict[str, Any]:
     state = _STATUS.get(status.status, status.status.lower())
     if state == "running" and pending:
         state = "waiting"
-    return {"session": status.workflow_id, "status": state, "steps": sum("end" in r for r in rows),
+    wake = _wake_at(calls) if state == "running" else None
+    if wake is not None:
+        state = "sleeping"
+    return {"session": status.workflow_id, "status": state, "wake_at": wake, "steps": sum("end" in r for r in rows),
             "calls_live": len(calls), "calls_replayed": sum(r.get("replayed", 0) for r in rows if "end" in r),
             "tokens": sum(r.get("tokens", 0) for r in calls), "pending_approvals": pending,
             "executor": status.executor_id, "updated": _time(status.updated_at)}
+
+
+def _wake_at(calls: list[dict[str, Any]]) -> str | None:
+    """The recorded wake-up time of a sleep the session's last call began, while it is still ahead."""
+    last = calls[-1] if calls else None
+    wake = (last.get("meta") or {}).get("wake_at") if last is not None and last.get("name") == "sleep" else None
+    if wake is None or datetime.fromisoformat(wake) <= datetime.now(timezone.utc):
+        return None
+    return wake
 
 
 def list_dbos_sessions(url: str, as_json: bool) -> int:
@@ -89,6 +101,7 @@ def list_dbos_sessions(url: str, as_json: bool) -> int:
     print(f"{'SESSION':24} {'STATUS':10} {'STEPS':>5} {'LIVE':>5} {'REPLAYED':>8} {'TOKENS':>7}  EXECUTOR   UPDATED")
     for s in found:
         waiting = f"  approvals: {', '.join(s['pending_approvals'])}" if s["pending_approvals"] else ""
+        waiting += f"  sleeping until {s['wake_at']}" if s["wake_at"] else ""
         print(f"{s['session'][:24]:24} {s['status']:10} {s['steps']:>5} {s['calls_live']:>5} "
               f"{s['calls_replayed']:>8} {s['tokens']:>7}  {(s['executor'] or '-')[:10]:10} {s['updated']}{waiting}")
     return 0
@@ -109,6 +122,8 @@ def show_dbos_session(url: str, session: str, as_json: bool) -> int:
         return 0
     print(f"session {session}: {summary['status']} (executor {summary['executor'] or '-'}, "
           f"updated {summary['updated']})")
+    if summary["wake_at"]:
+        print(f"  sleeping until {summary['wake_at']}")
     finishes = {r["finish"]: r for r in rows if "finish" in r}
     for row in rows:
         if "end" in row:
