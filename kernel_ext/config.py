@@ -46,11 +46,13 @@ class SettingError(DurableError, ValueError):
 class Setting:
     name: str
     env: str
-    kind: Literal["path", "choice", "switch", "number", "key"]
+    kind: Literal["path", "choice", "switch", "number", "key", "limit"]
     default: Any
     valid: str  # shown in every error about this setting
     help: str
 
+
+_LIMIT_VALUES = "a number of calls > 0, or MODEL=N pairs with * for all models (e.g. gpt-4o-mini=5,*=20)"
 
 SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("journal", "DURABLE_JOURNAL", "path", None, "a file path",
@@ -82,12 +84,13 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
             "key before it is written; the journal's structure stays readable. A path to a file holding the key "
             "(make one with `durable key new FILE`) or the key itself; never shown in any message. A journal "
             "written with a key is read only with it."),
-    Setting("max_concurrent", "DURABLE_MAX_CONCURRENT", "number", None, "a number of calls > 0",
+    Setting("max_concurrent", "DURABLE_MAX_CONCURRENT", "limit", None, _LIMIT_VALUES,
             "At most this many live model calls at once (threads together; coroutines per event loop): the "
-            "others wait for their turn. Replayed calls are not limited."),
-    Setting("max_per_minute", "DURABLE_MAX_PER_MINUTE", "number", None, "a number of calls > 0",
-            "At most this many live model calls in any minute, in this process: the others wait. Replayed "
-            "calls are not limited."),
+            "others wait for their turn. A number limits all calls; MODEL=N pairs limit a model's calls, and "
+            "*=N all of them (gpt-4o=5,*=20; a table in pyproject.toml). Replayed calls are not limited."),
+    Setting("max_per_minute", "DURABLE_MAX_PER_MINUTE", "limit", None, _LIMIT_VALUES,
+            "At most this many live model calls in any minute, in this process: the others wait. A number or "
+            "MODEL=N pairs, as max_concurrent. Replayed calls are not limited."),
 )}
 
 
@@ -105,8 +108,8 @@ class Settings:
     progress: bool
     budget_tokens: float | None
     budget_usd: float | None
-    max_concurrent: float | None
-    max_per_minute: float | None
+    max_concurrent: dict[str, float] | None  # {model, or "*" for all: calls}
+    max_per_minute: dict[str, float] | None
     key: str | None
     origins: Mapping[str, str]
 
@@ -194,6 +197,8 @@ def _parse(setting: Setting, value: Any, where: str, base: Path | None = None) -
         if not isinstance(value, str) or value.strip().lower() not in SYNC_MODES:
             raise invalid()
         return value.strip().lower()
+    if setting.kind == "limit":
+        return _limits(value, invalid)
     if setting.kind == "number":
         try:
             number = float(value) if not isinstance(value, bool) else None
@@ -207,6 +212,29 @@ def _parse(setting: Setting, value: Any, where: str, base: Path | None = None) -
     if isinstance(value, str) and value.strip().lower() in _ON + _OFF:
         return value.strip().lower() in _ON
     raise invalid()
+
+
+def _limits(value: Any, invalid: Callable[[], SettingError]) -> dict[str, float]:
+    """{model or "*": calls} from a number, "MODEL=N,..." text, or a table."""
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, str) and "=" in value:
+        pairs = [part.partition("=")[::2] for part in value.split(",") if part.strip()]
+    else:
+        pairs = [("*", value)]
+    out = {}
+    for model, given in pairs:
+        try:
+            number = float(given) if not isinstance(given, bool) else None
+        except (TypeError, ValueError):
+            number = None
+        name = model.strip() if isinstance(model, str) else ""
+        if not name or number is None or not 0 < number < float("inf"):
+            raise invalid()
+        out[name] = number
+    if not out:
+        raise invalid()
+    return out
 
 
 _project_cache: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
@@ -297,6 +325,15 @@ def configurable_class() -> type:
                 self.error(obj, value)
             return super().validate(obj, float(value) if isinstance(value, int) else value)
 
+    class Limit(_OneLine, traitlets.Any):  # a number, or MODEL=N pairs as text or a dict
+        def validate(self, obj: Any, value: Any) -> Any:
+            if value is not None:
+                try:
+                    _limits(value, lambda: SettingError(""))
+                except SettingError:
+                    self.error(obj, value)
+            return value
+
     def trait(setting: Setting) -> Any:
         if setting.kind in ("path", "key"):
             made = Unicode(None, allow_none=True)
@@ -304,6 +341,8 @@ def configurable_class() -> type:
             made = Enum(SYNC_MODES, None, allow_none=True)
         elif setting.kind == "number":
             made = Float(None, allow_none=True)
+        elif setting.kind == "limit":
+            made = Limit(None, allow_none=True)
         else:
             made = Bool(None, allow_none=True)
         default = "" if setting.default is None else f" Default: {str(setting.default).lower()}."

@@ -44,3 +44,26 @@ def test_at_most_max_concurrent_live_calls_are_in_flight(kernel: Kernel, model_s
     # Replayed calls send nothing and wait for no turn.
     replayed = kernel.ok(GATHER.format(name="limited"))
     assert summaries(replayed)[0]["replayed"] == 50 and model_server.stats()["requests"] == 80
+
+
+MODELS = """%%durable {name}
+answers = await asyncio.gather(*(aclient.chat.completions.create(
+    model={model!r}, messages=[{{"role": "user", "content": f"{name} {{i}}"}}]) for i in range(30)))
+"""
+
+
+@pytest.mark.slow
+def test_a_limit_for_one_model_holds_its_calls_and_not_the_others(kernel: Kernel, model_server):
+    kernel.ok(SETUP)
+    kernel.ok("%config Durable.max_concurrent = 'small=3'")
+    model_server.reset()
+    model_server.configure(delay=0.2)
+    kernel.ok(MODELS.format(name="small-fan", model="small"))
+    assert model_server.stats()["requests"] == 30 and 1 < model_server.stats()["max_in_flight"] <= 3
+    model_server.reset()
+    model_server.configure(delay=0.2)
+    kernel.ok(MODELS.format(name="big-fan", model="big"))
+    assert model_server.stats()["max_in_flight"] > 3  # another model's calls wait for no one
+
+    refused = str(kernel.ok("%config Durable.max_concurrent = 'small=0'"))  # IPython reports it, goes on
+    assert "Durable.max_concurrent = 'small=0' is not valid" in refused and "MODEL=N pairs" in refused

@@ -52,7 +52,7 @@ def send(active: ActiveStep, base_url: Any, request: Any, stream: bool, live: Ca
     claim = call.claim(active)
     if claim.recorded is not None:
         return call.replay(active, claim.recorded, stream)
-    with limits.live_call():
+    with limits.live_call(call.model):
         started = now()
         with active.sending(claim):
             response = live()
@@ -66,7 +66,7 @@ async def send_async(active: ActiveStep, base_url: Any, request: Any, stream: bo
     claim = call.claim(active)
     if claim.recorded is not None:
         return call.replay(active, claim.recorded, stream)
-    async with limits.live_call_async():
+    async with limits.live_call_async(call.model):
         started = now()
         with active.sending(claim):
             response = await live()

@@ -102,7 +102,7 @@ def install(module: ModuleType) -> None:
             call = GenaiCall(active, method, path, body, stream=False)
             if (recorded := call.recorded()) is not None:
                 return answer(recorded[0])
-            with limits.live_call(), call.active.sending(call.claim):
+            with limits.live_call(call.model), call.active.sending(call.claim):
                 response = original(self, method, path, body, *args, **kwargs)
             call.record([response.body or ""])
             return response
@@ -119,7 +119,7 @@ def install(module: ModuleType) -> None:
             if (recorded := call.recorded()) is not None:
                 yield from map(answer, recorded)
                 return
-            with limits.live_call(), call.active.sending(call.claim):  # sent when the first chunk is asked for
+            with limits.live_call(call.model), call.active.sending(call.claim):  # sent at the first chunk asked for
                 chunks = original(self, method, path, body, *args, **kwargs)
                 first = next(chunks, None)
             bodies = []
@@ -138,7 +138,7 @@ def install(module: ModuleType) -> None:
             call = GenaiCall(active, method, path, body, stream=False)
             if (recorded := call.recorded()) is not None:
                 return answer(recorded[0])
-            async with limits.live_call_async():
+            async with limits.live_call_async(call.model):
                 with call.active.sending(call.claim):
                     response = await original(self, method, path, body, *args, **kwargs)
             call.record([response.body or ""])
@@ -154,7 +154,7 @@ def install(module: ModuleType) -> None:
             call = GenaiCall(active, method, path, body, stream=True)
             if (recorded := call.recorded()) is not None:
                 return _replayed(map(answer, recorded))
-            async with limits.live_call_async():
+            async with limits.live_call_async(call.model):
                 with call.active.sending(call.claim):
                     chunks = await original(self, method, path, body, *args, **kwargs)
             return _recorded(chunks, call.record)
