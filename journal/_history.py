@@ -60,17 +60,21 @@ class History:
                     c AS (SELECT step, count(*) FILTER (WHERE status = 'completed') AS calls,
                                  sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)) AS tokens,
                                  sum(cost) AS cost
-                          FROM calls WHERE session = $1 AND current GROUP BY step)
+                          FROM calls WHERE session = $1 AND current GROUP BY step),
+                    -- what the step's budgets left when its last run ended (kernel_ext.budgets)
+                    b AS (SELECT step, arg_max(doc->>'budget', id) AS budget FROM records
+                          WHERE kind = 'run' AND session = $1 GROUP BY step)
                SELECT s.name, s.status, s.epoch, s.created_at, s.updated_at, coalesce(r.runs, 0),
                       coalesce(c.calls, 0), coalesce(c.tokens, 0), r.last.live, r.last.replayed, r.last.seconds,
-                      c.cost, r.last.id, r.last.calls
+                      c.cost, r.last.id, r.last.calls, b.budget
                FROM step_records s LEFT JOIN r ON r.step = s.name LEFT JOIN c ON c.step = s.name
+                   LEFT JOIN b ON b.step = s.name
                WHERE s.session = $1 ORDER BY s.created_at""",
             [session],
         ).fetchall()
         keys = ("name", "status", "epoch", "created_at", "updated_at", "runs", "calls", "tokens",
                 "last_run_live", "last_run_replayed", "last_run_seconds", "cost", "last_run_id",
-                "last_run_replayed_calls")
+                "last_run_replayed_calls", "last_run_budget")
         steps = [dict(zip(keys, row, strict=True)) for row in rows]
         for step in steps:  # None: a run of an older release, which did not say
             raw = step["last_run_replayed_calls"]

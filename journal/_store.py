@@ -631,7 +631,7 @@ class Store(History):
         _records.patch(self.con, "run", "id = ?", [end["run_id"]], {
             "ended_at": end["ended_at"], "status": end["status"], "calls_live": end["live"],
             "calls_replayed": end["replayed"], "outputs": end["outputs"], "error": end["error"],
-            "variables": end["variables"], "replayed_calls": replayed})
+            "variables": end["variables"], "replayed_calls": replayed, "budget": end.get("budget")})
         _records.patch(self.con, "step", "session = ? AND step = ? AND epoch = ?",
                        [end["session"], end["step"], end["epoch"]],
                        {"status": end["status"], "updated_at": end["ended_at"]})

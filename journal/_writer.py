@@ -159,8 +159,11 @@ class StepWriter:
 
     def end_step(self, status: str, *, live: int, replayed: int, outputs: list[dict[str, Any]] | None = None,
                  error: str | None = None, variables: dict[str, bytes] | None = None,
-                 replayed_calls: list[int] | None = None) -> None:
-        """Close the step run; `variables` maps names to pickled values (stored once per content)."""
+                 replayed_calls: list[int] | None = None, budget: str | None = None) -> None:
+        """Close the step run; `variables` maps names to pickled values (stored once per content).
+
+        `budget`: what the step's budgets allowed and what was left when it ended, as its summary said.
+        """
         split = _blobs.Split()
         outputs_key = split.add(_blobs.canonical_json(outputs)) if outputs is not None else None
         variables_key = None
@@ -171,7 +174,8 @@ class StepWriter:
         event = {"e": "end", "run_id": run.run_id, "session": run.session, "step": run.step, "epoch": run.epoch,
                  "status": status, "live": live, "replayed": replayed, "outputs": outputs_key,
                  "error": _seal.seal_value(error),
-                 "variables": variables_key, "replayed_calls": replayed_calls, "ended_at": stamp(now())}
+                 "variables": variables_key, "replayed_calls": replayed_calls, "ended_at": stamp(now()),
+                 **({"budget": budget} if budget is not None else {})}
         told = self.failed
         try:
             self._append([split], event, lost=f"the end of step {run.step!r} was not journaled (its calls were)")

@@ -528,7 +528,7 @@ class Session:
             with uninterrupted():
                 active.writer.end_step(status, live=active.live, replayed=active.replayed, outputs=active.outputs,
                                        error=error, variables=active.variables if status == "completed" else None,
-                                       replayed_calls=active.replayed_calls)
+                                       replayed_calls=active.replayed_calls, budget=_budget_note(active))
             self._ended[name] = None
 
     def _budget_of(self, chosen: Any) -> Budget | None:
@@ -696,6 +696,18 @@ class Session:
 
 def _process_label() -> str:
     return "kernel" if "ipykernel" in sys.modules else "process"
+
+
+def _budget_note(active: ActiveStep) -> str | None:
+    """What the step's budgets left, for its run's record (the history shows it); None without budgets."""
+    if not active.budgets:
+        return None
+    from .budgets import left
+
+    try:
+        return left(active)
+    except Exception:  # noqa: BLE001 - a note: the step's end must be journaled whatever it says
+        return None
 
 
 _current: Session | None = None

@@ -4,6 +4,7 @@ model call goes out; replayed calls cost nothing, so raising the budget replays 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,12 @@ def test_a_step_budget_stops_live_calls_and_raising_it_replays_what_was_paid(ker
     assert _requests(model_server) == 3 and summaries(raised)[0]["replayed"] == 1
     line = next(o["data"]["text/plain"] for o in raised if "durable" in o.get("metadata", {}))
     assert "of 100,000 tokens left" in line
+    # The history keeps what the budget left when the step ended, after the kernel that set it is gone.
+    session = kernel.ok("import kernel_ext; print(kernel_ext.current_session().name)")[0]["text"].strip()
+    shown = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "show", session],
+                           capture_output=True, text=True, env=kernel.env, cwd=kernel.cwd, timeout=120)
+    left = re.search(r"budget of step 'ask': [\d,]+ of 100,000 tokens left", line).group(0)
+    assert "ask · completed" in shown.stdout and left in shown.stdout, (left, shown.stdout)
 
     kernel.restart()
     kernel.ok(SETUP)

@@ -189,6 +189,7 @@ class StepView:
     cost: float | None
     calls: list[CallView] = field(default_factory=list)
     saved: Saved = field(default_factory=Saved)
+    budget: str | None = None  # what its budgets left when its last run ended
 
     def label(self) -> str:
         mark = {"completed": "✓", "failed": "✗", "suspended": "⏸", "running": "…", "interrupted": "■"}.get(
@@ -206,6 +207,8 @@ class StepView:
             parts.append(money(self.cost, self.calls[0].currency if self.calls else None))
         if self.saved.calls:
             parts.append(self.saved.short())
+        if self.budget:
+            parts.append(self.budget)
         return " · ".join(parts)
 
 
@@ -375,7 +378,7 @@ def load_history(journal: Journal, session: str, *, read_only: bool = False) -> 
                       for c in calls.get(s["name"], [])]
         views.append(StepView(s["name"], s["status"], s["runs"], s["last_run_seconds"], s["last_run_live"],
                               s["last_run_replayed"], int(s["tokens"] or 0), s["cost"], step_calls,
-                              saved.get(s["name"], Saved())))
+                              saved.get(s["name"], Saved()), s.get("last_run_budget")))
     total = Saved()
     for step in views:
         total.add(step.saved)
