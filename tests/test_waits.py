@@ -93,3 +93,25 @@ def test_a_headless_run_suspends_on_a_long_sleep_and_keeps_its_wake_up_time(tmp_
     listed = subprocess.run([sys.executable, "-m", "kernel_ext.cli.main", "ls", "--journal", str(journal)],
                             capture_output=True, text=True, env=kernel_env, timeout=120)
     assert f"(sleeping until {wake_at:%Y-%m-%d %H:%M} UTC)" in listed.stdout, listed.stdout
+
+
+@pytest.mark.slow
+def test_an_exported_script_suspends_on_a_long_sleep_and_keeps_its_wake_up_time(kernel: Kernel, tmp_path,
+                                                                                  kernel_env):
+    kernel.ok(SETUP + "import os\n%durable session nap")
+    kernel.ok(NAP.format(call='sleep(float(os.environ.get("NAP_SECONDS", "0.1")))'))
+    kernel.ok(f"%durable export {tmp_path / 'nap.py'}")
+    env = {**kernel_env, "NAP_SECONDS": "3600", "DURABLE_MAX_WAIT": "1"}
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(tmp_path / "nap.py"), "--session", "nap-2"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+    first = run()
+    assert first.returncode == 3, first.stdout + first.stderr
+    said = first.stdout + first.stderr
+    assert "step 'nap' sleeps until" in said and "run the script again" in said
+    wake = said[said.index("sleeps until"):].splitlines()[0]
+    time.sleep(1.1)  # a wake-up time counted anew would now differ in its seconds
+    second = run()  # too early: suspended again, with the same wake-up time
+    assert second.returncode == 3 and wake in second.stdout + second.stderr
