@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.harness import Kernel, summaries
@@ -196,3 +198,42 @@ def test_pydantic_ai_iter_and_stream_events_and_a_langgraph_interrupt_replay_aft
     assert sent == 4 and ledger.count("\n") == 2
     shown = [o.get("text", "") for o in last if o["output_type"] == "stream"]
     assert shown == [o.get("text", "") for o in first if o["output_type"] == "stream"]
+
+
+SHELL_SETUP = """
+%load_ext kernel_ext
+from agents import Agent, LocalShellTool, Runner, set_tracing_disabled
+set_tracing_disabled(True)
+
+def run_here(request):
+    with open("shell-ledger.txt", "a") as ledger:
+        ledger.write(" ".join(request.data.action.command) + "\\n")
+    return "done"
+
+shelly = Agent(name="shelly", instructions="Tidy up.", model="scripted-chat",
+               tools=[LocalShellTool(executor=run_here)])
+"""
+SHELL = """%%durable shell
+result = await Runner.run(shelly, "Clean the temporary folder")
+print(result.final_output)
+"""
+
+
+@pytest.mark.slow
+def test_an_agents_sdk_local_tool_is_named_on_every_run_as_not_journaled(kernel_env, tmp_path, model_server):
+    model_server.configure(tool_rounds=1)
+    kernel = Kernel(kernel_env, tmp_path)
+    try:
+        kernel.ok(SHELL_SETUP)
+        first = kernel.ok(SHELL)
+        sent = model_server.stats()["requests"]
+        kernel.restart()
+        kernel.ok(SHELL_SETUP)
+        again = kernel.ok(SHELL)
+    finally:
+        kernel.shutdown()
+    assert model_server.stats()["requests"] == sent  # the model calls replayed
+    for outputs in (first, again):  # live and replayed alike, the line names the tool
+        said = json.dumps(outputs)
+        assert "local tools ran on this machine unjournaled (LocalShellTool)" in said, said
+    assert len((tmp_path / "shell-ledger.txt").read_text().splitlines()) == 2  # what the line warns of

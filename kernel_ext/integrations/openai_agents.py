@@ -8,6 +8,11 @@ call: run once, its result (or its failure) replayed, in doubt if the process di
 A `@function_tool` made from a `@tool` journals through that `@tool` (its own idempotency and
 retries), not twice.
 
+The SDK's tools that act on this machine through code it runs itself (ComputerTool, LocalShellTool,
+ShellTool, ApplyPatchTool) are not journaled: what they do runs again on every replay, and the step's
+summary says so on every run, naming them. Hosted tools (web and file search, code interpreter, hosted
+MCP, image generation) run at the vendor inside the model call, whose answer is journaled: they replay.
+
 Known traps, said in the README: the SDK exports traces to the vendor, also during a replay
 (`set_tracing_disabled(True)` or `OPENAI_AGENTS_DISABLE_TRACING=1` turns it off; the step's
 summary names those requests otherwise), and `Runner.run_sync` cannot run inside a notebook's
@@ -31,11 +36,20 @@ _SESSION_MODULE = "agents.run_internal.session_persistence"
 # that other modules import by name, as _SEAM is.
 _SESSION_SEAMS = ("_session_get_items", "_session_add_items", "_session_pop_item")
 _originals: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}  # name -> (the SDK's, ours)
+_ACTIONS_MODULE = "agents.run_internal.tool_actions"
+_LOCAL_TOOLS = {"ComputerAction": "ComputerTool", "LocalShellAction": "LocalShellTool", "ShellAction": "ShellTool",
+                "ApplyPatchAction": "ApplyPatchTool"}
+LOCAL_TOOL_RUNS = ("{n} call{s} of the Agents SDK's local tools ran on this machine unjournaled ({names}): what "
+                   "they do runs again on every replay; do it in a @function_tool (journaled) instead")
+_actions: dict[type, Any] = {}  # the SDK's action classes -> their own `execute`
 
 
 def install(module: ModuleType) -> None:
     if module.__name__ == _SESSION_MODULE:
         _install_session_memory(module)
+        return
+    if module.__name__ == _ACTIONS_MODULE:
+        _name_local_tools(module)
         return
     original = getattr(module, _SEAM, None)
     if original is None:
@@ -53,6 +67,27 @@ def install(module: ModuleType) -> None:
 
     _originals[_SEAM] = (original, invoke_journaled)
     _replace(_SEAM, original, invoke_journaled)
+
+
+def _name_local_tools(module: ModuleType) -> None:
+    """Each run of a local tool inside a step is counted, for the line its summary shows."""
+    from ..runtime import active_step
+
+    for action, label in _LOCAL_TOOLS.items():
+        cls = getattr(module, action, None)
+        if cls is None or cls in _actions or "execute" not in vars(cls):
+            continue
+        original = vars(cls)["execute"]
+
+        async def execute(klass: type, *args: Any, __run: Any = original.__func__, __label: str = label,
+                          **kwargs: Any) -> Any:
+            active = active_step()
+            if active is not None:
+                active.warn_named(LOCAL_TOOL_RUNS, __label)
+            return await __run(klass, *args, **kwargs)
+
+        _actions[cls] = original
+        cls.execute = classmethod(execute)
 
 
 def _install_session_memory(module: ModuleType) -> None:
@@ -104,6 +139,9 @@ def uninstall() -> None:
     for name, (original, journaled) in list(_originals.items()):
         _replace(name, journaled, original)
     _originals.clear()
+    for cls, original in list(_actions.items()):
+        cls.execute = original
+    _actions.clear()
 
 
 def _replace(name: str, old: Callable[..., Any], new: Callable[..., Any]) -> None:
@@ -120,5 +158,5 @@ def _arguments(text: str) -> Any:
         return {"$text": text}  # the SDK reports malformed arguments to the model; the call is still journaled
 
 
-INTEGRATION = Integration("openai_agents", ("agents.tool", _SESSION_MODULE), install, uninstall,
+INTEGRATION = Integration("openai_agents", ("agents.tool", _SESSION_MODULE, _ACTIONS_MODULE), install, uninstall,
                           Tested("openai-agents", "0.24", "0.24"))

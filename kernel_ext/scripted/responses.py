@@ -50,10 +50,18 @@ def response(body: dict[str, Any], tool_rounds: int, reply_chars: int) -> dict[s
     texts = [text_of(i.get("content")) or text_of(i.get("output")) for i in items]
     h = request_hash(body)
     last_user = max((k for k, i in enumerate(items) if i.get("role") == "user"), default=-1)
-    outputs = sum(i.get("type") == "function_call_output" for i in items[last_user + 1:])
+    outputs = sum(i.get("type") in ("function_call_output", "local_shell_call_output")
+                  for i in items[last_user + 1:])
     tool = _pick_function(body)
+    shell = any(isinstance(t, dict) and t.get("type") == "local_shell" for t in body.get("tools") or [])
     item: dict[str, Any]
-    if tool is not None and outputs < tool_rounds_for(body, tool_rounds):
+    if shell and tool is None and outputs < tool_rounds_for(body, tool_rounds):
+        # A local shell command for the client to run (the Agents SDK's LocalShellTool runs it).
+        produced = f"echo {h[:8]}"
+        item = {"id": f"lsh_{h[:24]}", "type": "local_shell_call", "status": "completed", "call_id": f"call_{h[:12]}",
+                "action": {"type": "exec", "command": ["sh", "-c", produced], "env": {}, "timeout_ms": None,
+                           "user": None, "working_directory": None}}
+    elif tool is not None and outputs < tool_rounds_for(body, tool_rounds):
         produced = json.dumps(schema_args(tool.get("parameters"), h))
         item = {"id": f"fc_{h[:24]}", "type": "function_call", "status": "completed",
                 "call_id": f"call_{h[:12]}", "name": tool["name"], "arguments": produced}
