@@ -28,7 +28,7 @@ GROUPS = {
     "Sessions and steps": ["session", "step", "current_session", "Session", "script_session", "run_async",
                            "settle"],
     "Tools": ["tool", "Tool", "run_tool_calls", "arun_tool_calls"],
-    "Approvals": ["approve", "Decision", "PendingApproval"],
+    "Approvals": ["approve", "Decision", "PendingApproval", "approve_deferred", "aapprove_deferred"],
     "Recorded values and waits": ["now", "uuid", "random", "sleep", "sleep_until"],
     "Errors and stops": ["DurableError", "StepError", "StrictReplayError", "InDoubtError", "UnreadRejectionError",
                          "ToolTimeoutError", "RecordedToolError", "ToolRejected", "BudgetExceeded", "StepSuspended",

@@ -15,6 +15,7 @@ import_own_packages()
 
 from .approvals import Decision, PendingApproval, StepSuspended, approve  # noqa: E402
 from .budgets import BudgetExceeded  # noqa: E402
+from .deferred import aapprove_deferred, approve_deferred  # noqa: E402
 from .errors import (  # noqa: E402
     DurableError,
     InDoubtError,
@@ -39,6 +40,8 @@ __all__ = [
     "SleepSuspended",
     "StepSuspended",
     "approve",
+    "approve_deferred",
+    "aapprove_deferred",
     "InDoubtError",
     "RecordedToolError",
     "Session",
