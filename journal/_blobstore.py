@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _blobs, _log, _seal
+from ._blobs import compress, decompress  # a pack is compressed as a sealed blob is
 
 TABLE = """CREATE TABLE blobs (
     hash HUGEINT,            -- a blob's digest; NULL on its pack's own row
@@ -29,10 +30,8 @@ TABLE = """CREATE TABLE blobs (
     codec UTINYINT,          -- on a pack's row: 0 raw, 3 zstd with the preset dictionary v1
     data BLOB                -- on a pack's row: the pack's bytes
 )"""
-RAW, ZSTD_DICT = 0, 3
 # Bigger packs compress a little better and cost more to unpack for one blob.
 PACK_BYTES = 128 * 1024
-_LEVEL = 12
 _CACHE_BYTES = 32 * 1024 * 1024
 
 
@@ -46,34 +45,6 @@ def to_hex(value: int) -> str:
 
 def _ints(keys: Iterable[str]) -> list[int]:
     return [to_int(key) for key in keys]
-
-
-_zstd: dict[str, Any] = {}
-
-
-def _codec() -> tuple[Any, Any]:
-    if not _zstd:
-        import zstandard
-
-        preset = zstandard.ZstdCompressionDict(_blobs._ZDICT_V1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-        _zstd["c"] = zstandard.ZstdCompressor(level=_LEVEL, dict_data=preset)
-        _zstd["d"] = zstandard.ZstdDecompressor(dict_data=preset)
-    return _zstd["c"], _zstd["d"]
-
-
-def compress(data: bytes) -> tuple[int, bytes]:
-    if len(data) < 64:
-        return RAW, data
-    packed = _codec()[0].compress(data)
-    return (ZSTD_DICT, packed) if len(packed) < len(data) else (RAW, data)
-
-
-def decompress(codec: int, data: bytes) -> bytes:
-    if codec == ZSTD_DICT:
-        return _codec()[1].decompress(data)
-    if codec == RAW:
-        return bytes(data)
-    raise ValueError(f"unknown pack codec {codec}; this journal was written by a newer durable-kernel")
 
 
 def write(con: Any, blobs: dict[str, bytes], table: str = "blobs") -> None:

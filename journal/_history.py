@@ -36,8 +36,8 @@ class History:
                                ).fetchone()
         if row is not None:
             key = _blobstore.to_hex(row[0])
-            for data in _blobstore.Packs().get(self.con, [key]).values():
-                _seal.open_blob(data)
+            for data in self._packs.get(self.con, [key]).values():  # type: ignore[attr-defined]
+                _seal.open_blob(data)  # a sealed blob opens only with its own key
 
     def session_info(self, session: str) -> dict[str, Any] | None:
         """A session's notebook and last update, or None if the journal has no such session."""
@@ -363,4 +363,7 @@ class History:
 
 def _ahead(iso: str | None) -> bool:
     """Whether a recorded wake-up time (ISO 8601 with its offset) is still to come."""
-    return iso is not None and datetime.fromisoformat(iso) > datetime.now(timezone.utc)
+    try:
+        return iso is not None and datetime.fromisoformat(iso) > datetime.now(timezone.utc)
+    except (TypeError, ValueError):  # not a time this release wrote (a journal from elsewhere): no wake-up to show
+        return False

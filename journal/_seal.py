@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ._blobs import _ZDICT_V1
+from ._blobs import compress, decompress
 from .errors import JournalError
 
 MAGIC = b"\x00DKE\x01"
@@ -75,7 +75,8 @@ class Key:
 
 
 _lock = threading.Lock()
-_chosen: tuple[str | None, Key | None] | None = None  # (material, key) set by use(); None: read DURABLE_KEY
+_FROM_ENVIRONMENT = object()
+_chosen: Key | None | object = _FROM_ENVIRONMENT  # the key use() set (None: none), or read DURABLE_KEY
 
 
 def derive(material: str) -> bytes:
@@ -110,12 +111,12 @@ def _key_of(material: str | None) -> Key | None:
 def use(material: str | None) -> None:
     """Seal with `material` (None: go back to reading DURABLE_KEY); checks it at once."""
     global _chosen
-    _chosen = None if material is None else (material, _key_of(material))
+    _chosen = _FROM_ENVIRONMENT if material is None else _key_of(material)
 
 
 def current() -> Key | None:
-    if _chosen is not None:
-        return _chosen[1]
+    if _chosen is not _FROM_ENVIRONMENT:
+        return _chosen  # type: ignore[return-value]
     return _key_of(os.environ.get(ENV) or None)
 
 
@@ -131,40 +132,24 @@ def _require() -> Key:
     return key
 
 
-_RAW, _ZSTD_DICT = 0, 3  # as the journal's packs name them (see _blobstore)
-_zstd = threading.local()  # a (de)compressor is not safe to share between threads: one pair per thread
-
-
-def _codec() -> tuple[Any, Any]:
-    if not hasattr(_zstd, "pair"):
-        import zstandard
-
-        preset = zstandard.ZstdCompressionDict(_ZDICT_V1, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
-        _zstd.pair = (zstandard.ZstdCompressor(level=12, dict_data=preset),
-                      zstandard.ZstdDecompressor(dict_data=preset))
-    return _zstd.pair
-
-
 def seal_blob(data: bytes) -> bytes:
     """`data` compressed and sealed, where a key is set; else as it is."""
     key = current()
     if key is None or is_sealed(data):
         return data
     # Compressed here, alone: sealed bytes do not compress, so a pack of them stays as large as this.
-    packed = _codec()[0].compress(data) if len(data) >= 64 else data
-    codec = _ZSTD_DICT if len(packed) < len(data) else _RAW
-    return key.seal(bytes([codec]) + (packed if codec == _ZSTD_DICT else data))
+    codec, packed = compress(data)
+    return key.seal(bytes([codec]) + packed)
 
 
 def open_blob(data: bytes) -> bytes:
     if not is_sealed(data):
         return data
     plain = _require().open(bytes(data))
-    if plain[0] == _ZSTD_DICT:
-        return _codec()[1].decompress(plain[1:])
-    if plain[0] == _RAW:
-        return plain[1:]
-    raise JournalKeyError(f"a sealed record uses codec {plain[0]}: this journal was written by a newer release")
+    try:
+        return decompress(plain[0], plain[1:])
+    except ValueError as exc:
+        raise JournalKeyError(f"a sealed record: {exc}") from None
 
 
 def open_blobs(blobs: dict[str, bytes]) -> dict[str, bytes]:

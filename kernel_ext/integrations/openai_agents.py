@@ -78,16 +78,18 @@ def _name_local_tools(module: ModuleType) -> None:
         if cls is None or cls in _actions or "execute" not in vars(cls):
             continue
         original = vars(cls)["execute"]
-
-        async def execute(klass: type, *args: Any, __run: Any = original.__func__, __label: str = label,
-                          **kwargs: Any) -> Any:
-            active = active_step()
-            if active is not None:
-                active.warn_named(LOCAL_TOOL_RUNS, __label)
-            return await __run(klass, *args, **kwargs)
-
         _actions[cls] = original
-        cls.execute = classmethod(execute)
+        cls.execute = classmethod(_counted(original.__func__, label, active_step))
+
+
+def _counted(run: Callable[..., Any], label: str, active_step: Callable[[], Any]) -> Callable[..., Any]:
+    async def execute(klass: type, *args: Any, **kwargs: Any) -> Any:
+        active = active_step()
+        if active is not None:
+            active.warn_named(LOCAL_TOOL_RUNS, label)
+        return await run(klass, *args, **kwargs)
+
+    return execute
 
 
 def _install_session_memory(module: ModuleType) -> None:

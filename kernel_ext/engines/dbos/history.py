@@ -80,9 +80,10 @@ def _wake_at(calls: list[dict[str, Any]]) -> str | None:
     """The recorded wake-up time of a sleep the session's last call began, while it is still ahead."""
     last = calls[-1] if calls else None
     wake = (last.get("meta") or {}).get("wake_at") if last is not None and last.get("name") == "sleep" else None
-    if wake is None or datetime.fromisoformat(wake) <= datetime.now(timezone.utc):
+    try:
+        return wake if wake is not None and datetime.fromisoformat(wake) > datetime.now(timezone.utc) else None
+    except (TypeError, ValueError):  # not a time this release wrote: no wake-up to show
         return None
-    return wake
 
 
 def list_dbos_sessions(url: str, as_json: bool) -> int:
