@@ -200,11 +200,8 @@ def _parse(setting: Setting, value: Any, where: str, base: Path | None = None) -
     if setting.kind == "limit":
         return _limits(value, invalid)
     if setting.kind == "number":
-        try:
-            number = float(value) if not isinstance(value, bool) else None
-        except (TypeError, ValueError):
-            number = None
-        if number is None or not number > 0 or number == float("inf"):
+        number = _positive(value)
+        if number is None:
             raise invalid()
         return number
     if isinstance(value, bool):
@@ -212,6 +209,15 @@ def _parse(setting: Setting, value: Any, where: str, base: Path | None = None) -
     if isinstance(value, str) and value.strip().lower() in _ON + _OFF:
         return value.strip().lower() in _ON
     raise invalid()
+
+
+def _positive(value: Any) -> float | None:
+    """`value` as a finite number > 0 (a boolean is not one), else None."""
+    try:
+        number = float(value) if not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and 0 < number < float("inf") else None
 
 
 def _limits(value: Any, invalid: Callable[[], SettingError]) -> dict[str, float]:
@@ -224,12 +230,9 @@ def _limits(value: Any, invalid: Callable[[], SettingError]) -> dict[str, float]
         pairs = [("*", value)]
     out = {}
     for model, given in pairs:
-        try:
-            number = float(given) if not isinstance(given, bool) else None
-        except (TypeError, ValueError):
-            number = None
+        number = _positive(given)
         name = model.strip() if isinstance(model, str) else ""
-        if not name or number is None or not 0 < number < float("inf"):
+        if not name or number is None:
             raise invalid()
         out[name] = number
     if not out:
