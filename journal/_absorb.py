@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ._store import Store
 
 _ROWS_PER_STATEMENT = 200
+_CHUNK = 8 << 20  # bytes of a log taken in per transaction
 
 
 _locks: dict[Path, threading.Lock] = {}
@@ -64,19 +65,26 @@ def _absorb_one(store: Store, path: Path) -> int:
         return 0
     alive = _writer_alive(*writer)
     touched: set[tuple[str, str]] = set()
-    with store.transaction():
-        row = store.con.execute("SELECT value FROM journal_state WHERE name = ?", [f"log {path.name}"]).fetchone()
-        start = row[0] if row else 0
-        try:
-            frames, end, left = _log.read_frames(path, start)
-        except FileNotFoundError:
-            return 0  # its writer retired it meanwhile: all of it was absorbed
-        if frames:
-            touched = _apply(store, frames, alive=alive)
-            if row is None:
-                _records.insert(store.con, "state", {"name": f"log {path.name}"}, id=end)
-            else:
-                _records.set_state(store.con, f"log {path.name}", end)
+    taken = left = 0
+    while True:  # a chunk at a time, each committed with its position: a long session's log in bounded memory
+        with store.transaction():
+            row = store.con.execute("SELECT value FROM journal_state WHERE name = ?",
+                                    [f"log {path.name}"]).fetchone()
+            start = row[0] if row else 0
+            try:
+                frames, end, left = _log.read_frames(path, start, _CHUNK)
+            except FileNotFoundError:
+                left = 0
+                break  # its writer retired it meanwhile: all of it was absorbed
+            if frames:
+                touched |= _apply(store, frames, alive=alive)
+                if row is None:
+                    _records.insert(store.con, "state", {"name": f"log {path.name}"}, id=end)
+                else:
+                    _records.set_state(store.con, f"log {path.name}", end)
+        taken += len(frames)
+        if not frames or not left:
+            break
     if touched or not alive:
         # Packs of the steps whose rows changed go before the log can: a pack with the log gone
         # would miss the records the log held (see _pack).
@@ -92,7 +100,7 @@ def _absorb_one(store: Store, path: Path) -> int:
               "that call counts as not journaled", file=sys.stderr)
     if full and not alive:
         marker.unlink(missing_ok=True)
-    return len(frames)
+    return taken
 
 
 def waiting(journal: Path, con: Any) -> int:
@@ -128,6 +136,7 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
             blobs[key] = data
     if blobs:  # the blobs of one absorb (a whole step's, often) are compressed together: see _blobstore
         store.write_blobs(blobs)
+    fresh = _NewSteps(store, events)
     for event in events:
         what = event["e"]
         if what == "call":
@@ -141,14 +150,20 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
                 updates.append((event["id"], event["patch"]))
         else:
             # Runs begin, end and change hands in the order the log has them.
-            if what == "claim":
-                store.apply_claim(event)
-            elif what == "begin":
-                store.apply_begin(event, cut_off=not alive and event["run_id"] not in ended)
-            elif what == "end":
-                store.apply_end(event)
+            cut_off = not alive and event.get("run_id") not in ended
+            if what == "begin" and fresh.begin(event, cut_off=cut_off) or what == "end" and fresh.end(event):
+                pass
+            else:
+                fresh.flush()
+                if what == "claim":
+                    store.apply_claim(event)
+                elif what == "begin":
+                    store.apply_begin(event, cut_off=cut_off)
+                elif what == "end":
+                    store.apply_end(event)
             if "step" in event:
                 touched.add((event["session"], event["step"]))
+    fresh.flush()
     if calls:  # the floor a lost counter file starts again from (see _ids)
         _records.set_state(store.con, "next call id", max(calls) + 1, at_least=True)
     rows = [[call_id, *row[:3], _records.encode(row[3])] for call_id, row in calls.items()]
@@ -162,3 +177,64 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
         if row is not None:
             touched.add(tuple(row))
     return touched
+
+
+class _NewSteps:
+    """First runs of steps new to the journal (begun from the log alone), inserted together.
+
+    A loop of new steps is then taken in with a few statements, not a handful for each step. Whatever
+    else happens to runs (a claim, a run of a known step) is applied after these are written.
+    """
+
+    def __init__(self, store: Store, events: list[dict[str, Any]]) -> None:
+        self.store = store
+        begun = {f"{e['session']}\0{e['step']}" for e in events if e["e"] == "begin" and e.get("new")}
+        known = set()
+        if begun:
+            known = {key for (key,) in store.con.execute(
+                "SELECT session || chr(0) || name FROM step_records WHERE list_contains(?, session || chr(0) || name)",
+                [sorted(begun)]).fetchall()}
+        self.fresh = begun - known
+        self.steps: dict[str, list[Any]] = {}  # "session\0step" -> [session, step, epoch, doc]
+        self.runs: dict[int, list[Any]] = {}  # run id -> [session, step, epoch, doc, "session\0step"]
+
+    def begin(self, begin: dict[str, Any], *, cut_off: bool) -> bool:
+        key = f"{begin['session']}\0{begin['step']}"
+        if key not in self.fresh:
+            return False
+        self.fresh.discard(key)  # a later begin of it finds its rows
+        session, step, epoch, at = begin["session"], begin["step"], begin["epoch"], begin["started_at"]
+        self.steps[key] = [session, step, epoch, {"status": "running", "source": begin["source"],
+                                                  "created_at": at, "updated_at": at}]
+        self.runs[begin["run_id"]] = [session, step, epoch, {"started_at": at, "status": "interrupted" if cut_off
+                                                             else "running"}, key]
+        return True
+
+    def end(self, end: dict[str, Any]) -> bool:
+        from ._store import run_end
+
+        run = self.runs.get(end["run_id"])
+        if run is None:
+            return False
+        run[3] = _records.merge_patch(run[3], run_end(end))
+        self.steps[run[4]][3].update(status=end["status"], updated_at=end["ended_at"])
+        return True
+
+    def flush(self) -> None:
+        if not self.steps:
+            return
+        rows = [["step", None, session, step, epoch, _records.encode(doc)]
+                for session, step, epoch, doc in self.steps.values()]
+        rows += [["run", run_id, session, step, epoch, _records.encode(doc)]
+                 for run_id, (session, step, epoch, doc, _) in self.runs.items()]
+        for chunk in range(0, len(rows), _ROWS_PER_STATEMENT):
+            part = rows[chunk:chunk + _ROWS_PER_STATEMENT]
+            self.store.con.execute("INSERT INTO records VALUES " + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part)),
+                                   [value for row in part for value in row])
+        latest: dict[str, str] = {}
+        for session, _, _, doc in self.steps.values():
+            latest[session] = max(latest.get(session, ""), doc["updated_at"])
+        for session, at in latest.items():
+            _records.patch(self.store.con, "session", "session = ?", [session], {"updated_at": at})
+        self.steps.clear()
+        self.runs.clear()

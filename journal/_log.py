@@ -74,16 +74,25 @@ def event_frame(event: dict[str, Any]) -> bytes:
     return frame(EVENT, json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode())
 
 
-def read_frames(path: Path, start: int) -> tuple[list[tuple[bytes, bytes]], int, int]:
+def read_frames(path: Path, start: int, limit: int = -1) -> tuple[list[tuple[bytes, bytes]], int, int]:
     """The whole frames of a log from byte `start`: ([(kind, body)], end of the last whole frame, bytes left).
 
     Reading stops at the first frame that is cut short or fails its checksum: from a growing log
-    that is a frame still being written; from a finished one, a record torn by the kill.
+    that is a frame still being written; from a finished one, a record torn by the kill. With a
+    `limit`, at most that many bytes are read (but always one whole frame if there is one), and
+    the bytes left count those after the last frame read to the end of the file.
     """
     with open(path, "rb") as file:
         file.seek(start)
-        data = file.read()
-    frames, used, left = read_frames_of(data)
+        data = file.read(limit)
+        frames, used, left = read_frames_of(data)
+        if limit >= 0 and len(data) == limit:
+            if not frames:  # one frame larger than the limit
+                file.seek(start)
+                data = file.read()
+                frames, used, left = read_frames_of(data)
+            else:
+                left = os.fstat(file.fileno()).st_size - start - used
     return frames, start + used, left
 
 

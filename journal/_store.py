@@ -61,6 +61,7 @@ def default_path() -> Path:
 
 
 _FIRST_IDS = 64  # call ids reserved when a step begins; a longer step reserves more as it goes
+_REPACK_BATCH = 256  # steps packed together (their recordings are held in memory at once)
 
 
 @dataclass
@@ -119,6 +120,13 @@ def recorded_calls(docs: dict[int, dict[str, Any]], blobs: dict[str, bytes],
             else:
                 items[key] = fetch(key)
     return recorded, items
+
+
+def run_end(end: dict[str, Any]) -> dict[str, Any]:
+    """The fields a log's `end` record sets in its run's document."""
+    return {"ended_at": end["ended_at"], "status": end["status"], "calls_live": end["live"],
+            "calls_replayed": end["replayed"], "outputs": end["outputs"], "error": end["error"],
+            "variables": end["variables"], "replayed_calls": end.get("replayed_calls"), "budget": end.get("budget")}
 
 
 @dataclass
@@ -229,6 +237,28 @@ class Journal:
         if replay is None:
             return None
         return StepRun(session, step, pack.epoch, pack.run_id, pack.call_ids, *replay), pack.source
+
+    def begin_new(self, session: str, step: str, run_ids: tuple[int, int], source: str | None) -> StepRun | None:
+        """The first run of a step the journal has no row of, begun from the log alone (no DuckDB).
+
+        The caller holds the session and knows its steps (`Store.session_steps`), and took `run_ids` (this
+        run's and the next's) from `Store.reserve_run_ids`. None where call ids cannot be had without DuckDB.
+        As a run begun through DuckDB does, it leaves a pack for the next run: the step's recording is then
+        nothing but what the logs will hold past this moment, so a run cut off resumes without DuckDB too.
+        """
+        if is_damaged(self.path) or not self.path.is_file():
+            return None
+        ids = _ids.reserve(self.path, 2 * _FIRST_IDS)
+        if ids is None:
+            return None
+        log = self.writer()
+        # Only this process writes the session's records (it holds it): its log is the only one to read past
+        # a point. A log made after now (a later file, a forked child's) is read whole.
+        positions = {log.path.name: log.position} if log.path is not None else {}
+        with _pack.locked(self.path, shared=False):
+            _pack.write(self.path, session, step, _pack.Pack(1, source, run_ids[1], ids[_FIRST_IDS:], {}, {}),
+                        positions)
+        return StepRun(session, step, 1, run_ids[0], ids[:_FIRST_IDS])
 
     def _check_swept(self) -> None:
         """Forget the blobs known to be stored if some were deleted since (see `_gc`)."""
@@ -568,12 +598,19 @@ class Store(History):
         return epoch, row[2]
 
     def apply_begin(self, begin: dict[str, Any], *, cut_off: bool) -> None:
-        """Open a step run as its log's `begin` record says (a run begun from a pack, without DuckDB).
+        """Open a step run as its log's `begin` record says (a run begun from a pack or a new step's, without
+        DuckDB).
 
         `cut_off`: its process is gone and the log holds no end for it, so it was interrupted.
         """
         session, step = begin["session"], begin["step"]
-        self._step_running(session, step, begin["source"], epoch=begin["epoch"])
+        epoch = begin["epoch"]
+        if begin.get("new") and self.con.execute("SELECT 1 FROM step_records WHERE session = ? AND name = ?",
+                                                 [session, step]).fetchone():
+            # Begun as new, yet the step has rows (written behind the holder's back): its epoch stays, so that
+            # what it recorded keeps replaying; this run's calls stay in the history under their own epoch.
+            epoch = None
+        self._step_running(session, step, begin["source"], epoch=epoch)
         _records.insert(self.con, "run", {"started_at": begin["started_at"],
                                           "status": "interrupted" if cut_off else "running"},
                         id=begin["run_id"], session=session, step=step, epoch=begin["epoch"])
@@ -614,27 +651,67 @@ class Store(History):
                         _pack.Pack(epoch, source, run_id, ids, docs, blobs), positions)
         return docs, blobs
 
-    def repack(self, session: str, steps: Iterable[str]) -> None:
-        """Pack the recordings of `steps` that have no pack (their runs ended in this process)."""
-        for step in steps:
-            if _pack.pack_path(self.journal.path, session, step).exists():
-                continue
-            row = self.con.execute("SELECT epoch, source, status FROM step_records WHERE session = ? AND name = ?",
-                                   [session, step]).fetchone()
-            if row is None or row[2] == "running":
-                continue
-            self._pack_recording(session, step, row[0], row[1])
+    def repack(self, session: str, steps: Iterable[str]) -> list[str]:
+        """Pack the recordings of `steps` that have no pack (their runs ended in this process).
+
+        Returns the steps DuckDB still has running (their end is in a log it has not taken in yet). Steps
+        are packed in batches, a few queries each: a long loop of steps is packed at once when it ends.
+        """
+        later: list[str] = []
+        names = list(dict.fromkeys(steps))
+        for start in range(0, len(names), _REPACK_BATCH):
+            with _pack.locked(self.journal.path, shared=False):
+                later += self._pack_batch(session, names[start:start + _REPACK_BATCH])
+        return later
+
+    def _pack_batch(self, session: str, names: list[str]) -> list[str]:
+        # Under the packs' exclusive lock, as `_pack_recording`.
+        names = [name for name in names if not _pack.pack_path(self.journal.path, session, name).exists()]
+        if not names:
+            return []
+        rows = self.con.execute("SELECT name, epoch, source, status FROM step_records "
+                                "WHERE session = ? AND list_contains(?, name)", [session, names]).fetchall()
+        later = [name for name, _, _, status in rows if status == "running"]
+        steps = {name: (epoch, source) for name, epoch, source, status in rows if status != "running"}
+        if not steps:
+            return later
+        docs: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in steps}
+        for step, call_id, text in self.con.execute(
+                "SELECT c.step, c.id, c.doc FROM call_records c JOIN step_records s "
+                "ON s.session = c.session AND s.name = c.step AND s.epoch = c.epoch "
+                "WHERE c.session = ? AND list_contains(?, c.step) ORDER BY c.id", [session, list(steps)]).fetchall():
+            docs[step][call_id] = json.loads(text)
+        blobs = self._replay_blobs([doc for recording in docs.values() for doc in recording.values()])
+        run_ids = self.reserve_run_ids(len(steps))
+        ids = self.reserve_call_ids(_FIRST_IDS * len(steps))
+        positions = {name[4:]: value for name, value in self.con.execute(
+            "SELECT name, value FROM journal_state WHERE starts_with(name, 'log ')").fetchall()}
+        for n, (step, (epoch, source)) in enumerate(steps.items()):
+            recording = docs[step]
+            responses = {doc["response"] for doc in recording.values() if doc.get("response") in blobs}
+            needed = responses.union(*(_blobs.item_references(blobs[key]) for key in responses))
+            own = {key: blobs[key] for key in needed if key in blobs}
+            _pack.write(self.journal.path, session, step,
+                        _pack.Pack(epoch, source, run_ids[n], ids[n * _FIRST_IDS:(n + 1) * _FIRST_IDS], recording, own),
+                        positions)
+        return later
 
     def apply_end(self, end: dict[str, Any]) -> None:
         """Close a step run as its log's `end` record says (see `_writer.StepWriter.end_step`)."""
-        replayed = end.get("replayed_calls")
-        _records.patch(self.con, "run", "id = ?", [end["run_id"]], {
-            "ended_at": end["ended_at"], "status": end["status"], "calls_live": end["live"],
-            "calls_replayed": end["replayed"], "outputs": end["outputs"], "error": end["error"],
-            "variables": end["variables"], "replayed_calls": replayed, "budget": end.get("budget")})
+        _records.patch(self.con, "run", "id = ?", [end["run_id"]], run_end(end))
         _records.patch(self.con, "step", "session = ? AND step = ? AND epoch = ?",
                        [end["session"], end["step"], end["epoch"]],
                        {"status": end["status"], "updated_at": end["ended_at"]})
+
+    def session_steps(self, session: str) -> set[str]:
+        """The names of the session's steps (what a holder of the session begins without DuckDB is new)."""
+        return {name for (name,) in self.con.execute("SELECT name FROM step_records WHERE session = ?",
+                                                     [session]).fetchall()}
+
+    def reserve_run_ids(self, count: int) -> list[int]:
+        """`count` run ids for runs begun without DuckDB (see `Journal.begin_new`)."""
+        return [run_id for (run_id,) in self.con.execute("SELECT nextval('run_ids') FROM range(?)",
+                                                          [count]).fetchall()]
 
     def reserve_call_ids(self, count: int) -> list[int]:
         """`count` call ids no other writer will use: a running step hands them out without DuckDB."""
@@ -665,12 +742,16 @@ class Store(History):
             [session, step, epoch],
         ).fetchall()
         docs = {call_id: json.loads(text) for call_id, text in rows}
-        wanted = {doc["response"] for doc in docs.values() if doc.get("response") and doc["status"] != "abandoned"}
+        return docs, self._replay_blobs(list(docs.values()))
+
+    def _replay_blobs(self, docs: list[dict[str, Any]]) -> dict[str, bytes]:
+        """The responses of recorded calls (`docs`) and the items they refer to, in two queries."""
+        wanted = {doc["response"] for doc in docs if doc.get("response") and doc["status"] != "abandoned"}
         blobs = self._blobs_by_hash(list(wanted)) if wanted else {}
         items = {key for data in blobs.values() for key in _blobs.item_references(data)} - blobs.keys()
         if items:
             blobs.update(self._blobs_by_hash(list(items)))
-        return docs, blobs
+        return blobs
 
     def recorded(self, session: str, step: str, epoch: int) -> list[RecordedCall]:
         """A step's recorded calls as its next run replays them (their results preloaded)."""

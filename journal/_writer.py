@@ -102,15 +102,17 @@ class StepWriter:
         self._append(list(splits), {"e": "patch", "id": call_id, "patch": patch}, lost=lost)
 
     def begin_run(self, source: _blobs.Split | None, source_key: str | None, *,
-                  claim: dict[str, Any] | None = None) -> None:
-        """Journal that the run begins, for a run begun from a pack (DuckDB has no row of it yet).
+                  claim: dict[str, Any] | None = None, new: bool = False) -> None:
+        """Journal that the run begins, for a run begun from a pack or a `new` step's (DuckDB has no row of it
+        yet).
 
         `claim` (holder, notebook): this process took the session over without DuckDB; said first.
         """
         run = self.run
         events = [{"e": "claim", "session": run.session, "at": stamp(now()), **claim}] if claim else []
         events.append({"e": "begin", "run_id": run.run_id, "session": run.session, "step": run.step,
-                       "epoch": run.epoch, "source": source_key, "started_at": stamp(now())})
+                       "epoch": run.epoch, "source": source_key, "started_at": stamp(now()),
+                       **({"new": True} if new else {})})
         self._append([source] if source is not None else [], *events,
                      lost=f"step {run.step!r} did not begin (nothing of it was journaled)")
 

@@ -479,6 +479,12 @@ class Session:
         self._held: int | None = None  # the session's lock file, held while this process drives it
         self._claim_logged = False  # taken over through the log (a step begun from a pack), not DuckDB
         self._ended: dict[str, None] = {}  # steps that ran here since their recordings were last packed
+        # While this process holds the session, no other adds a step to it: a step not among these is new,
+        # and its first run begins from the log alone (None: not read from DuckDB yet).
+        self._steps: set[str] | None = None
+        self._run_ids: list[int] = []  # reserved for those runs
+        self._refill: threading.Thread | None = None  # reserving more of them, beside the running steps
+        self._timer_lock = threading.Lock()  # for `_closer` and `_steps`; taken inside `_journal_lock`, never around it
         self.tool_ledger = ToolLedger()  # journaled tool calls whose results no request carried yet
         self.budget: Budget | None = None  # set by `session(..., budget_tokens=...)`; else the settings'
         # Vendor state (a stored response's id) named by answers replayed here -> (step, call) that replayed it.
@@ -500,7 +506,7 @@ class Session:
         limits.configure(chosen.max_concurrent, chosen.max_per_minute)
         budgets = [b for b in (budget, self.budget or self._budget_of(chosen)) if b is not None]
         source = redact_text(source) if source is not None else None
-        begun = None if rerun else self._begin_from_pack(name, source)
+        begun = None if rerun else self._begin_from_pack(name, source) or self._begin_new(name, source)
         if begun is None:
             with self.journal_store() as store:
                 self._hold()
@@ -509,6 +515,7 @@ class Session:
                     self._claimed = True
                 run = store.begin_step(self.name, name, source, rerun=rerun)
                 self._flush_cells(store)
+                self._learn_steps(store, name)
             begun = run, StepWriter(self.journal, run, self._reserve_ids)
         active = ActiveStep(self, *begun, strict, budgets=budgets)
         status, error = "failed", None
@@ -530,6 +537,7 @@ class Session:
                                        error=error, variables=active.variables if status == "completed" else None,
                                        replayed_calls=active.replayed_calls, budget=_budget_note(active))
             self._ended[name] = None
+            self._close_later()  # DuckDB takes the step in once the session is idle, off the next cell's path
 
     def _budget_of(self, chosen: Any) -> Budget | None:
         """The budget the settings give every session, if any."""
@@ -543,6 +551,51 @@ class Session:
         """Hold the session's lock file for as long as this process drives it."""
         if self._held is None:
             self._held = hold_session(self.journal.path, self.name, self.holder.__dict__, self.holder.describe())
+
+    def _learn_steps(self, store: Store, name: str) -> None:
+        """Know the session's steps and hold run ids, so that the steps new to it begin without DuckDB."""
+        with self._timer_lock:
+            if self._steps is None:
+                self._steps = store.session_steps(self.name)  # read after every log was absorbed
+            self._steps.add(name)
+        self._refill_run_ids(store)
+
+    def _refill_beside(self) -> None:
+        try:
+            with self.journal_store(linger=False) as store:
+                self._refill_run_ids(store)
+        except Exception as exc:  # noqa: BLE001 - steps go on through DuckDB once the ids run out
+            print(f"durable: could not reserve run ids beside the running steps ({type(exc).__name__}: {exc})",
+                  file=sys.stderr)
+        finally:
+            with self._timer_lock:
+                self._refill = None
+
+    def _refill_run_ids(self, store: Store) -> None:
+        with self._timer_lock:
+            if self._steps is not None and len(self._run_ids) < _RUN_IDS // 4:
+                self._run_ids.extend(store.reserve_run_ids(_RUN_IDS))
+
+    def _begin_new(self, name: str, source: str | None) -> tuple[StepRun, StepWriter] | None:
+        """Begin the first run of a step new to the session from the log alone; None if it cannot be known new."""
+        with self._timer_lock:
+            if self._steps is None or name in self._steps or len(self._run_ids) < 2 or self._held is None:
+                return None
+            split = Split()
+            key = split.add(source.encode()) if source is not None else None
+            run = self.journal.begin_new(self.name, name, (self._run_ids[0], self._run_ids[1]), key)
+            if run is None:
+                return None
+            del self._run_ids[:2]
+            self._steps.add(name)  # from now on it has a run: its next one replays it
+            if len(self._run_ids) < _RUN_IDS // 4 and self._refill is None:
+                # A long loop of new steps: DuckDB takes what they wrote in and reserves more, beside them.
+                self._refill = threading.Thread(target=self._refill_beside, name="durable-refill", daemon=True)
+                self._refill.start()
+        writer = StepWriter(self.journal, run, self._reserve_ids)
+        with uninterrupted():
+            writer.begin_run(split if key is not None else None, key, new=True)
+        return run, writer
 
     def _begin_from_pack(self, name: str, source: str | None) -> tuple[StepRun, StepWriter] | None:
         """Begin a run from the step's pack, without DuckDB (see journal/_pack.py); None if it has none."""
@@ -581,9 +634,7 @@ class Session:
         loop) share one connection.
         """
         with self._journal_lock:
-            if self._closer is not None:
-                self._closer.cancel()
-                self._closer = None
+            self._cancel_closer()
             try:
                 if self._store is None:
                     self._store = self.journal.connect()  # absorbs every log it finds
@@ -597,9 +648,22 @@ class Session:
             if not linger:
                 self.close_journal()
                 return
+            self._close_later()
+
+    def _close_later(self) -> None:
+        """Close (and absorb, if no step runs) LINGER seconds from now, unless the journal is used again."""
+        with self._timer_lock:
+            if self._closer is not None:
+                self._closer.cancel()
             self._closer = threading.Timer(LINGER, self._close_when_idle)
             self._closer.daemon = True
             self._closer.start()
+
+    def _cancel_closer(self) -> None:
+        with self._timer_lock:
+            if self._closer is not None:
+                self._closer.cancel()
+                self._closer = None
 
     def _own_log(self) -> tuple[Path | None, int, bool]:
         """This process's log, the bytes written to it, and whether any are not absorbed yet.
@@ -621,9 +685,10 @@ class Session:
         # begin without DuckDB again.
         ended = list(self._ended)  # a step ending meanwhile (another thread) is packed next time
         if ended:
-            store.repack(self.name, ended)
+            later = set(store.repack(self.name, ended))
             for name in ended:
-                self._ended.pop(name, None)
+                if name not in later:
+                    self._ended.pop(name, None)
 
     def _close_when_idle(self) -> None:
         # While a step runs, its log is absorbed once at the end rather than bit by bit: every absorb is
@@ -634,9 +699,7 @@ class Session:
     def close_journal(self, *, absorb: bool = True) -> None:
         """Absorb this process's log and close DuckDB (at once: another user may wait for the file)."""
         with self._journal_lock:
-            if self._closer is not None:
-                self._closer.cancel()
-                self._closer = None
+            self._cancel_closer()
             store, self._store = self._store, None
             if not absorb:
                 if store is not None:
@@ -649,6 +712,8 @@ class Session:
                 try:
                     self._absorb_own(store)
                     self._repack(store)
+                    self._flush_cells(store)
+                    self._refill_run_ids(store)
                     log = self.journal.writer()
                     if log.path is not None:
                         retired = log.retire(store.absorbed_position(log.path))
@@ -692,6 +757,8 @@ class Session:
         if self._held is not None:
             let_go_of_session(self.journal.path, self.name, self._held)
             self._held = None
+        with self._timer_lock:
+            self._steps, self._run_ids = None, []  # another process may add steps now
 
 
 def _process_label() -> str:
@@ -713,6 +780,7 @@ def _budget_note(active: ActiveStep) -> str | None:
 _current: Session | None = None
 DEFAULT_SESSION = "default"  # the session's name where nothing tells the notebook's
 _unnamed: Session | None = None  # the current session, while it has that name and nobody was told yet
+_RUN_IDS = 1024  # run ids reserved at a time for steps begun without DuckDB (two a step)
 LINGER = 0.25  # seconds the journal stays open after its last use: long enough for back-to-back steps,
 # short enough that another kernel beginning a step hardly waits for the file
 
