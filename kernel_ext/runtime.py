@@ -44,6 +44,7 @@ from .budgets import recorded as recorded_spend
 from .config import Settings, settings
 from .errors import InDoubtError, StepError, StrictReplayError
 from .exit_codes import EXIT_SUSPENDED
+from .idle import IdleWork
 from .secrets import redact_text
 from .tool_results import ToolLedger
 
@@ -472,7 +473,7 @@ class Session:
         self._claimed = False
         self._cells: list[tuple[str, str | None, str]] = []  # ran here, not yet in the journal
         self._store: Store | None = None  # DuckDB, open only while used and a moment after (journal_store)
-        self._closer: threading.Timer | None = None
+        self._closer = IdleWork(LINGER, self._close_when_idle, f"durable-idle {name}")
         self._journal_lock = threading.RLock()
         self._absorbed: dict[Path, int] = {}  # how far this process absorbed its own logs
         self._cells_seen: dict[tuple[str, str | None, str], None] = {}  # in the order they first ran
@@ -484,7 +485,8 @@ class Session:
         self._steps: set[str] | None = None
         self._run_ids: list[int] = []  # reserved for those runs
         self._refill: threading.Thread | None = None  # reserving more of them, beside the running steps
-        self._timer_lock = threading.Lock()  # for `_closer` and `_steps`; taken inside `_journal_lock`, never around it
+        # For `_steps` and `_run_ids`; taken inside `_journal_lock`, never around it.
+        self._timer_lock = threading.Lock()
         self.tool_ledger = ToolLedger()  # journaled tool calls whose results no request carried yet
         self.budget: Budget | None = None  # set by `session(..., budget_tokens=...)`; else the settings'
         # Vendor state (a stored response's id) named by answers replayed here -> (step, call) that replayed it.
@@ -537,7 +539,7 @@ class Session:
                                        error=error, variables=active.variables if status == "completed" else None,
                                        replayed_calls=active.replayed_calls, budget=_budget_note(active))
             self._ended[name] = None
-            self._close_later()  # DuckDB takes the step in once the session is idle, off the next cell's path
+            self._closer.later()  # DuckDB takes the step in once the session is idle, off the next cell's path
 
     def _budget_of(self, chosen: Any) -> Budget | None:
         """The budget the settings give every session, if any."""
@@ -634,7 +636,7 @@ class Session:
         loop) share one connection.
         """
         with self._journal_lock:
-            self._cancel_closer()
+            self._closer.cancel()
             try:
                 if self._store is None:
                     self._store = self.journal.connect()  # absorbs every log it finds
@@ -648,22 +650,7 @@ class Session:
             if not linger:
                 self.close_journal()
                 return
-            self._close_later()
-
-    def _close_later(self) -> None:
-        """Close (and absorb, if no step runs) LINGER seconds from now, unless the journal is used again."""
-        with self._timer_lock:
-            if self._closer is not None:
-                self._closer.cancel()
-            self._closer = threading.Timer(LINGER, self._close_when_idle)
-            self._closer.daemon = True
-            self._closer.start()
-
-    def _cancel_closer(self) -> None:
-        with self._timer_lock:
-            if self._closer is not None:
-                self._closer.cancel()
-                self._closer = None
+            self._closer.later()  # closed (and absorbed, if no step runs) unless used again meanwhile
 
     def _own_log(self) -> tuple[Path | None, int, bool]:
         """This process's log, the bytes written to it, and whether any are not absorbed yet.
@@ -699,7 +686,7 @@ class Session:
     def close_journal(self, *, absorb: bool = True) -> None:
         """Absorb this process's log and close DuckDB (at once: another user may wait for the file)."""
         with self._journal_lock:
-            self._cancel_closer()
+            self._closer.cancel()
             store, self._store = self._store, None
             if not absorb:
                 if store is not None:

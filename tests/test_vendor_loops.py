@@ -1,10 +1,11 @@
-"""The tool loop the vendors' docs teach, with plain functions as tools: never silent about what runs again.
+"""The tool loop the vendors' docs teach, with plain functions as tools: durable without a code change.
 
 Each loop sends the model's tool calls to plain functions (`available[name](**args)`) and the results back, as
-the OpenAI, Anthropic and LiteLLM docs write it. Such a function runs again on every run, so every run (the
-first included, live or replayed, also after the kernel was killed) names those tools under the cell, with
-counts; the same line reaches `durable run`'s summary, and `durable run --strict` fails on it. With `@tool`
-the same loop runs each tool once and says nothing.
+the OpenAI, Anthropic and LiteLLM docs write it. A plain function of the notebook under the name of a tool the
+step offered the model is adopted: its calls are journaled tool calls, so after a kill nothing runs twice and
+nothing is said. A function that cannot be adopted (here a closure from a factory) runs again on every run, so
+every run (the first included, live or replayed) names those tools under the cell, with counts; the same line
+reaches `durable run`'s summary, and `durable run --strict` fails on it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ def send_sms(to: str) -> str:
 available = {"send_sms": send_sms}
 """
 DECORATED = "send_sms = tool(send_sms)\navailable = {'send_sms': send_sms}\n"
+# A closure cannot be adopted: its code cannot be swapped for a trampoline that keeps its cells.
+CLOSURE = """
+def make_sender(ledger):
+    def send_sms(to: str) -> str:
+        with open(ledger, "a") as file:
+            file.write("send_sms\\n")
+        return "sent"
+    return send_sms
+
+available = {"send_sms": make_sender(LEDGER)}
+"""
 
 OPENAI = """%%durable loop
 from openai import OpenAI
@@ -112,25 +124,57 @@ def _ledger(tmp_path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
 
 
+def _requests(model_server) -> int:
+    return model_server.stats()["requests"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sdk", list(LOOPS))
-def test_a_plain_function_loop_names_its_tools_on_every_run(sdk, env, tmp_path, model_server):
+def test_a_plain_function_loop_runs_each_tool_once_across_a_kill(sdk, env, tmp_path, model_server):
     kernel = Kernel(env, tmp_path)
     try:
         kernel.ok("import os\n" + SETUP)
         first = kernel.ok(LOOPS[sdk])
         ran = len(_ledger(tmp_path))  # LiteLLM keeps `metadata` to itself: the server's one round
         assert ran >= 1 and _ledger(tmp_path) == ["send_sms"] * ran
-        assert any(_line(ran) in w for w in _warnings(first)), first
-        sent = model_server.stats()["requests"]
+        assert _warnings(first) == [], "an adopted function is journaled: nothing to name"
+        assert summaries(first)[0]["live"] == 2 * ran + 1, "each model call and each tool call journaled"
+        sent = _requests(model_server)
         assert sent == ran + 1
         os.kill(kernel.pid, signal.SIGKILL)  # as an OOM kill: the next run starts from the journal
         kernel.shutdown()
         kernel.start()
         kernel.ok("import os\n" + SETUP)
         again = kernel.ok(LOOPS[sdk])
-        assert summaries(again)[0]["live"] == 0 and model_server.stats()["requests"] == sent
-        # The functions ran again, and the line says so again.
+        assert summaries(again)[0]["live"] == 0 and _requests(model_server) == sent
+        assert _ledger(tmp_path) == ["send_sms"] * ran, "no tool ran twice"
+        assert _warnings(again) == []
+        kernel.restart()
+        kernel.ok("import os\n" + SETUP)
+        third = kernel.ok(LOOPS[sdk])
+        assert summaries(third)[0]["replayed"] == 2 * ran + 1 and _requests(model_server) == sent
+        assert _ledger(tmp_path) == ["send_sms"] * ran
+    finally:
+        kernel.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sdk", ["openai", "anthropic"])
+def test_a_function_that_cannot_be_adopted_is_named_on_every_run(sdk, env, tmp_path, model_server):
+    kernel = Kernel(env, tmp_path)
+    try:
+        kernel.ok("import os\n" + SETUP + CLOSURE)
+        first = kernel.ok(LOOPS[sdk])
+        ran = len(_ledger(tmp_path))
+        assert ran == 2 and any(_line(ran) in w for w in _warnings(first)), first
+        sent = _requests(model_server)
+        os.kill(kernel.pid, signal.SIGKILL)
+        kernel.shutdown()
+        kernel.start()
+        kernel.ok("import os\n" + SETUP + CLOSURE)
+        again = kernel.ok(LOOPS[sdk])
+        assert summaries(again)[0]["live"] == 0 and _requests(model_server) == sent
+        # The function ran again, and the line says so again.
         assert any(_line(ran) in w for w in _warnings(again)) and _ledger(tmp_path) == ["send_sms"] * 2 * ran
     finally:
         kernel.shutdown()
@@ -153,7 +197,8 @@ def test_the_same_loop_with_tool_runs_each_tool_once_and_says_nothing(env, tmp_p
 @pytest.mark.slow
 def test_durable_run_names_the_tools_and_strict_fails_on_them(env, tmp_path, model_server):
     notebook = tmp_path / "loop.ipynb"
-    nbformat.write(new_notebook(cells=[new_code_cell("import os\n" + SETUP), new_code_cell(OPENAI)]), notebook)
+    nbformat.write(new_notebook(cells=[new_code_cell("import os\n" + SETUP + CLOSURE), new_code_cell(OPENAI)]),
+                   notebook)
     journal = tmp_path / "journal.duckdb"
 
     def run(*extra: str) -> subprocess.CompletedProcess[str]:
