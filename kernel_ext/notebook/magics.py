@@ -40,6 +40,7 @@ from .progress import ProgressLine
 from .variables import VariableTracker, describe, restore
 
 _MAGIC = re.compile(r"%%durable(?=\s|$)")
+_EXPORT = re.compile(r"\s*(?:%durable\s+export\b|#|$)")
 _RUNNER = "__durable_cell__"
 _pending: OrderedDict[str, str] = OrderedDict()  # cell bodies by hash, handed from transformer to runner
 _state: dict[str, Any] = {"cell_id": None, "number": None}  # of the cell being run
@@ -510,7 +511,9 @@ def _remember_cell(info: Any) -> None:
 def _note_setup_cell(result: Any) -> None:
     """Remember a plain cell that ran without error: an exported script runs it as its setup."""
     source = getattr(result.info, "raw_cell", None)
-    if result.success and source and source.strip() and not _MAGIC.match(source):
+    # A cell that only exports the session writes the script: the script has no use for it.
+    exports = all(_EXPORT.match(line) for line in (source or "").splitlines())
+    if result.success and source and source.strip() and not _MAGIC.match(source) and not exports:
         with contextlib.suppress(config.SettingError):  # not after every cell: the next durable cell says it
             current_session().note_cell("setup", None, source)
 
