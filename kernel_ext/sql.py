@@ -5,12 +5,16 @@ from __future__ import annotations
 import html
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from journal import Journal
 
+from .cli import terminal
 from .errors import StepError
 from .exit_codes import EXIT_COMPLETED, EXIT_FAILED
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 VIEWS = "sessions, steps, calls, approvals"
 
@@ -28,13 +32,14 @@ class QueryTable:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
     def __repr__(self) -> str:
-        cells = [[_text(v) for v in row] for row in self.rows]
-        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(self.columns)]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(self.columns, widths, strict=True))]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-        lines.append(f"({len(self.rows)} rows)")
-        return "\n".join(line.rstrip() for line in lines)
+        return terminal.plain(*self.shown())
+
+    def shown(self) -> tuple[Table, str]:
+        """The rows as a table to print, and the line that counts them."""
+        drawn = terminal.table(*self.columns)
+        for row in self.rows:
+            drawn.add_row(*map(_text, row))
+        return drawn, f"({len(self.rows)} rows)"
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
@@ -102,5 +107,8 @@ def print_query(journal: Journal, query: str, as_json: bool) -> int:
         print(f"durable sql: {exc}", file=sys.stderr)
         return EXIT_FAILED
     table = QueryTable(columns, rows)
-    print(json.dumps(table.records(), default=str, indent=2) if as_json else repr(table))
+    if as_json:
+        print(json.dumps(table.records(), default=str, indent=2))
+    else:
+        terminal.echo(*table.shown())
     return EXIT_COMPLETED

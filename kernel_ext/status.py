@@ -7,6 +7,7 @@ from typing import Any
 
 from .approvals import decide_command, journal_option
 from .budgets import left as budget_left
+from .cli.terminal import plain, table
 from .notebook.outputs import DURABLE_METADATA
 from .runtime import ActiveStep, Session
 
@@ -76,13 +77,11 @@ def render_status(session: Session) -> str:
     if not steps:
         lines.append("no steps yet: run a %%durable cell")
         return "\n".join(lines)
-    width = max(len(s["name"]) for s in steps)
-    lines.append(f"{'step':<{width}}  {'status':<10} {'calls':>6} {'tokens':>8} {'runs':>5}  last run")
+    shown = table("step", "status", "calls", "tokens", "runs", "last run", right=("calls", "tokens", "runs"))
     for s in steps:
-        lines.append(
-            f"{s['name']:<{width}}  {s['status']:<10} {s['calls']:>6} {s['tokens']:>8} {s['runs']:>5}  "
-            f"{s['updated_at']:%Y-%m-%d %H:%M:%S} UTC"
-        )
+        shown.add_row(s["name"], s["status"], str(s["calls"]), str(s["tokens"]), str(s["runs"]),
+                      f"{s['updated_at']:%Y-%m-%d %H:%M:%S} UTC")
+    lines.append(plain(shown))
     return "\n".join(lines)
 
 

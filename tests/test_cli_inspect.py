@@ -37,7 +37,10 @@ def test_ls_and_show_read_a_recorded_session(tmp_path, kernel_env, model_server)
     assert _durable("run", str(notebook), env=kernel_env, cwd=tmp_path).returncode == 0
 
     listed = _durable("ls", env=kernel_env, cwd=tmp_path)
-    assert listed.returncode == 0 and "trip" in listed.stdout and "completed" in listed.stdout
+    assert listed.returncode == 0 and "\x1b" not in listed.stdout, listed.stdout  # piped: plain text
+    header, row = listed.stdout.splitlines()
+    assert header.split() == ["session", "status", "steps", "calls", "tokens", "last", "activity"]
+    assert row.split()[:4] == ["trip", "completed", "2/2", "5"] and row.endswith(" UTC")
     (session,) = json.loads(_durable("ls", "--json", env=kernel_env, cwd=tmp_path).stdout)
     assert (session["session"], session["steps"], session["calls"]) == ("trip", 2, 5)
     assert session["tokens"] > 0
@@ -73,8 +76,11 @@ def test_sql_and_prices_over_a_recorded_session(tmp_path, kernel_env, model_serv
     table = _durable("sql", "SELECT step, kind, name FROM calls ORDER BY id", env=kernel_env, cwd=tmp_path)
     assert table.returncode == 0
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["step", "kind", "name"] and lines[-1] == "(5 rows)"
-    assert lines[2].split() == ["research", "llm", "chat.completions"]
+    assert lines[0].split() == ["step", "kind", "name"] and lines[-1] == "(5 rows)" and len(lines) == 7
+    assert lines[1].split() == ["research", "llm", "chat.completions"]
+    assert lines[2].split() == ["research", "tool", "lookup"]
+    assert lines[5].split() == ["summary", "llm", "chat.completions"]
+    assert "\x1b" not in table.stdout  # piped: plain text
     rows = json.loads(_durable("sql", "SELECT name, steps, calls, tokens, cost FROM sessions", "--json",
                                env=kernel_env, cwd=tmp_path).stdout)
     assert rows[0]["name"] == "trip" and rows[0]["steps"] == 2 and rows[0]["calls"] == 5
@@ -88,7 +94,8 @@ def test_sql_and_prices_over_a_recorded_session(tmp_path, kernel_env, model_serv
                                  "--json", env=kernel_env, cwd=tmp_path).stdout)
     assert row["p"] > 0 and abs(row["cost"] - (row["p"] * 2.0 + row["c"] * 8.0) / 1e6) < 1e-5
     assert row["currency"] == "EUR"
-    assert "cost" in _durable("ls", env=kernel_env, cwd=tmp_path).stdout
+    header, listed = _durable("ls", env=kernel_env, cwd=tmp_path).stdout.splitlines()
+    assert header.split()[5] == "cost" and abs(float(listed.split()[5]) - row["cost"]) < 6e-5, listed
 
     # Queries people type cannot change the journal, and a mistake is one line that names the views.
     refused = _durable("sql", "DELETE FROM call_records", env=kernel_env, cwd=tmp_path)

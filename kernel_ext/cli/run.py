@@ -13,18 +13,20 @@ import json
 import os
 import shlex
 import sys
-import threading
 import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from journal import Journal, JournalError, Store, default_path, now
 
 from ..approvals import decide_command, journal_option
 from ..exit_codes import EXIT_COMPLETED, EXIT_FAILED, EXIT_SUSPENDED, EXIT_USAGE
 from ..notebook.outputs import step_summaries
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as Bar
 
 _SKIP_TAG = "skip-execution"  # nbclient does not run cells tagged so (its skip_cells_with_tag default)
 # ipykernel warns on stderr at every start that TCP is unencrypted, which is true but no news on loopback
@@ -152,7 +154,6 @@ class Progress:
 
     def __init__(self, notebook: Any, stream: TextIO) -> None:
         self.stream = stream
-        self.tty = stream.isatty()
         self.total = sum(1 for c in notebook.cells if c.cell_type == "code" and c.source.strip()
                          and _SKIP_TAG not in c.metadata.get("tags", []))
         self.done = 0
@@ -160,25 +161,17 @@ class Progress:
         self.last: tuple[int, str] | None = None  # position and label of the latest cell started
         self._cell_started = 0.0
         self._running = False
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
-        try:
-            "\u2588\u2591".encode(getattr(stream, "encoding", None) or "ascii")
-            self._full, self._empty = "\u2588", "\u2591"
-        except (UnicodeEncodeError, LookupError):
-            self._full, self._empty = "#", "-"
+        self._bar = _bar(stream)
+        self._task = self._bar.add_task("", total=self.total, start=False) if self._bar is not None else None
 
     def cell_started(self, cell: Any, cell_index: int, **_: Any) -> None:
-        with self._lock:
-            self.last = (self.done + 1, _cell_label(cell.source))
-            self._cell_started, self._running = time.monotonic(), True
-            if self.tty:
-                self._draw()
-        if self.tty and self._ticker is None:
-            # A long model call would otherwise freeze the line; the clock shows the run is alive.
-            self._ticker = threading.Thread(target=self._tick, name="durable-progress", daemon=True)
-            self._ticker.start()
+        position, label = self.last = (self.done + 1, _cell_label(cell.source))
+        self._cell_started, self._running = time.monotonic(), True
+        if self._bar is not None:
+            # The clock starts again with each cell: during a long model call it shows how long the call has
+            # waited, and that the run is alive.
+            self._bar.reset(self._task, completed=self.done, description=f"{position}/{self.total}  {label}")
+            self._bar.start()
 
     def cell_finished(self, cell: Any, cell_index: int, execute_reply: dict[str, Any], **_: Any) -> None:
         content = execute_reply.get("content", {})
@@ -188,26 +181,20 @@ class Progress:
             outcome = "suspended"
         else:
             outcome = f"failed ({content.get('ename', 'error')})"
-        with self._lock:
-            self.done += 1
-            self._running = False
-            if self.tty:
-                self._draw()
-            else:
-                self._line(outcome)
+        self.done += 1
+        self._running = False
+        if self._bar is not None:
+            self._bar.update(self._task, completed=self.done)
+        else:
+            self._line(outcome)
 
     def close(self) -> None:
         """End the display; a cell still running (its kernel died, the run timed out) is reported as stopped."""
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join()
-        with self._lock:
-            if self._running and not self.tty:
-                self._line("stopped")
-            if self.tty and self.last is not None:
-                self.stream.write("\n")
-                self.stream.flush()
-            self._running = False
+        if self._bar is not None:
+            self._bar.stop()
+        elif self._running:
+            self._line("stopped")
+        self._running = False
 
     def where(self) -> str:
         """The cell the run was in, for error messages."""
@@ -219,28 +206,31 @@ class Progress:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def _tick(self) -> None:
-        while not self._stop.wait(0.5):
-            with self._lock:
-                if self._running:
-                    self._draw()
-
-    def _draw(self) -> None:
-        position, label = self.last or (0, "")
-        width = 20
-        filled = width * self.done // max(self.total, 1)
-        bar = self._full * filled + self._empty * (width - filled)
-        seconds = time.monotonic() - self._cell_started if self._running else self.elapsed()
-        # \x1b[K clears what a longer previous label left at the end of the line.
-        self.stream.write(f"\r{bar} {position}/{self.total}  {label}  {seconds:.1f} s\x1b[K")
-        self.stream.flush()
-
     def _line(self, outcome: str) -> None:
         position, label = self.last or (0, "")
         seconds = time.monotonic() - self._cell_started
         self.stream.write(f"[{position}/{self.total}] {label}: {outcome} in {seconds:.1f} s "
                           f"({self.elapsed():.1f} s in all)\n")
         self.stream.flush()
+
+
+def _bar(stream: TextIO) -> Bar | None:
+    """A rich progress bar on `stream` where it is a terminal that can redraw a line; None elsewhere."""
+    if not stream.isatty():  # a log or a pipe: rich is not even imported
+        return None
+    from rich.progress import BarColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    from .terminal import console
+
+    # rich's own colour of a full bar is an RGB green that a 16-colour terminal turns grey, as if nothing were
+    # done. Not markup: a cell's first line is code, and "[red]" in it must show as it is. stdout is left alone:
+    # it is the run's report, and rich would move what is printed there to the bar's stream.
+    bar = Bar(BarColumn(bar_width=20, finished_style="green"), TextColumn("{task.description}", markup=False),
+              TimeElapsedColumn(), console=console(stream), refresh_per_second=2, redirect_stdout=False)
+    if not bar.console.is_interactive:  # TERM=dumb: no redrawing in place, so the lines of a log
+        return None
+    return bar
 
 
 def _cell_label(source: str) -> str:

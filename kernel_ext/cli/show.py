@@ -12,6 +12,7 @@ from journal import Journal
 from ..errors import StepError
 from ..exit_codes import EXIT_COMPLETED, EXIT_FAILED
 from ..history import history_text, load_history
+from .terminal import echo, table
 
 
 def _when(value: Any) -> str:
@@ -27,19 +28,20 @@ def list_sessions(journal: Journal, as_json: bool) -> int:
     if not sessions:
         print(f"no sessions in {journal.path}")
         return EXIT_COMPLETED
-    width = max(len("session"), *(len(s["session"]) for s in sessions))
     priced = any(s["cost"] is not None for s in sessions)
-    cost_head = f" {'cost':>9}" if priced else ""
-    print(f"{'session':<{width}}  {'status':<10} {'steps':>7} {'calls':>6} {'tokens':>8}{cost_head}  "
-          "last activity")
+    costs = ("cost",) if priced else ()
+    listed = table("session", "status", "steps", "calls", "tokens", *costs, "last activity",
+                   right=("steps", "calls", "tokens", *costs))
     for s in sessions:
-        steps = f"{s['steps_completed']}/{s['steps']}"
-        cost = (f" {s['cost']:>9.4f}" if s["cost"] is not None else f" {'-':>9}") if priced else ""
-        pending = f"  ({s['pending_approvals']} approvals pending)" if s["pending_approvals"] else ""
+        cost = (f"{s['cost']:.4f}" if s["cost"] is not None else "-",) if priced else ()
+        last = _when(s["last_activity"])
+        if s["pending_approvals"]:
+            last += f"  ({s['pending_approvals']} approvals pending)"
         if s["sleeping_until"]:
-            pending += f"  (sleeping until {_when(datetime.fromisoformat(s['sleeping_until']))})"
-        print(f"{s['session']:<{width}}  {s['status']:<10} {steps:>7} {s['calls']:>6} {s['tokens']:>8}{cost}  "
-              f"{_when(s['last_activity'])}{pending}")
+            last += f"  (sleeping until {_when(datetime.fromisoformat(s['sleeping_until']))})"
+        listed.add_row(s["session"], s["status"], f"{s['steps_completed']}/{s['steps']}", str(s["calls"]),
+                       str(s["tokens"]), *cost, last)
+    echo(listed)
     return EXIT_COMPLETED
 
 
