@@ -89,7 +89,8 @@ def _absorb_one(store: Store, path: Path) -> int:
         # Packs of the steps whose rows changed go before the log can: a pack with the log gone
         # would miss the records the log held (see _pack).
         with _pack.locked(store.journal.path, shared=False, create=False):
-            _pack.discard(store.journal.path, touched)
+            # The holder of a session packs its steps again (a replay goes on from packs, not DuckDB).
+            store.journal.unpacked.update(_pack.discard(store.journal.path, touched))
             if not alive:
                 path.unlink(missing_ok=True)
     marker = _log.full_marker(path)
@@ -136,7 +137,7 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
             blobs[key] = data
     if blobs:  # the blobs of one absorb (a whole step's, often) are compressed together: see _blobstore
         store.write_blobs(blobs)
-    fresh = _NewSteps(store, events)
+    fresh = _Runs(store, events)
     for event in events:
         what = event["e"]
         if what == "call":
@@ -179,62 +180,81 @@ def _apply(store: Store, frames: list[tuple[bytes, bytes]], *, alive: bool) -> s
     return touched
 
 
-class _NewSteps:
-    """First runs of steps new to the journal (begun from the log alone), inserted together.
+_PATCH_STEPS = """UPDATE records SET doc = json_merge_patch(records.doc, v.patch)::VARCHAR, epoch = v.epoch
+FROM (SELECT unnest(?) AS session, unnest(?) AS step, unnest(?) AS epoch, unnest(?) AS patch) v
+WHERE records.kind = 'step' AND records.session = v.session AND records.step = v.step"""
 
-    A loop of new steps is then taken in with a few statements, not a handful for each step. Whatever
-    else happens to runs (a claim, a run of a known step) is applied after these are written.
+
+class _Runs:
+    """Runs that begin (and end) in one absorb, written together: a loop of steps, new or replayed from
+    their packs, is taken in with a few statements, not a handful for each step.
+
+    What cannot be told from the batch alone (a run begun in an earlier absorb, a step another run left
+    running, a claim) is applied one by one, after what is pending here is written.
     """
 
     def __init__(self, store: Store, events: list[dict[str, Any]]) -> None:
         self.store = store
-        begun = {f"{e['session']}\0{e['step']}" for e in events if e["e"] == "begin" and e.get("new")}
-        known = set()
-        if begun:
-            known = {key for (key,) in store.con.execute(
-                "SELECT session || chr(0) || name FROM step_records WHERE list_contains(?, session || chr(0) || name)",
-                [sorted(begun)]).fetchall()}
-        self.fresh = begun - known
-        self.steps: dict[str, list[Any]] = {}  # "session\0step" -> [session, step, epoch, doc]
-        self.runs: dict[int, list[Any]] = {}  # run id -> [session, step, epoch, doc, "session\0step"]
+        keys = sorted({f"{e['session']}\0{e['step']}" for e in events if e["e"] == "begin"})
+        self.known: dict[str, tuple[int, str | None]] = {}  # step -> (epoch, status) as DuckDB holds it
+        if keys:
+            self.known = {key: (epoch, status) for key, epoch, status in store.con.execute(
+                "SELECT session || chr(0) || name, epoch, status FROM step_records "
+                "WHERE list_contains(?, session || chr(0) || name)", [keys]).fetchall()}
+        self.steps: dict[str, list[Any]] = {}  # step -> [session, step, epoch, doc or patch, has a row]
+        self.runs: dict[int, list[Any]] = {}  # run id -> [session, step, epoch, doc, step key]
 
     def begin(self, begin: dict[str, Any], *, cut_off: bool) -> bool:
         key = f"{begin['session']}\0{begin['step']}"
-        if key not in self.fresh:
-            return False
-        self.fresh.discard(key)  # a later begin of it finds its rows
+        pending, known = self.steps.get(key), self.known.get(key)
+        status = pending[3].get("status") if pending else known[1] if known else None
+        if status == "running":
+            return False  # a run of it left running: it is interrupted one by one (Store.apply_begin)
         session, step, epoch, at = begin["session"], begin["step"], begin["epoch"], begin["started_at"]
-        self.steps[key] = [session, step, epoch, {"status": "running", "source": begin["source"],
-                                                  "created_at": at, "updated_at": at}]
-        self.runs[begin["run_id"]] = [session, step, epoch, {"started_at": at, "status": "interrupted" if cut_off
-                                                             else "running"}, key]
+        if begin.get("new") and known is not None:
+            epoch = pending[2] if pending else known[0]  # as Store.apply_begin: its rows keep their epoch
+        change = {"status": "running", "updated_at": at} | ({"source": begin["source"]} if begin["source"] else {})
+        if pending is not None:
+            pending[2], pending[3] = epoch, {**pending[3], **change}
+        elif known is None:
+            self.steps[key] = [session, step, epoch, {"status": "running", "source": begin["source"],
+                                                      "created_at": at, "updated_at": at}, False]
+        else:
+            self.steps[key] = [session, step, epoch, change, True]
+        self.runs[begin["run_id"]] = [session, step, begin["epoch"],
+                                      {"started_at": at, "status": "interrupted" if cut_off else "running"}, key]
         return True
 
     def end(self, end: dict[str, Any]) -> bool:
-        from ._store import run_end
-
         run = self.runs.get(end["run_id"])
         if run is None:
             return False
-        run[3] = _records.merge_patch(run[3], run_end(end))
+        run[3] = _records.merge_patch(run[3], _records.run_end(end))
         self.steps[run[4]][3].update(status=end["status"], updated_at=end["ended_at"])
         return True
 
     def flush(self) -> None:
         if not self.steps:
             return
+        con = self.store.con
         rows = [["step", None, session, step, epoch, _records.encode(doc)]
-                for session, step, epoch, doc in self.steps.values()]
+                for session, step, epoch, doc, has_row in self.steps.values() if not has_row]
         rows += [["run", run_id, session, step, epoch, _records.encode(doc)]
                  for run_id, (session, step, epoch, doc, _) in self.runs.items()]
         for chunk in range(0, len(rows), _ROWS_PER_STATEMENT):
             part = rows[chunk:chunk + _ROWS_PER_STATEMENT]
-            self.store.con.execute("INSERT INTO records VALUES " + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part)),
-                                   [value for row in part for value in row])
+            con.execute("INSERT INTO records VALUES " + ",".join(["(?, ?, ?, ?, ?, ?)"] * len(part)),
+                        [value for row in part for value in row])
+        patched = [(session, step, epoch, _records.encode(change))
+                   for session, step, epoch, change, has_row in self.steps.values() if has_row]
+        if patched:
+            con.execute(_PATCH_STEPS, [list(column) for column in zip(*patched, strict=True)])
         latest: dict[str, str] = {}
-        for session, _, _, doc in self.steps.values():
+        for session, _, _, doc, _ in self.steps.values():
             latest[session] = max(latest.get(session, ""), doc["updated_at"])
         for session, at in latest.items():
-            _records.patch(self.store.con, "session", "session = ?", [session], {"updated_at": at})
+            _records.patch(con, "session", "session = ?", [session], {"updated_at": at})
+        for key, (_, _, epoch, doc, _) in self.steps.items():
+            self.known[key] = (epoch, doc.get("status", self.known.get(key, (0, None))[1]))
         self.steps.clear()
         self.runs.clear()

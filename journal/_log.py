@@ -96,6 +96,26 @@ def read_frames(path: Path, start: int, limit: int = -1) -> tuple[list[tuple[byt
     return frames, start + used, left
 
 
+def frames_with_offsets(path: Path, start: int) -> tuple[list[tuple[int, bytes, bytes]], int]:
+    """The whole frames of a log from byte `start`, each with its offset: ([(offset, kind, body)], end)."""
+    with open(path, "rb") as file:
+        file.seek(start)
+        data = file.read()
+    frames: list[tuple[int, bytes, bytes]] = []
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        length, crc = _HEADER.unpack_from(data, offset)
+        end = offset + _HEADER.size + length
+        if length == 0 or end > len(data):
+            break
+        payload = data[offset + _HEADER.size:end]
+        if zlib.crc32(payload) != crc:
+            break
+        frames.append((start + offset, payload[:1], payload[1:]))
+        offset = end
+    return frames, start + offset
+
+
 def read_frames_of(data: bytes) -> tuple[list[tuple[bytes, bytes]], int, int]:
     """The whole frames at the start of `data`: ([(kind, body)], bytes they take, bytes left)."""
     frames: list[tuple[bytes, bytes]] = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -165,10 +166,19 @@ def write(journal: Path, session: str, step: str, pack: Pack, positions: dict[st
     replace_file(pack_path(journal, session, step), _log.frame(_KIND, _compress(inner)))
 
 
-def discard(journal: Path, steps: Iterable[tuple[str, str]]) -> None:
-    """Delete the packs of (session, step) pairs whose rows changed (the caller holds the exclusive lock)."""
+def discard(journal: Path, steps: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Delete the packs of (session, step) pairs whose rows changed (the caller holds the exclusive lock).
+
+    Returns the pairs that had a pack.
+    """
+    deleted = []
     for session, step in steps:
-        pack_path(journal, session, step).unlink(missing_ok=True)
+        try:
+            pack_path(journal, session, step).unlink()
+        except FileNotFoundError:
+            continue
+        deleted.append((session, step))
+    return deleted
 
 
 def usable(journal: Path) -> bool:
@@ -222,22 +232,79 @@ def take(journal: Path, session: str, step: str) -> tuple[Pack, dict[str, int]] 
 
 
 def add_tails(journal: Path, session: str, step: str, pack: Pack, positions: dict[str, int]) -> None:
-    """Add to `pack` the step's records that the logs hold past the pack's positions."""
+    """Add to `pack` the step's records that the logs hold past the pack's positions.
 
+    Each log is read once per process and indexed by step (see `_LogIndex`): a notebook replayed step
+    after step after a kill reads the dead process's log once, not once per step.
+    """
+    indexes = []
     for path in _log.logs_in(_log.logs_dir(journal)):
         try:
-            frames, _, _ = _log.read_frames(path, positions.get(path.name, 0))
+            index = _index(path)
         except FileNotFoundError:
             continue  # absorbed and deleted since the listing: the pack would be gone too
-        for kind, body in frames:
+        start = positions.get(path.name, 0)
+        indexes.append(index)
+        for offset, call_id, doc in index.calls.get((session, step, pack.epoch), ()):
+            if offset >= start:
+                pack.docs[call_id] = doc
+        for call_id in list(pack.docs):
+            for offset, patch in index.patches.get(call_id, ()):
+                if offset >= start:
+                    pack.docs[call_id] = _records.merge_patch(pack.docs[call_id], patch)
+    wanted = [doc["response"] for doc in pack.docs.values() if doc.get("response")]
+    while wanted:
+        key = wanted.pop()
+        if key in pack.blobs:
+            continue
+        data = next((index.blobs[key] for index in indexes if key in index.blobs), None)
+        if data is not None:  # else kept in a row (inline) or stored before: replay asks DuckDB
+            pack.blobs[key] = _seal.open_blob(data)
+            wanted += _blobs.item_references(pack.blobs[key])
+
+
+class _LogIndex:
+    """What one log holds, by step: its call records, their patches and its blobs, each with its offset."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.end, self.identity = path, 0, (0, 0)
+        self.calls: dict[tuple[str, str, int], list[tuple[int, int, dict[str, Any]]]] = {}
+        self.patches: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        self.blobs: dict[str, bytes] = {}  # sealed, as the log holds them
+        self.lock = threading.Lock()
+
+    def update(self) -> None:
+        stat = os.stat(self.path)
+        if (stat.st_dev, stat.st_ino) != self.identity or stat.st_size < self.end:
+            self.__init__(self.path)  # another file, or an append taken back: read it again
+            self.identity = (stat.st_dev, stat.st_ino)
+        if stat.st_size == self.end:
+            return
+        frames, self.end = _log.frames_with_offsets(self.path, self.end)
+        for offset, kind, body in frames:
             if kind == _log.BLOB:
                 key, data = _log.split_blob(body)
-                if key not in pack.blobs:
-                    pack.blobs[key] = _seal.open_blob(data)
+                self.blobs.setdefault(key, data)
                 continue
             event = json.loads(body)
             if event["e"] == "call":
-                if (event["session"], event["step"], event["epoch"]) == (session, step, pack.epoch):
-                    pack.docs[event["id"]] = event["doc"]
-            elif event["e"] == "patch" and event["id"] in pack.docs:
-                pack.docs[event["id"]] = _records.merge_patch(pack.docs[event["id"]], event["patch"])
+                where = (event["session"], event["step"], event["epoch"])
+                self.calls.setdefault(where, []).append((offset, event["id"], event["doc"]))
+            elif event["e"] == "patch":
+                self.patches.setdefault(event["id"], []).append((offset, event["patch"]))
+
+
+_indexes: dict[Path, _LogIndex] = {}
+_indexes_lock = threading.Lock()
+
+
+def _index(path: Path) -> _LogIndex:
+    with _indexes_lock:
+        index = _indexes.get(path)
+        if index is None:
+            for gone in [known for known in _indexes if not known.exists()]:
+                del _indexes[gone]
+            index = _indexes[path] = _LogIndex(path)
+    with index.lock:
+        index.update()
+    return index

@@ -32,6 +32,13 @@ def patch(con: Any, kind: str, where: str, params: list[Any], changes: dict[str,
     return con.execute(f"UPDATE records SET {sets} WHERE kind = ? AND {where}{returning}", [*values, kind, *params])
 
 
+def run_end(end: dict[str, Any]) -> dict[str, Any]:
+    """The fields a log's `end` record sets in its run's document."""
+    return {"ended_at": end["ended_at"], "status": end["status"], "calls_live": end["live"],
+            "calls_replayed": end["replayed"], "outputs": end["outputs"], "error": end["error"],
+            "variables": end["variables"], "replayed_calls": end.get("replayed_calls"), "budget": end.get("budget")}
+
+
 def interrupt(con: Any, session: str, step: str | None = None) -> None:
     """Steps and runs of `session` (of `step`) left running by a process that is gone were cut off."""
     where, params = "session = ? AND doc->>'status' = 'running'", [session]

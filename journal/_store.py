@@ -122,13 +122,6 @@ def recorded_calls(docs: dict[int, dict[str, Any]], blobs: dict[str, bytes],
     return recorded, items
 
 
-def run_end(end: dict[str, Any]) -> dict[str, Any]:
-    """The fields a log's `end` record sets in its run's document."""
-    return {"ended_at": end["ended_at"], "status": end["status"], "calls_live": end["live"],
-            "calls_replayed": end["replayed"], "outputs": end["outputs"], "error": end["error"],
-            "variables": end["variables"], "replayed_calls": end.get("replayed_calls"), "budget": end.get("budget")}
-
-
 @dataclass
 class StepRun:
     session: str
@@ -161,6 +154,8 @@ class Journal:
         self._swept: tuple[int, ...] | None = None  # the blob sweep `_known` was last checked against
         # What the last read-only open could not take in from the logs, and why (one line), or None.
         self.behind: str | None = None
+        # Steps whose packs an absorb of this process deleted (their rows changed): (session, step).
+        self.unpacked: set[tuple[str, str]] = set()
 
     def writer(self) -> LogWriter:
         """This process's append log for the journal (one per Journal object)."""
@@ -698,7 +693,7 @@ class Store(History):
 
     def apply_end(self, end: dict[str, Any]) -> None:
         """Close a step run as its log's `end` record says (see `_writer.StepWriter.end_step`)."""
-        _records.patch(self.con, "run", "id = ?", [end["run_id"]], run_end(end))
+        _records.patch(self.con, "run", "id = ?", [end["run_id"]], _records.run_end(end))
         _records.patch(self.con, "step", "session = ? AND step = ? AND epoch = ?",
                        [end["session"], end["step"], end["epoch"]],
                        {"status": end["status"], "updated_at": end["ended_at"]})

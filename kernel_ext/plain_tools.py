@@ -23,12 +23,24 @@ import sys
 import threading
 import types
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .tool_results import check_request
+
+if TYPE_CHECKING:
+    from .runtime import ActiveStep
 
 _TRAMPOLINE = "__durable_trampoline__"  # the docstring of every trampoline: one is never adopted twice
 _ORIGINAL = "__durable_original_code__"  # replaced by the adopted function's own code
 _SKIP = inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 _lock = threading.Lock()
+
+
+def check_offered(active: ActiveStep, request: Any, describe: str) -> None:
+    """Adopt the notebook's functions that `request` offers as tools, then account for the tool results it
+    sends back (see `tool_results.check_request`)."""
+    adopt_named(request)
+    check_request(active, request, describe)
 
 
 def adopt_named(request: Any) -> None:

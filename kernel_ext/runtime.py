@@ -671,6 +671,10 @@ class Session:
         # Absorbing a step's records spent its pack: the next run of each step that ran here can
         # begin without DuckDB again.
         ended = list(self._ended)  # a step ending meanwhile (another thread) is packed next time
+        # And the steps of this session whose packs an absorb deleted: a replay after a kill goes on from packs.
+        unpacked = [pair for pair in list(self.journal.unpacked) if pair[0] == self.name]
+        self.journal.unpacked.difference_update(unpacked)
+        ended += [step for _, step in unpacked if step not in self._ended]
         if ended:
             later = set(store.repack(self.name, ended))
             for name in ended:

@@ -22,7 +22,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .errors import UnjournaledToolError
-from .plain_tools import adopt_named
 
 if TYPE_CHECKING:
     from .runtime import ActiveStep
@@ -59,12 +58,7 @@ class ToolLedger:
 
 
 def check_request(active: ActiveStep, request: Any, describe: str) -> None:
-    """Account for the tool results `request` (its kwargs or JSON body) sends back to the model.
-
-    First the notebook's plain functions it offers as tools are adopted (see `plain_tools`): their calls
-    from now on are journaled, and their results accounted for.
-    """
-    adopt_named(request)
+    """Account for the tool results `request` (its kwargs or JSON body) sends back to the model."""
     results = [(key, name) for key, name in tool_results(request) if active.first_sight(key)]
     if not results:
         return

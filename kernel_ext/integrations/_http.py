@@ -37,8 +37,8 @@ from journal._time import now
 
 from .. import limits
 from ..errors import VendorStateLost
+from ..plain_tools import check_offered
 from ..runtime import ActiveStep, Claim, uninterrupted
-from ..tool_results import check_request
 
 _KEPT_HEADERS = frozenset({"content-type", "content-encoding", "x-request-id", "request-id", "openai-model",
                            "openai-processing-ms", "openai-version", "anthropic-workspace-id"})
@@ -108,7 +108,7 @@ class HttpCall:
     def claim(self, active: ActiveStep) -> Claim:
         describe = self.name + (f", model {self.model}" if self.model else "")
         if self.above is None:  # a call keyed above the SDK was checked there
-            check_request(active, self.document["body"], describe)
+            check_offered(active, self.document["body"], describe)
         return claim_below(active, self.above, self.fingerprint, describe, self.document)
 
     def replay(self, active: ActiveStep, recorded: RecordedCall, stream: bool) -> Any:

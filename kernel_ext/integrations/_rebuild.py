@@ -31,8 +31,8 @@ from typing import Any
 
 from journal import RecordedCall, digest
 
+from ..plain_tools import check_offered
 from ..runtime import ActiveStep, Claim, active_step
-from ..tool_results import check_request
 from . import Slower, _http, replays_slower
 from ._patch import Patches
 
@@ -127,7 +127,7 @@ def _claim(api: Api, active: ActiveStep, resource: Any, kwargs: dict[str, Any]) 
     key = key_of(api, resource, kwargs)
     if key is None:
         return _UNKEYED
-    check_request(active, kwargs, _describe(api, kwargs))
+    check_offered(active, kwargs, _describe(api, kwargs))
     claim = active.claim_alias(key, _describe(api, kwargs))
     if claim is not None and claim.recorded is not None:
         try:

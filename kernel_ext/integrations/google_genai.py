@@ -24,8 +24,8 @@ from journal import Split, join_document, split_document
 from journal._time import now
 
 from .. import limits
+from ..plain_tools import check_offered
 from ..runtime import ActiveStep, Claim, active_step
-from ..tool_results import check_request
 from . import Integration, Tested, Unsupported, _genai_above, _http, _rebuild
 from ._patch import Patches
 
@@ -49,7 +49,7 @@ class GenaiCall:
         self.above = _http.above.get()  # keyed above the SDK (_genai_above.py): its claim, its key
         describe = f"{self.name}, model {self.model}"
         if self.above is None:  # a call keyed above the SDK was checked there
-            check_request(active, document, describe)
+            check_offered(active, document, describe)
         self.claim: Claim = _http.claim_below(active, self.above, fingerprint, describe, self.document)
         self.started = now()
 
