@@ -254,18 +254,30 @@ def new_links(links: list[Link], known: Container[str]) -> int:
     return fresh
 
 
-def chain_run(links: list[Link], fresh: int, held: Callable[[str], bool]) -> tuple[str, bytes]:
-    """The blob of a conversation's first `fresh` links (tail first), which the journal does not hold yet.
+def chain_run(links: list[Link], fresh: int, held: Callable[[str], bool]) -> tuple[str, bytes, dict[str, bytes]]:
+    """The blob of a conversation's first `fresh` links (tail first), which the journal does not hold yet,
+    and the messages it stores as items of their own.
 
     Keyed by the tail's link, it holds the messages those links add, oldest first (by reference where
     `held` says the journal has the message as an item already), and the link they extend. The key is
     the conversation's identity, not the digest of the bytes: two runs written for the same
     conversation from different starting points hold the same messages.
+
+    A run from the conversation's first message (a new conversation, or one whose start changed, as a
+    sliding window of the last N messages does on every call) keeps its larger messages as items: the
+    next window that sends them again refers to them instead of storing them again.
     """
     parent = links[fresh][0] if fresh < len(links) else None
-    messages = [b'{"$durable":"item","h":"' + item.encode() + b'"}' if held(item) else data
-                for _, _, item, data in reversed(links[:fresh])]
-    return links[0][0], b'{"m":[' + b",".join(messages) + b'],"p":' + json.dumps(parent).encode() + b"}"
+    items: dict[str, bytes] = {}
+    messages = []
+    for _, _, item, data in reversed(links[:fresh]):
+        if not held(item) and parent is None and fresh > 1 and len(data) >= _ANCHORED:
+            items[item] = data
+        messages.append(b'{"$durable":"item","h":"' + item.encode() + b'"}' if held(item) or item in items else data)
+    return links[0][0], b'{"m":[' + b",".join(messages) + b'],"p":' + json.dumps(parent).encode() + b"}", items
+
+
+_ANCHORED = 256  # bytes: a message this large in a run from a conversation's start is an item of its own
 
 
 Fetch = Callable[[str], bytes]

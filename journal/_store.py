@@ -465,7 +465,10 @@ class Store(History):
             stored = self._stored([key for link in links[:fresh] for key in (link[0], link[2])])
             fresh = next((n for n in range(fresh) if links[n][0] in stored), fresh)
             if fresh:
-                yield _blobs.chain_run(links, fresh, lambda key, stored=stored: key in stored or key in self._known)
+                key, data, items = _blobs.chain_run(links, fresh,
+                                                    lambda key, stored=stored: key in stored or key in self._known)
+                yield from items.items()
+                yield key, data
 
     def mark_known(self, split: _blobs.Split) -> None:
         """Remember that every blob of `split` is stored (it was written, or matched a record)."""

@@ -61,7 +61,10 @@ class StepWriter:
             for links in split.chains:
                 fresh = _blobs.new_links(links, self._known)  # up to what this process stored or matched
                 if fresh:
-                    key, data = _blobs.chain_run(links, fresh, self._known.__contains__)
+                    key, data, items = _blobs.chain_run(links, fresh, self._known.__contains__)
+                    for item, message in items.items():  # before the run that refers to them
+                        self._known.add(item)
+                        yield item, message
                     self._known.add(key)
                     yield key, data
 

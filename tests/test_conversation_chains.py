@@ -96,3 +96,44 @@ def test_a_list_edited_in_place_between_two_splits_is_hashed_as_it_is_now():
     second = key_of({"messages": messages})
     _blobs._recent.clear()  # what a process that never saw the first request computes
     assert second == key_of({"messages": [dict(m) for m in messages]}) != first
+
+
+WINDOW = """
+import glob, json, os, sys
+import openai, kernel_ext
+
+client = openai.OpenAI(max_retries=0)
+kernel_ext.session("window", journal=sys.argv[1])
+logs = sys.argv[1] + ".logs"
+messages, answers, sizes = [], [], []
+with kernel_ext.step("window"):
+    for turn in range(40):
+        messages.append({"role": "user", "content": f"turn {turn}: " + "lorem ipsum dolor " * 110})
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=messages[-20:])  # the last 20
+        messages.append({"role": "assistant", "content": reply.choices[0].message.content})
+        answers.append(reply.choices[0].message.content)
+        if turn in (19, 39):  # the log before DuckDB takes it in: what each call appended
+            sizes.append(sum(os.path.getsize(f) for f in glob.glob(os.path.join(logs, "*.log"))))
+print(json.dumps({"answers": answers, "sizes": sizes}))
+"""
+
+
+def test_a_sliding_window_stores_what_is_new_and_replays(tmp_path, kernel_env, model_server):
+    model_server.reset()
+    script = tmp_path / "window.py"
+    script.write_text(WINDOW)
+
+    def run() -> dict:
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / "j.duckdb")], capture_output=True,
+                              text=True, env=kernel_env, cwd=tmp_path, timeout=180)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first = run()
+    assert model_server.stats()["requests"] == 40
+    # Every call sends 20 messages of about 2 KB, 19 of them sent before; the log grows by what is new
+    # (one message, the answer and a reference to each message sent again), not by the window.
+    per_call = (first["sizes"][1] - first["sizes"][0]) / 20
+    assert per_call < 8_000, f"{per_call:.0f} bytes of log per call, for about 2 KB of new content"
+    again = run()
+    assert again["answers"] == first["answers"] and model_server.stats()["requests"] == 40
