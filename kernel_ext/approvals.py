@@ -18,6 +18,7 @@ it waits for rather than sit on a decision that may take days; its next run goes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import re
@@ -132,6 +133,7 @@ class PendingApproval:
         self.journal: Journal = active.session.journal
         self._clicked: Decision | None = None
         self._handed: Decision | None = None  # the decision the code was given, by await or by reading
+        self._waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None  # woken by a click
         self._view = _present(self)
         active.gates.append(self.gate)
 
@@ -167,6 +169,9 @@ class PendingApproval:
             store.decide(self.call_id, decision.to_json())
             recorded = _decision_of(store, self.call_id)  # the first decision wins
         self._clicked = recorded if recorded is not None else decision
+        if self._waiter is not None:  # the click may be handled on another thread than the waiting loop's
+            loop, clicked = self._waiter
+            loop.call_soon_threadsafe(clicked.set)
         return self._clicked.copy()  # shown by the widget: showing it is not the code reading it
 
     def recorded(self) -> Decision | None:
@@ -182,6 +187,8 @@ class PendingApproval:
             self._suspend()
         last_poll = 0.0
         self.active.waiting = (f"a person to decide approval {self.key!r}", time.monotonic())  # the progress line
+        clicked = asyncio.Event()
+        self._waiter = (asyncio.get_running_loop(), clicked)
         try:
             while True:
                 decision = self._clicked
@@ -193,8 +200,11 @@ class PendingApproval:
                     _show_decision(self, decision)
                     self._handed = decision
                     return decision
-                await asyncio.sleep(0.1)  # a click is handled while this coroutine sleeps
+                # A click is handled while this coroutine waits, and wakes it; else the next look elsewhere.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(clicked.wait(), max(0.0, last_poll + POLL_SECONDS - time.monotonic()))
         finally:
+            self._waiter = None
             self.active.waiting = None
 
     def poll(self) -> Decision | None:
