@@ -3,10 +3,13 @@ rendering in an nbclient run, the live progress line, SQL from the notebook, for
 
 from __future__ import annotations
 
+import contextlib
+import re
 import time
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from journal import Journal
@@ -334,3 +337,341 @@ def test_a_tool_in_doubt_shows_the_command_that_settles_it_with_its_journal_id(t
     assert settled.returncode == 0, settled.stdout + settled.stderr
     (pay,) = [s for s in load_history(Journal(journal), "shop 1").steps if s.name == "pay"]
     assert not any(c.in_doubt for c in pay.calls)
+
+
+# -- a long history, read by turns: steps that start closed, filters, search ------------------------
+
+def _model_client(server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+
+
+def _ask(client, prompt: str) -> None:
+    client.chat.completions.create(model="m", messages=[{"role": "user", "content": prompt}])
+
+
+@pytest.fixture(scope="module")
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session of 38 calls through the runtime itself: finished steps of two turns each (one replayed
+    once), a step that failed, one with a tool in doubt, one waiting for a decision, and the latest."""
+    import kernel_ext
+    from kernel_ext import approve, tool
+    from kernel_ext.approvals import StepSuspended
+    from kernel_ext.scripted.server import ScriptedModelServer
+
+    path = tmp_path_factory.mktemp("desk") / "journal.duckdb"
+
+    @tool
+    def lookup(city: str) -> dict:
+        return {"city": city, "sunny": city != "Oslo"}
+
+    @tool
+    def book(city: str) -> str:
+        if city == "Atlantis":
+            raise ValueError("no trains to Atlantis")
+        return f"booked {city}"
+
+    @tool
+    def charge(amount: int) -> str:
+        raise KeyboardInterrupt  # what Kernel -> Interrupt raises inside a running tool: the call is in doubt
+
+    def trip(i: int) -> None:
+        _ask(client, f"Plan day {i} in {CITIES[i]}")
+        lookup(CITIES[i])
+        lookup("Oslo")
+        _ask(client, f"Which train on day {i}?")
+        book(CITIES[i])
+
+    with ScriptedModelServer() as server:
+        client = _model_client(server)
+        kernel_ext.session("desk", journal=path)
+        with kernel_ext.step("warmup"):  # no model call: a step without turns
+            lookup("Faro")
+        for i in range(6):
+            with kernel_ext.step(f"day{i}"):
+                trip(i)
+        with kernel_ext.step("day0"):  # the same again: every call replays
+            trip(0)
+        with pytest.raises(ValueError), kernel_ext.step("broken"):
+            _ask(client, "Book the train to Atlantis")
+            book("Atlantis")
+        with contextlib.suppress(KeyboardInterrupt), kernel_ext.step("doubt"):
+            charge(12)
+        with pytest.raises(StepSuspended), kernel_ext.step("ask"):
+            _ask(client, "May I spend 300 EUR?")
+            approve("Spend 300 EUR?", key="spend").approved  # noqa: B018 - reading it suspends the step
+        with kernel_ext.step("last"):
+            _ask(client, "Summarise the week")
+            lookup("Porto")
+    return path
+
+
+CITIES = ["Lisbon", "Madrid", "Sevilla", "Bilbao", "Girona", "Toledo"]
+STEPS = ["warmup", *(f"day{i}" for i in range(6)), "broken", "doubt", "ask", "last"]
+
+
+def _view(path: Path):
+    from kernel_ext.history import load_history
+    from widgets.history import HistoryView
+
+    journal = Journal(path)
+    return HistoryView(journal, load_history(journal, "desk").page())
+
+
+def _open(view) -> list[str]:
+    return [s.step.name for s in view.sections if s.is_open and s.layout.display != "none"]
+
+
+def _visible(view) -> list[str]:
+    return [s.step.name for s in view.sections if s.layout.display != "none"]
+
+
+def _rows(section) -> list[str]:
+    return [row.label.description for row in section.calls.children if hasattr(row, "label")]
+
+
+def _counts(view) -> str:
+    import html
+
+    return html.unescape(re.sub(r"<[^>]+>", "", view.counts.value))
+
+
+def test_a_model_call_leads_its_turn_and_the_calls_after_it_sit_under_it(desk: Path):
+    from kernel_ext.history import load_history
+    from kernel_ext.history.browse import places
+    from kernel_ext.history.html import history_html
+
+    history = load_history(Journal(desk), "desk")
+    day = next(s for s in history.steps if s.name == "day2")
+    where = places(day.calls)
+    assert [(where[c.id].mark, where[c.id].under) for c in day.calls] == [
+        ("turn 1", False), ("", True), ("", True), ("turn 2", False), ("", True)]
+
+    view = _view(desk)
+    section = next(s for s in view.sections if s.step.name == "day2")
+    section.flip()
+    rows = list(section.calls.children)
+    assert _rows(section) == ["call 1 · llm chat.completions [m]", "call 2 · tool lookup", "call 3 · tool lookup",
+                              "call 4 · llm chat.completions [m]", "call 5 · tool book"]
+    marks = [row.line.children[0].value for row in rows if len(row.line.children) == 4]
+    assert len(marks) == 2 and ">turn 1<" in marks[0] and ">turn 2<" in marks[1]
+    # The calls after a model call are indented under it; the model calls carry their turn instead.
+    assert ["dk-under" in row.label._dom_classes for row in rows] == [False, True, True, False, True]
+    # Each row keeps its bar and figures, and its bar still says the call's number.
+    assert [row.bar.description for row in rows] == ["1", "2", "3", "4", "5"]
+    warmup = next(s for s in view.sections if s.step.name == "warmup")
+    warmup.flip()
+    (row,) = warmup.calls.children
+    assert len(row.line.children) == 3 and "dk-indent" not in row.label._dom_classes  # no turns, no indent
+
+    page = history_html(history, {})
+    day2 = page[page.index("day2"):page.index("day3")]
+    assert day2.count("class='dk-turn'") == 2 and day2.count("└") == 3 and "<b>call 5</b> · tool book" in day2
+
+
+def test_an_edited_request_leaves_an_earlier_turn_that_is_not_counted(tmp_path: Path, model_server):
+    import kernel_ext
+    from kernel_ext import tool
+    from kernel_ext.history import load_history
+    from kernel_ext.history.browse import places
+
+    @tool
+    def lookup(city: str) -> str:
+        return city
+
+    client = _model_client(model_server)
+    kernel_ext.session("edit", journal=tmp_path / "j.duckdb")
+    for prompt in ("Plan Lisbon", "Plan Porto"):  # the second run edits the prompt at call 1
+        with kernel_ext.step("plan"):
+            _ask(client, prompt)
+            lookup("Porto")
+    (step,) = load_history(Journal(tmp_path / "j.duckdb"), "edit").steps
+    where = places(step.calls)
+    assert [(c.seq, c.kind, c.shade) for c in step.calls] == [(1, "llm", "earlier"), (1, "llm", "live"),
+                                                              (2, "tool", "replayed")]
+    # The earlier record leads a group of its own; the last run's model call is its first turn.
+    assert [where[c.id].mark for c in step.calls] == ["earlier", "turn 1", ""]
+    assert where[step.calls[2].id].turn == 1 and not where[step.calls[2].id].earlier
+
+
+def test_finished_steps_start_closed_and_those_worth_a_look_open(desk: Path):
+    view = _view(desk)
+    assert [s.step.name for s in view.sections] == STEPS
+    # Failed, in doubt, waiting for a decision: open, with the latest. The finished ones are closed.
+    assert _open(view) == ["broken", "doubt", "ask", "last"]
+    assert all(not s.calls.children for s in view.sections if not s.is_open)  # closed steps are built on a click
+    assert _counts(view) == "38 calls in the 11 steps drawn · finished steps are closed: ▸ opens one"
+    day = view.sections[1]
+    day.toggle.click()  # one click opens it
+    assert day.is_open and _rows(day)[0] == "call 1 · llm chat.completions [m]" and day.toggle.description == "▾"
+
+    from kernel_ext.history import load_history
+    from kernel_ext.history.html import history_html
+
+    page = history_html(load_history(Journal(desk), "desk"), {})
+    assert page.count("<details class='dk-step'") == len(STEPS)
+    opened = re.findall(r"<details class='dk-step' open[^>]*><summary[^>]*><span>▸</span>"
+                        r"<div class='dk-step-head'[^>]*><b>\S+ ([^<]+)</b>", page)
+    assert opened == ["broken", "doubt", "ask", "last"] and "steps that finished are closed" in page
+
+
+def test_a_short_history_opens_whole(tmp_path: Path):
+    import kernel_ext
+    from kernel_ext import tool
+    from kernel_ext.history import load_history
+    from widgets.history import HistoryView
+
+    @tool
+    def note(text: str) -> str:
+        return text
+
+    kernel_ext.session("short", journal=tmp_path / "j.duckdb")
+    for name in ("a", "b", "c"):
+        with kernel_ext.step(name):
+            note(name)
+    journal = Journal(tmp_path / "j.duckdb")
+    view = HistoryView(journal, load_history(journal, "short").page())
+    assert [s.is_open for s in view.sections] == [True, True, True]
+    assert _counts(view) == "3 calls in the 3 steps drawn"
+
+
+def test_filters_by_kind_and_status_hide_the_rest_and_say_how_many_match(desk: Path):
+    view = _view(desk)
+    view.kind.value = "model"
+    assert _counts(view) == "15 of 38 calls match, in 9 of the 11 steps drawn"
+    assert _visible(view) == [*(f"day{i}" for i in range(6)), "broken", "ask", "last"]
+    assert _open(view) == _visible(view)  # few enough rows: every step with a match opens
+    assert _rows(view.sections[1]) == ["call 1 · llm chat.completions [m]", "call 4 · llm chat.completions [m]"]
+    assert "2 of 5 calls match" in view.sections[1].title.value  # said in the step's title
+
+    view.kind.value = "tool"
+    view.status.value = "failed"
+    assert _counts(view) == "2 of 38 calls match, in 2 of the 11 steps drawn"
+    assert _visible(view) == ["broken", "doubt"]
+    assert _rows(view.sections[7]) == ["call 2 · tool book"] and _rows(view.sections[8]) == ["call 1 · tool charge"]
+
+    view.kind.value = "all"
+    view.status.value = "replayed"
+    assert _visible(view) == ["day0"] and len(_rows(view.sections[1])) == 5
+    view.status.value = "undecided"
+    assert _visible(view) == ["ask"] and _rows(view.sections[9]) == ["call 2 · approval spend"]
+    view.status.value = "earlier"
+    assert _visible(view) == [] and _counts(view) == "no call of the 38 in the 11 steps drawn matches"
+
+    view.status.value = "all"  # no filter: every step again, open as it was
+    assert _visible(view) == STEPS and _open(view) == ["broken", "doubt", "ask", "last"]
+    assert len(_rows(view.sections[10])) == 2
+
+
+def test_search_reads_requests_and_responses_once_and_opens_the_steps_it_found(desk: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch):
+    import widgets.history as module
+
+    reads: list[int] = []
+    details_of = module.details_of
+
+    def counted(journal, calls):
+        reads.append(len(calls))
+        return details_of(journal, calls)
+
+    monkeypatch.setattr(module, "details_of", counted)
+    view = _view(desk)
+    assert reads == []  # nothing read until someone searches
+    view.query.value = "SEVILLA"  # any case; in a prompt and in tool arguments and results
+    assert reads == [38]
+    assert _counts(view) == "“SEVILLA”: 3 of 38 calls match, in 1 of the 11 steps drawn"
+    assert _visible(view) == ["day2"] and _open(view) == ["day2"]  # found in a closed step: it opens
+    assert _rows(view.sections[3]) == ["call 1 · llm chat.completions [m]", "call 2 · tool lookup",
+                                       "call 5 · tool book"]
+
+    view.query.value = "no trains to atlantis"  # a tool's error
+    assert _visible(view) == ["broken"] and _rows(view.sections[7]) == ["call 2 · tool book"]
+    view.query.value = "spend 300"  # an approval's question
+    assert _visible(view) == ["ask"]
+    view.kind.value = "model"  # with a filter: both hold
+    assert _rows(view.sections[9]) == ["call 1 · llm chat.completions [m]"]
+    assert reads == [38]  # read once: later searches look at what was read
+
+    view.kind.value = "all"
+    view.query.value = "o"  # one letter would match nearly everything: not a search
+    assert _visible(view) == STEPS and "a search needs 2 characters or more" in _counts(view)
+    view.query.value = ""
+    assert _open(view) == ["broken", "doubt", "ask", "last"]
+
+
+def test_a_search_reads_a_bounded_number_of_calls_and_says_so(desk: Path, monkeypatch: pytest.MonkeyPatch):
+    import widgets.history as module
+
+    monkeypatch.setattr(module, "_SEARCH_CALLS", 10)
+    view = _view(desk)
+    view.query.value = "lisbon"  # day0's calls, earlier than the latest 10
+    assert _visible(view) == [] and "searched the latest 10 of the 38 calls drawn" in _counts(view)
+    view.query.value = "porto"
+    assert _visible(view) == ["last"] and _counts(view).startswith("“porto”: 1 of 38 calls match")
+
+
+# -- an approval asked before a restart and decided after it ---------------------------------------
+
+def test_an_approval_asked_again_after_a_restart_is_drawn_as_used_and_waited_from_then(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from datetime import timedelta
+
+    import journal._store
+    import journal._writer
+    import kernel_ext
+    from journal import now
+    from kernel_ext import approve
+    from kernel_ext.approvals import StepSuspended, decide_from_cli
+    from kernel_ext.history import duration, history_text, load_history
+    from kernel_ext.history.html import COLOURS, history_html
+    from kernel_ext.history.layout import step_track
+
+    path = tmp_path / "j.duckdb"
+    kernel_ext.session("shop", journal=path)
+    # The first run asked five minutes ago, and stopped (the kernel restarted) before anyone decided.
+    with monkeypatch.context() as earlier:
+        for module in (journal._store, journal._writer):
+            earlier.setattr(module, "now", lambda: now() - timedelta(minutes=5))
+        with pytest.raises(StepSuspended), kernel_ext.step("refund"):
+            approve("Refund 120 EUR?", key="refund").approved  # noqa: B018
+    # The run after the restart asks again; the person decides in its widget.
+    with kernel_ext.step("refund"):
+        pending = approve("Refund 120 EUR?", key="refund")
+        pending.decide(True, comment="fine")
+        assert pending.approved
+
+    journal_ = Journal(path)
+    ((step,),) = [load_history(journal_, "shop").steps]
+    (call,) = step.calls
+    with journal_.open() as store:
+        (asked,) = store.con.execute("SELECT max(started_at) FROM step_runs WHERE step = 'refund'").fetchone()
+    assert call.use == "live" and call.shade == "person"  # the last run used it: not an earlier record
+    assert call.asked_again is not None and asked <= call.asked_again <= call.ended_at
+    assert (call.ended_at - call.started_at) >= timedelta(minutes=5)
+    waited = duration((call.ended_at - call.asked_again).total_seconds())
+    # What the widget said: asked (waiting since) at the run's time, and how long from then.
+    assert call.figures() == [f"asked {call.asked_again:%H:%M} UTC", f"waited {waited}",
+                              f"first asked {call.started_at:%H:%M} UTC"]
+    assert "min" not in waited
+    assert f"call 1 · approval refund · decided · asked {call.asked_again:%H:%M} UTC · waited {waited}" \
+        in history_text(load_history(journal_, "shop"))
+    assert step_track(step.calls).seconds < 60  # its bar from when it was asked again, not five minutes
+    page = history_html(load_history(journal_, "shop"), {})
+    (bar,) = re.findall(r"class='dk-bar' style='[^']*background:(#[0-9a-f]+)", page)
+    assert bar == COLOURS["person"] != COLOURS["earlier"]  # drawn as a person's decision, not grey
+
+    # Asked again, and decided from a terminal after that run stopped: still the one the step goes on from.
+    with pytest.raises(StepSuspended), kernel_ext.step("wire"):
+        approve("Wire 50 EUR?", key="wire").approved  # noqa: B018
+    with pytest.raises(StepSuspended), kernel_ext.step("wire"):
+        approve("Wire 50 EUR?", key="wire").approved  # noqa: B018
+    decide_from_cli(journal_, "shop", "wire", True, None)
+    wire = next(s for s in load_history(journal_, "shop").steps if s.name == "wire")
+    (call,) = wire.calls
+    assert call.shade == "person" and call.use == "live" and call.asked_again is not None
+    with kernel_ext.step("wire"):  # the next run replays the decision
+        assert approve("Wire 50 EUR?", key="wire").approved
+    wire = next(s for s in load_history(journal_, "shop").steps if s.name == "wire")
+    assert [(c.use, c.shade) for c in wire.calls] == [("replayed", "person")]
+    assert wire.calls[0].asked_again is None  # replayed: nobody was asked again

@@ -225,3 +225,23 @@ def test_the_widgets_earlier_button_draws_the_page_before_the_one_drawn(long_jou
     while view.earlier.layout.display != "none":
         view.earlier.click()
     assert drawn() == [f"s{i:04d}" for i in range(STEPS)]
+
+
+def test_a_filter_and_a_search_hold_for_the_earlier_page_drawn_on_a_click(long_journal: Path):
+    from widgets.history import HistoryView
+
+    journal = Journal(long_journal)
+    view = HistoryView(journal, load_history(journal, "long", read_only=True).page())
+    shown = lambda: [s.step.name for s in view.sections if s.layout.display != "none"]  # noqa: E731
+    view.kind.value = "tool"  # a tool call every fourth step
+    assert shown() == [f"s{i:04d}" for i in range(152, STEPS, 4)]
+    assert "12 of 62 calls match, in 12 of the 50 steps drawn" in view.counts.value
+    view.earlier.click()
+    assert shown() == [f"s{i:04d}" for i in range(100, STEPS, 4)]
+    assert "25 of 125 calls match, in 25 of the 100 steps drawn" in view.counts.value
+
+    view.kind.value = "all"
+    view.query.value = "question 120"  # on the page drawn by the click
+    assert shown() == ["s0120"] and "100 earlier steps not searched" in view.counts.value
+    view.query.value = "question 99"  # before it: not searched, and it says so
+    assert shown() == [] and "no call of the 125 in the 100 steps drawn matches" in view.counts.value

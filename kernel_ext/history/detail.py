@@ -57,6 +57,11 @@ def all_details(journal: Journal, history: SessionHistory, limit: int | None = N
              for call in (step.calls if history.rows is None else step.calls[:history.rows])]
     if limit is not None:
         calls = calls[len(calls) - limit:] if limit > 0 else []
+    return details_of(journal, calls)
+
+
+def details_of(journal: Journal, calls: list[CallView]) -> dict[int, CallDetail]:
+    """The detail of each of `calls` (those the journal has), read together in a few queries."""
     with journal.open() as store:
         documents = store.calls_documents([call.id for call in calls])
     return {call.id: _detail(call, documents[call.id]) for call in calls if call.id in documents}

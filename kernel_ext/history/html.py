@@ -12,6 +12,7 @@ import html
 import json
 import shlex
 
+from .browse import Place, opened, places
 from .detail import CallDetail, Message
 from .layout import Track, step_track
 from .model import PAGE_ROWS, SHADES, CallView, SessionHistory, StepView, duration, money
@@ -22,6 +23,8 @@ SHORT = {"live": "live", "replayed": "replayed", "person": "waiting for a person
 _NUMBER_WIDTH = 0.05  # of a track: a bar narrower than its number is drawn wider, and kept inside the track
 MAX_ROWS = PAGE_ROWS  # calls drawn per step; the journal (durable show, SQL) has the rest
 LABEL_WIDTH, FIGURES_WIDTH = "34%", "24%"  # of a call's row: its name, its bar's track, its figures
+MARK_WIDTH = "52px"  # of a row's name, in a step with turns: a model call's "turn N", else the indent
+WHOLE = 30  # calls: a history this short opens every step; a longer one opens those worth a look
 
 FONT = "font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;line-height:1.4"
 _MUTED = "opacity:.75"
@@ -106,11 +109,29 @@ def figures_text(call: CallView) -> str:
     return " · ".join(call.figures()) or call.state
 
 
-def call_row_html(call: CallView, track: Track, inner: str) -> str:
-    """One call: its number and name, its bar, its figures; opens onto its request and response."""
+def turn_mark_html(place: Place) -> str:
+    """A model call's turn, on its row: "turn 3" (or "earlier" for a model call the last run did not use)."""
+    tint = "rgba(128,128,128,.5)" if place.earlier else COLOURS["live"]
+    return (f"<span class='dk-turn' title='a turn: this model call and the calls after it until the next one' "
+            f"style='display:inline-block;font-size:10px;line-height:14px;padding:0 5px;border-radius:7px;"
+            f"border:1px solid {tint};white-space:nowrap;{_MUTED if place.earlier else ''}'>{esc(place.mark)}</span>")
+
+
+def _place_html(place: Place | None) -> str:
+    """Before a row's name: its turn's mark, the indent of a call under a model call, or nothing."""
+    if place is None or not place.turned:
+        return ""
+    inner = turn_mark_html(place) if place.leads else ""
+    guide = "<span style='opacity:.45'>└ </span>" if place.under else ""
+    return f"<span style='display:inline-block;width:{MARK_WIDTH}'>{inner}</span>{guide}"
+
+
+def call_row_html(call: CallView, track: Track, inner: str, place: Place | None = None) -> str:
+    """One call: its number and name, its bar, its figures; opens onto its request and response. `place`:
+    where it stands in its step's turns (a model call carries its turn, the calls after it are indented)."""
     summary = (f"<summary style='display:flex;align-items:center;gap:8px;cursor:pointer;padding:1px 0'>"
                f"<span style='width:{LABEL_WIDTH};white-space:nowrap;overflow:hidden;text-overflow:ellipsis'>"
-               f"▸ <b>{esc(call.number)}</b> · {esc(call.what)}</span>{bar_html(call, track)}"
+               f"{_place_html(place)}▸ <b>{esc(call.number)}</b> · {esc(call.what)}</span>{bar_html(call, track)}"
                f"<span style='width:{FIGURES_WIDTH};{_SMALL};white-space:nowrap;overflow:hidden;"
                f"text-overflow:ellipsis'>{esc(figures_text(call))}</span></summary>")
     body = f"<div style='margin:4px 0 10px 14px'>{inner}</div>" if inner else ""
@@ -171,16 +192,27 @@ def history_html(history: SessionHistory, details: dict[int, CallDetail]) -> str
     """The picture of the steps given (a page of a long session: its header says what is left out); each
     call opens (a <details>) onto its request and response where given."""
     parts = [f"<div class='durable-history' style='{FONT}'>", header_html(history), legend_html()]
-    for step in history.steps:
+    # A step is a <details> too: a long history opens on the steps worth a look (browse.opened).
+    shown = opened(history.steps, whole=WHOLE)
+    if not all(shown):
+        parts.append(f"<div style='{_SMALL}'>steps that finished are closed: click one to open it</div>")
+    for step, open_ in zip(history.steps, shown, strict=True):
         track = step_track(step.calls)
-        parts += [f"<div style='margin-top:10px'>{step_title_html(step)}</div>", axis_html(track)]
+        parts.append(f"<details class='dk-step'{' open' if open_ else ''} style='margin-top:10px'>"
+                     f"<summary style='display:flex;gap:6px;align-items:baseline;cursor:pointer'>"
+                     f"<span>▸</span>{step_title_html(step)}</summary>")
+        if step.calls:
+            parts.append(axis_html(track))
+        where = places(step.calls)
         for call in step.calls[:MAX_ROWS]:
-            parts.append(call_row_html(call, track, detail_html(details[call.id]) if call.id in details else ""))
+            inner = detail_html(details[call.id]) if call.id in details else ""
+            parts.append(call_row_html(call, track, inner, where[call.id]))
         if len(step.calls) > MAX_ROWS:
             parts.append(f"<div style='{_SMALL}'>… {len(step.calls) - MAX_ROWS:,} more calls: durable show "
                          f"{esc(shlex.quote(history.session))} --step {esc(shlex.quote(step.name))}, "
                          "or %durable sql</div>")
         if not step.calls:
             parts.append(f"<div style='{_SMALL}'>no calls</div>")
+        parts.append("</details>")
     parts.append("</div>")
     return "".join(parts)

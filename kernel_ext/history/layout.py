@@ -35,7 +35,8 @@ class Track:
 
 def step_track(calls: list[CallView], at: datetime | None = None) -> Track:
     at = at or now()
-    timed = [(c.started_at, c.seconds(at), c.id) for c in calls if c.started_at is not None]
+    # An approval asked again by a later run sits where that run asked: its wait began there (CallView.since).
+    timed = [(c.since, c.seconds(at), c.id) for c in calls if c.since is not None]
     if not timed:
         return Track({c.id: Bar(0.0, MIN_WIDTH) for c in calls})
     timed.sort()

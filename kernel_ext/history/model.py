@@ -57,6 +57,10 @@ class CallView:
     ended_at: datetime | None = None
     in_doubt: bool = False  # started, no outcome, and nothing is running it any more
     wake_at: str | None = None  # a sleep's recorded wake-up time (ISO 8601, UTC)
+    # An approval an earlier run asked for and the last run asked again (a restart between them): when
+    # the last run asked, as its widget said ("waiting for a decision since ..."). The record keeps the
+    # first request's time, so the wait is counted from this one.
+    asked_again: datetime | None = None
 
     @property
     def number(self) -> str:
@@ -97,23 +101,26 @@ class CallView:
             return "in doubt (no outcome recorded)"
         return self.status
 
+    @property
+    def since(self) -> datetime | None:
+        """When what its bar shows began: the call's start, or the last run's request of an approval asked again."""
+        return self.asked_again or self.started_at
+
     def seconds(self, at: datetime | None = None) -> float:
         """How long it took; a pending approval has taken until `at` (now) so far."""
-        if self.started_at is not None and self.ended_at is not None:
-            return max(0.0, (self.ended_at - self.started_at).total_seconds())
+        if self.since is not None and self.ended_at is not None:
+            return max(0.0, (self.ended_at - self.since).total_seconds())
         if self.latency_ms is not None:
             return self.latency_ms / 1000
-        if self.started_at is not None and self.kind == "approval" and self.status == "started":
-            return max(0.0, ((at or now()) - self.started_at).total_seconds())
+        if self.since is not None and self.kind == "approval" and self.status == "started":
+            return max(0.0, ((at or now()) - self.since).total_seconds())
         return 0.0
 
     def figures(self) -> list[str]:
         """Time, tokens and cost, as short phrases."""
         parts = []
         if self.kind == "approval":
-            if self.latency_ms is not None:
-                parts.append(f"waited {duration(self.latency_ms / 1000)}")
-            return parts
+            return self._waiting()
         if self.wake_at is not None:
             parts.append(f"wakes {_wake(self.wake_at)}")
         if self.attempts > 1:
@@ -125,6 +132,15 @@ class CallView:
         if self.cost is not None:
             parts.append(money(self.cost, self.currency))
         return parts
+
+    def _waiting(self) -> list[str]:
+        """When a person was asked and how long they took, in the approval widget's own words and clock."""
+        if self.since is None:
+            return [f"waited {duration(self.latency_ms / 1000)}"] if self.latency_ms is not None else []
+        first = [f"first asked {_clock(self.started_at)}"] if self.asked_again and self.started_at else []
+        if self.status == "started":
+            return [f"waiting since {_clock(self.since)}", f"{duration(self.seconds())} so far", *first]
+        return [f"asked {_clock(self.since)}", f"waited {duration(self.seconds())}", *first]
 
     def label(self) -> str:
         parts = [f"{self.number} · {self.what}", self.state]
@@ -366,16 +382,22 @@ def load_history(journal: Journal, session: str, *, read_only: bool = False) -> 
                 raise StepError(f"no session {session!r} in {journal.path}; sessions: {', '.join(names) or 'none'}")
         calls = store.session_calls(session)
         saved = _saved_by_step(store, session)
+        began = dict(store.con.execute(
+            "SELECT step, arg_max(started_at, id) FROM step_runs WHERE session = ? GROUP BY step",
+            [session]).fetchall())
     views = []
     for s in steps:
+        # In the order of their numbers, an earlier record just before the call that took its place.
+        recorded = sorted(calls.get(s["name"], []), key=lambda c: (c["seq"], c["id"]))
+        uses = _uses(recorded, s["last_run_id"], s["last_run_replayed_calls"], began.get(s["name"]))
         step_calls = [CallView(c["id"], c["seq"], c["kind"], c["name"], c["model"], c["status"],
                                c["attempts"] or 1, c["latency_ms"], c["prompt_tokens"], c["completion_tokens"],
-                               c["cost"], c["currency"], c["run_id"] == s["last_run_id"],
-                               _use(c, s["last_run_id"], s["last_run_replayed_calls"]), step=s["name"],
-                               started_at=c["started_at"], ended_at=c["ended_at"],
+                               c["cost"], c["currency"], c["run_id"] == s["last_run_id"], uses[c["id"]][0],
+                               step=s["name"], started_at=c["started_at"], ended_at=c["ended_at"],
                                in_doubt=(c["status"] == "started" and c["kind"] != "approval"
-                                         and s["status"] != "running"), wake_at=c.get("wake_at"))
-                      for c in calls.get(s["name"], [])]
+                                         and s["status"] != "running"), wake_at=c.get("wake_at"),
+                               asked_again=uses[c["id"]][1] if c["kind"] == "approval" else None)
+                      for c in recorded]
         views.append(StepView(s["name"], s["status"], s["runs"], s["last_run_seconds"], s["last_run_live"],
                               s["last_run_replayed"], int(s["tokens"] or 0), s["cost"], step_calls,
                               saved.get(s["name"], Saved()), s.get("last_run_budget")))
@@ -385,12 +407,35 @@ def load_history(journal: Journal, session: str, *, read_only: bool = False) -> 
     return SessionHistory(session, str(journal.path), views, total)
 
 
-def _use(call: dict[str, Any], last_run: int | None, replayed: set[int] | None) -> str:
-    if call["run_id"] == last_run:
-        return "live"
-    if replayed is None:
-        return "recorded earlier"
-    return "replayed" if call["id"] in replayed else "not used by the last run"
+def _uses(calls: list[dict[str, Any]], last_run: int | None, replayed: set[int] | None,
+          began: datetime | None) -> dict[int, tuple[str, datetime | None]]:
+    """What a step's last run did with each of its calls, and when it asked again for those it resumed.
+
+    A call keeps the run that first recorded it: an approval asked before a restart and decided after it,
+    or a tool in doubt run again, is finished by a later run under its first run's id, and that run does
+    not replay it either. The last run used such a call if it got to its place (no call of its own or
+    replayed by it stands there) and the call was still open when that run began.
+    """
+    if replayed is None:  # a run of an older release, which did not say which calls it replayed
+        return {c["id"]: ("live" if c["run_id"] == last_run else "recorded earlier", None) for c in calls}
+    own = [c for c in calls if c["run_id"] == last_run]
+    taken = {c["seq"] for c in own} | {c["seq"] for c in calls if c["id"] in replayed}
+    reached = max(taken, default=0)
+    uses: dict[int, tuple[str, datetime | None]] = {}
+    for c in sorted(calls, key=lambda c: (c["seq"], c["id"])):
+        if c["run_id"] == last_run:
+            uses[c["id"]] = ("live", None)
+        elif c["id"] in replayed:
+            uses[c["id"]] = ("replayed", None)
+        elif (began is not None and c["seq"] not in taken and c["seq"] <= reached + 1
+              and (c["ended_at"] is None or c["ended_at"] >= began)):
+            # Asked again when the run got there: after what it made live before it (replaying takes no time).
+            before = [o["ended_at"] for o in own if o["seq"] < c["seq"] and o["ended_at"] is not None]
+            uses[c["id"]] = ("live", max([began, *before]))
+            reached = max(reached, c["seq"])
+        else:
+            uses[c["id"]] = ("not used by the last run", None)
+    return uses
 
 
 def _saved_by_step(store: Store, session: str) -> dict[str, Saved]:
@@ -444,6 +489,11 @@ def history_text(history: SessionHistory) -> str:
             lines.append(f"      … {len(step.calls) - len(shown):,} more calls: durable show "
                          f"{shlex.quote(history.session)} --step {shlex.quote(step.name)}")
     return "\n".join(lines)
+
+
+def _clock(moment: datetime) -> str:
+    """A journal time (naive UTC) as the approval widget shows one."""
+    return moment.strftime("%H:%M UTC")
 
 
 def _wake(iso: str) -> str:
