@@ -706,6 +706,13 @@ class Store(History):
         return {name for (name,) in self.con.execute("SELECT name FROM step_records WHERE session = ?",
                                                      [session]).fetchall()}
 
+    def recorded_elsewhere(self, session: str, step: str, source: str) -> list[str]:
+        """Other sessions that hold a step of this name and code (a notebook renamed, say), latest first."""
+        key = _blobs.Split().add(source.encode())
+        return [name for (name,) in self.con.execute(
+            "SELECT session FROM step_records WHERE name = ? AND source = ? AND session <> ? ORDER BY updated_at DESC",
+            [step, key, session]).fetchall()]
+
     def reserve_run_ids(self, count: int) -> list[int]:
         """`count` run ids for runs begun without DuckDB (see `Journal.begin_new`)."""
         return [run_id for (run_id,) in self.con.execute("SELECT nextval('run_ids') FROM range(?)",

@@ -517,9 +517,20 @@ class Session:
                     self._claimed = True
                 run = store.begin_step(self.name, name, source, rerun=rerun)
                 self._flush_cells(store)
+                first = self._steps is None
                 self._learn_steps(store, name)
+                elsewhere = []
+                if first and self._steps == {name} and not run.recorded and source is not None:
+                    elsewhere = store.recorded_elsewhere(self.name, name, source)
             begun = run, StepWriter(self.journal, run, self._reserve_ids)
+        else:
+            elsewhere = []
         active = ActiveStep(self, *begun, strict, budgets=budgets)
+        if elsewhere:  # a renamed notebook's new default session: say so at once, while the step still runs
+            moved = (f"session {self.name!r} is new, but session {elsewhere[0]!r} recorded step {name!r} with the "
+                     f"same code: its calls go live again here; `%durable session {elsewhere[0]}` replays them")
+            print(f"durable: {moved}", file=sys.stderr)
+            active.warn(moved.replace("{", "{{").replace("}", "}}"))  # a warning is a format string
         status, error = "failed", None
         try:
             with entered_step(active):
