@@ -97,23 +97,22 @@ def read_frames(path: Path, start: int, limit: int = -1) -> tuple[list[tuple[byt
 
 
 def frames_with_offsets(path: Path, start: int) -> tuple[list[tuple[int, bytes, bytes]], int]:
-    """The whole frames of a log from byte `start`, each with its offset: ([(offset, kind, body)], end)."""
+    """The whole frames of a log from byte `start`, each with its offset: ([(offset, kind, body)], end).
+
+    A log's file is longer than what it holds (room is reserved ahead, as zeros): where no frame
+    starts at `start`, only its header is read.
+    """
     with open(path, "rb") as file:
         file.seek(start)
-        data = file.read()
-    frames: list[tuple[int, bytes, bytes]] = []
-    offset = 0
-    while offset + _HEADER.size <= len(data):
-        length, crc = _HEADER.unpack_from(data, offset)
-        end = offset + _HEADER.size + length
-        if length == 0 or end > len(data):
-            break
-        payload = data[offset + _HEADER.size:end]
-        if zlib.crc32(payload) != crc:
-            break
-        frames.append((start + offset, payload[:1], payload[1:]))
-        offset = end
-    return frames, start + offset
+        head = file.read(_HEADER.size)
+        if len(head) < _HEADER.size or _HEADER.unpack(head)[0] == 0:
+            return [], start
+        frames, used, _ = read_frames_of(head + file.read())
+    placed, offset = [], start
+    for kind, body in frames:
+        placed.append((offset, kind, body))
+        offset += _HEADER.size + len(kind) + len(body)
+    return placed, start + used
 
 
 def read_frames_of(data: bytes) -> tuple[list[tuple[bytes, bytes]], int, int]:

@@ -641,13 +641,17 @@ class Store(History):
                                    [session, step]).fetchone()
             if row is None or row[0] != epoch:
                 return docs, blobs  # moved on meanwhile (forgotten): no run may begin from this epoch
-            (run_id,) = self.con.execute("SELECT nextval('run_ids')").fetchone()
+            (run_id,) = self.reserve_run_ids(1)
             ids = ids or self.reserve_call_ids(_FIRST_IDS)
-            positions = {name[4:]: value for name, value in self.con.execute(
-                "SELECT name, value FROM journal_state WHERE starts_with(name, 'log ')").fetchall()}
+            positions = self._log_positions()
             _pack.write(self.journal.path, session, step,
                         _pack.Pack(epoch, source, run_id, ids, docs, blobs), positions)
         return docs, blobs
+
+    def _log_positions(self) -> dict[str, int]:
+        """How far DuckDB has absorbed each log, by the log's file name (what a pack's tails start from)."""
+        return {name[4:]: value for name, value in self.con.execute(
+            "SELECT name, value FROM journal_state WHERE starts_with(name, 'log ')").fetchall()}
 
     def repack(self, session: str, steps: Iterable[str]) -> list[str]:
         """Pack the recordings of `steps` that have no pack (their runs ended in this process).
@@ -682,8 +686,7 @@ class Store(History):
         blobs = self._replay_blobs([doc for recording in docs.values() for doc in recording.values()])
         run_ids = self.reserve_run_ids(len(steps))
         ids = self.reserve_call_ids(_FIRST_IDS * len(steps))
-        positions = {name[4:]: value for name, value in self.con.execute(
-            "SELECT name, value FROM journal_state WHERE starts_with(name, 'log ')").fetchall()}
+        positions = self._log_positions()
         for n, (step, (epoch, source)) in enumerate(steps.items()):
             recording = docs[step]
             responses = {doc["response"] for doc in recording.values() if doc.get("response") in blobs}
