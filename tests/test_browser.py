@@ -232,6 +232,20 @@ def _cell_done(cell: Any) -> None:
     expect(cell.locator(".jp-InputPrompt")).to_have_text(re.compile(r"^\[\d+\]:$"), timeout=60_000)
 
 
+def _open_notebook(page: Any, lab: Lab, ui: Stages, name: str) -> None:
+    """Open a notebook of the lab's folder and wait until its kernel is idle and connected."""
+    from playwright.sync_api import expect
+
+    with ui.stage("open the notebook"):
+        page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}", wait_until="domcontentloaded", timeout=60_000)
+        expect(page.locator(".jp-NotebookPanel .jp-Cell").first).to_be_visible(timeout=60_000)
+    with ui.stage("kernel idle"):
+        _wait_until(page, lambda: any(k["execution_state"] == "idle" and k["connections"] > 0
+                                      for k in lab.kernels()), KERNEL_TIMEOUT, "an idle, connected kernel")
+        expect(page.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
+            "data-status", "idle", timeout=KERNEL_TIMEOUT)
+
+
 def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab: Lab, model_server: Any):
     from playwright.sync_api import expect, sync_playwright
 
@@ -262,15 +276,7 @@ def test_approving_in_the_widget_resumes_the_cell_and_journals_the_decision(lab:
             assess = notebook.locator(".jp-CodeCell").filter(has_text="%%durable assess")
             refund = notebook.locator(".jp-CodeCell").filter(has_text="%%durable refund")
 
-            with ui.stage("open the notebook"):
-                page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}", wait_until="domcontentloaded",
-                          timeout=60_000)
-                expect(notebook.locator(".jp-Cell").first).to_be_visible(timeout=60_000)
-            with ui.stage("kernel idle"):
-                _wait_until(page, lambda: any(k["execution_state"] == "idle" and k["connections"] > 0
-                                        for k in lab.kernels()), KERNEL_TIMEOUT, "an idle, connected kernel")
-                expect(page.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-                    "data-status", "idle", timeout=KERNEL_TIMEOUT)
+            _open_notebook(page, lab, ui, NOTEBOOK)
             with ui.stage("run all cells"):
                 _run_all(page)
             # Found by its prompt: its header says "Approval needed" only until it is decided.

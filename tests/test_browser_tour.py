@@ -165,6 +165,19 @@ def _menu(page: Any, menu: str, item: str) -> None:
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(rf"^{re.escape(item)}$")).click()
 
 
+def _finished(page: Any, cell: Any, summary: Any, errors: Any, shot: str) -> tuple[str, list[str]]:
+    """Once the cell is done: its summary line and its outputs, a screenshot, and no error in the notebook."""
+    from playwright.sync_api import expect
+
+    _cell_done(cell)
+    line = summary.inner_text()
+    cell.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / shot))
+    outputs = cell.locator(".jp-OutputArea-output").all_inner_texts()
+    expect(errors).to_have_count(0)
+    return line, outputs
+
+
 def test_the_readme_tour_in_jupyterlab_killed_mid_loop_resumes_and_then_sends_nothing(
         tour_lab: TourLab, tour_model: TourModel, tmp_path: Path):
     from playwright.sync_api import expect, sync_playwright
@@ -266,12 +279,7 @@ def test_the_readme_tour_in_jupyterlab_killed_mid_loop_resumes_and_then_sends_no
                 _menu(page, "Kernel", "Restart Kernel and Run All Cells…")
                 page.locator(".jp-Dialog").get_by_role("button", name="Confirm Kernel Restart").click()
                 expect(summary).to_contain_text(f"↻ durable step '{step}'", timeout=STEP_TIMEOUT)
-                _cell_done(research)
-                resumed = summary.inner_text()
-                research.scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "tour-resumed.png"))
-                resumed_out = research.locator(".jp-OutputArea-output").all_inner_texts()
-                expect(errors).to_have_count(0)
+                resumed, resumed_out = _finished(page, research, summary, errors, "tour-resumed.png")
             sent_resuming = tour_model.requests() - sent_before_resume
 
             with ui.stage("run it again: nothing is sent"):
@@ -279,12 +287,7 @@ def test_the_readme_tour_in_jupyterlab_killed_mid_loop_resumes_and_then_sends_no
                 _run_all(page)
                 expect(research.locator(".jp-InputPrompt")).not_to_have_text(before, timeout=60_000)
                 expect(summary).to_contain_text(f"↻ durable step '{step}': {total} replayed", timeout=STEP_TIMEOUT)
-                _cell_done(research)
-                third = summary.inner_text()
-                research.scroll_into_view_if_needed()
-                page.screenshot(path=str(ARTIFACTS / "tour-third-run.png"))
-                third_out = research.locator(".jp-OutputArea-output").all_inner_texts()
-                expect(errors).to_have_count(0)
+                third, third_out = _finished(page, research, summary, errors, "tour-third-run.png")
         finally:
             browser.close()
     sent_third = tour_model.requests() - sent_before_resume - sent_resuming

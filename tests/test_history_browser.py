@@ -21,13 +21,12 @@ from tests.test_browser import (
     ARTIFACTS,
     CHROMIUM,
     CHROMIUM_FLAGS,
-    KERNEL_TIMEOUT,
     PAGE_TIMEOUT,
     Lab,
     Stages,
     _cell_done,
+    _open_notebook,
     _run_all,
-    _wait_until,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -110,15 +109,7 @@ def test_the_history_of_a_thousand_calls_opens_closed_and_filters_and_searches(l
             steps = history.locator(".dk-step")
             opened = history.locator(".dk-step button.dk-toggle", has_text="▾").filter(visible=True)
 
-            with ui.stage("open the notebook"):
-                page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}", wait_until="domcontentloaded",
-                          timeout=60_000)
-                expect(panel.locator(".jp-Cell").first).to_be_visible(timeout=60_000)
-            with ui.stage("kernel idle"):
-                _wait_until(page, lambda: any(k["execution_state"] == "idle" and k["connections"] > 0
-                                              for k in lab.kernels()), KERNEL_TIMEOUT, "an idle, connected kernel")
-                expect(page.locator(".jp-Notebook-ExecutionIndicator")).to_have_attribute(
-                    "data-status", "idle", timeout=KERNEL_TIMEOUT)
+            _open_notebook(page, lab, ui, NOTEBOOK)
             with ui.stage("run all: 1,000 calls, then the history"):
                 _run_all(page)
                 build = panel.locator(".jp-CodeCell").nth(1)
