@@ -25,7 +25,7 @@ import types
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .tool_results import check_request
+from .tool_results import check_request, field_of
 
 if TYPE_CHECKING:
     from .runtime import ActiveStep
@@ -73,20 +73,19 @@ def adopt(function: types.FunctionType, name: str) -> bool:
 
 def tool_names(request: Any) -> Iterator[str]:
     """The names of the function tools a request offers: OpenAI chat and Responses, Anthropic, Gemini."""
-    tools = _get(request, "tools")
+    tools = field_of(request, "tools")
     if tools is None:
-        tools = _get(_get(request, "config"), "tools")
+        tools = field_of(field_of(request, "config"), "tools")
     if not isinstance(tools, (list, tuple)):
         return
     for entry in tools:
-        function = _get(entry, "function")
-        name = _get(function, "name") if function is not None else _get(entry, "name")
+        function = field_of(entry, "function")
+        name = field_of(function, "name") if function is not None else field_of(entry, "name")
         if isinstance(name, str):
             yield name
-        for field in ("function_declarations", "functionDeclarations"):
-            for declaration in _get(entry, field) or ():
-                if isinstance(_get(declaration, "name"), str):
-                    yield _get(declaration, "name")
+        for declaration in field_of(entry, "function_declarations", "functionDeclarations") or ():
+            if isinstance(field_of(declaration, "name"), str):
+                yield field_of(declaration, "name")
 
 
 def dispatch(code: types.CodeType, namespace: dict[str, Any], name: str, args: tuple[Any, ...],
@@ -189,10 +188,3 @@ def _candidates(namespace: dict[str, Any], name: str) -> Iterator[types.Function
         if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
             found[id(value)] = value
     yield from found.values()
-
-
-def _get(obj: Any, name: str) -> Any:
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None) if obj is not None else None
-

@@ -485,8 +485,8 @@ class Session:
         self._steps: set[str] | None = None
         self._run_ids: list[int] = []  # reserved for those runs
         self._refill: threading.Thread | None = None  # reserving more of them, beside the running steps
-        # For `_steps` and `_run_ids`; taken inside `_journal_lock`, never around it.
-        self._timer_lock = threading.Lock()
+        # For `_steps`, `_run_ids` and `_refill`; taken inside `_journal_lock`, never around it.
+        self._steps_lock = threading.Lock()
         self.tool_ledger = ToolLedger()  # journaled tool calls whose results no request carried yet
         self.budget: Budget | None = None  # set by `session(..., budget_tokens=...)`; else the settings'
         # Vendor state (a stored response's id) named by answers replayed here -> (step, call) that replayed it.
@@ -509,6 +509,7 @@ class Session:
         budgets = [b for b in (budget, self.budget or self._budget_of(chosen)) if b is not None]
         source = redact_text(source) if source is not None else None
         begun = None if rerun else self._begin_from_pack(name, source) or self._begin_new(name, source)
+        elsewhere: list[str] = []  # other sessions that recorded this step, when a new session begins with it
         if begun is None:
             with self.journal_store() as store:
                 self._hold()
@@ -519,12 +520,9 @@ class Session:
                 self._flush_cells(store)
                 first = self._steps is None
                 self._learn_steps(store, name)
-                elsewhere = []
                 if first and self._steps == {name} and not run.recorded and source is not None:
                     elsewhere = store.recorded_elsewhere(self.name, name, source)
             begun = run, StepWriter(self.journal, run, self._reserve_ids)
-        else:
-            elsewhere = []
         active = ActiveStep(self, *begun, strict, budgets=budgets)
         if elsewhere:  # a renamed notebook's new default session: say so at once, while the step still runs
             moved = (f"session {self.name!r} is new, but session {elsewhere[0]!r} recorded step {name!r} with the "
@@ -567,7 +565,7 @@ class Session:
 
     def _learn_steps(self, store: Store, name: str) -> None:
         """Know the session's steps and hold run ids, so that the steps new to it begin without DuckDB."""
-        with self._timer_lock:
+        with self._steps_lock:
             if self._steps is None:
                 self._steps = store.session_steps(self.name)  # read after every log was absorbed
             self._steps.add(name)
@@ -581,17 +579,17 @@ class Session:
             print(f"durable: could not reserve run ids beside the running steps ({type(exc).__name__}: {exc})",
                   file=sys.stderr)
         finally:
-            with self._timer_lock:
+            with self._steps_lock:
                 self._refill = None
 
     def _refill_run_ids(self, store: Store) -> None:
-        with self._timer_lock:
+        with self._steps_lock:
             if self._steps is not None and len(self._run_ids) < _RUN_IDS // 4:
                 self._run_ids.extend(store.reserve_run_ids(_RUN_IDS))
 
     def _begin_new(self, name: str, source: str | None) -> tuple[StepRun, StepWriter] | None:
         """Begin the first run of a step new to the session from the log alone; None if it cannot be known new."""
-        with self._timer_lock:
+        with self._steps_lock:
             if self._steps is None or name in self._steps or len(self._run_ids) < 2 or self._held is None:
                 return None
             split = Split()
@@ -759,7 +757,7 @@ class Session:
         if self._held is not None:
             let_go_of_session(self.journal.path, self.name, self._held)
             self._held = None
-        with self._timer_lock:
+        with self._steps_lock:
             self._steps, self._run_ids = None, []  # another process may add steps now
 
 

@@ -82,7 +82,8 @@ def tool_results(request: Any) -> list[tuple[str, str]]:
     return []
 
 
-def _get(obj: Any, *names: str) -> Any:
+def field_of(obj: Any, *names: str) -> Any:
+    """The first of `names` set on `obj`, a dict of the JSON sent or an SDK object."""
     for name in names:
         value = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
         if value is not None:
@@ -94,20 +95,20 @@ def _tail(items: list[Any], field: str) -> list[tuple[str, str]]:
     if field == "contents":
         return _gemini(items)
     last = items[-1]
-    content = _get(last, "content")
-    if _get(last, "role") == "user" and isinstance(content, (list, tuple)):
+    content = field_of(last, "content")
+    if field_of(last, "role") == "user" and isinstance(content, (list, tuple)):
         return _anthropic(items, content)
     found: list[tuple[str, str | None]] = []
     position = len(items) - 1
     while position >= 0:
         item = items[position]
-        role, kind = _get(item, "role"), _get(item, "type")
+        role, kind = field_of(item, "role"), field_of(item, "type")
         if role == "tool":
-            found.append((str(_get(item, "tool_call_id")), None))
+            found.append((str(field_of(item, "tool_call_id")), None))
         elif role == "function":
-            found.append((f"function:{position}:{_get(item, 'name')}", str(_get(item, "name"))))
+            found.append((f"function:{position}:{field_of(item, 'name')}", str(field_of(item, "name"))))
         elif kind == "function_call_output":
-            found.append((str(_get(item, "call_id")), None))
+            found.append((str(field_of(item, "call_id")), None))
         else:
             break
         position -= 1
@@ -122,36 +123,36 @@ def _names_before(items: list[Any], position: int) -> dict[str, str]:
     names: dict[str, str] = {}
     while position >= 0:
         item = items[position]
-        if _get(item, "type") == "function_call":
-            names[str(_get(item, "call_id"))] = str(_get(item, "name"))
+        if field_of(item, "type") == "function_call":
+            names[str(field_of(item, "call_id"))] = str(field_of(item, "name"))
             position -= 1
             continue
-        for call in _get(item, "tool_calls") or ():
-            names[str(_get(call, "id"))] = str(_get(_get(call, "function") or {}, "name"))
+        for call in field_of(item, "tool_calls") or ():
+            names[str(field_of(call, "id"))] = str(field_of(field_of(call, "function") or {}, "name"))
         break
     return names
 
 
 def _anthropic(items: list[Any], content: Any) -> list[tuple[str, str]]:
-    ids = [str(_get(block, "tool_use_id")) for block in content if _get(block, "type") == "tool_result"]
+    ids = [str(field_of(block, "tool_use_id")) for block in content if field_of(block, "type") == "tool_result"]
     if not ids:
         return []
     names: dict[str, str] = {}
     if len(items) >= 2:
-        asked = _get(items[-2], "content")
+        asked = field_of(items[-2], "content")
         for block in asked if isinstance(asked, (list, tuple)) else ():
-            if _get(block, "type") == "tool_use":
-                names[str(_get(block, "id"))] = str(_get(block, "name"))
+            if field_of(block, "type") == "tool_use":
+                names[str(field_of(block, "id"))] = str(field_of(block, "name"))
     return [(key, names.get(key, UNNAMED)) for key in ids]
 
 
 def _gemini(items: list[Any]) -> list[tuple[str, str]]:
     position = len(items) - 1
-    parts = _get(items[position], "parts")
+    parts = field_of(items[position], "parts")
     found = []
     for index, part in enumerate(parts if isinstance(parts, (list, tuple)) else ()):
-        response = _get(part, "function_response", "functionResponse")
+        response = field_of(part, "function_response", "functionResponse")
         if response is not None:
-            name = str(_get(response, "name") or UNNAMED)
-            found.append((str(_get(response, "id") or f"gemini:{position}:{index}:{name}"), name))
+            name = str(field_of(response, "name") or UNNAMED)
+            found.append((str(field_of(response, "id") or f"gemini:{position}:{index}:{name}"), name))
     return found
